@@ -1,0 +1,40 @@
+# Every target does all of its own set-up, idempotently, from a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP_RUN := $(VENV)/.installed-run
+STAMP_DEV := $(VENV)/.installed-dev
+JOBS ?= 2
+
+.PHONY: test test-slow reproduce lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP_RUN): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[digits]'
+	touch $@
+
+$(STAMP_DEV): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev,digits]'
+	touch $@ $(STAMP_RUN)
+
+test: $(STAMP_DEV)
+	$(BIN)/python -m pytest -n $(JOBS) --durations=15 -q
+
+test-slow: $(STAMP_DEV)
+	$(BIN)/python -m pytest -m slow -q
+
+lint: $(STAMP_DEV)
+	$(BIN)/ruff check ldjax tests benchmarks
+	$(BIN)/ruff format --check ldjax tests benchmarks
+
+reproduce: $(STAMP_RUN)
+	$(BIN)/ldjax reproduce --quick
+
+bench: $(STAMP_RUN)
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) results

@@ -1,0 +1,44 @@
+"""ldjax: force analysis of learning dynamics in JAX.
+
+One update on x_u moves log π on x_o by  Δ log π(x_o) = −η · A(x_o) · K(x_o, x_u) · G(x_u) + O(η²).
+"""
+
+from ldjax import losses
+from ldjax._src.adapters import ApplyFunction
+from ldjax._src.adapters import as_apply_fn
+from ldjax._src.adapters import from_linen
+from ldjax._src.adapters import from_nnx
+from ldjax._src.adapters import to_nnx
+from ldjax._src.ntk import empirical_ntk
+from ldjax._src.ntk import jacobian
+from ldjax._src.ntk import ntk_vector_product
+from ldjax._src.one_step import OneStepResult
+from ldjax._src.one_step import decomposition
+from ldjax._src.one_step import one_step
+from ldjax._src.terms import a_term
+from ldjax._src.terms import g_term
+from ldjax._src.training import TrainResult
+from ldjax._src.training import epoch_batches
+from ldjax._src.training import train
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "ApplyFunction",
+    "OneStepResult",
+    "TrainResult",
+    "a_term",
+    "as_apply_fn",
+    "decomposition",
+    "empirical_ntk",
+    "epoch_batches",
+    "from_linen",
+    "from_nnx",
+    "g_term",
+    "jacobian",
+    "losses",
+    "ntk_vector_product",
+    "one_step",
+    "to_nnx",
+    "train",
+)

@@ -1,0 +1,1 @@
+"""Implementation of ldjax. Import public names from :mod:`ldjax`, not from here."""

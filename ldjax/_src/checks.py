@@ -1,0 +1,142 @@
+"""Early validation with messages that name the argument and what was expected."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ldjax._src.typing import ApplyFn, Params, Precision
+
+_PRECISIONS = ("highest", "high", "default", "float32", "bfloat16", "tensorfloat32")
+
+
+def concrete(x: Any) -> np.ndarray | None:
+    """``x`` as a numpy array when its value is known now (not under tracing), else ``None``."""
+    try:
+        return np.asarray(x)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
+
+
+def precision_scope(precision: Precision):
+    """Context that fixes the matmul precision of everything traced inside it.
+
+    ``None`` leaves the ambient setting (on GPU fp32 matmuls then default to TF32).
+    """
+    if precision is None:
+        return contextlib.nullcontext()
+    if precision not in _PRECISIONS:
+        raise ValueError(f"precision must be one of {_PRECISIONS} or None, got {precision!r}")
+    return jax.default_matmul_precision(precision)
+
+
+def check_batch(x: Any, name: str) -> None:
+    """``x`` must be an array (or pytree of arrays) with a non-empty leading batch axis."""
+    leaves = jax.tree.leaves(x)
+    if not leaves:
+        raise ValueError(f"{name} is empty: expected a batch of examples [n, *d] with n >= 1")
+    for leaf in leaves:
+        shape = np.shape(leaf)
+        if len(shape) == 0:
+            raise ValueError(
+                f"{name} is a scalar: expected a batch of examples [n, *d]; for one example x use x[None]"
+            )
+        if shape[0] == 0:
+            raise ValueError(f"{name} is an empty batch (shape {tuple(shape)}): expected n >= 1 examples")
+    n = {np.shape(leaf)[0] for leaf in leaves}
+    if len(n) > 1:
+        raise ValueError(f"{name} leaves disagree on the batch size: {sorted(n)}")
+
+
+def batch_size(x: Any) -> int:
+    return int(np.shape(jax.tree.leaves(x)[0])[0])
+
+
+def example_shape(x: Any) -> Any:
+    return jax.tree.map(lambda leaf: tuple(np.shape(leaf)[1:]), x)
+
+
+def check_same_examples(x1: Any, name1: str, x2: Any, name2: str) -> None:
+    s1, s2 = example_shape(x1), example_shape(x2)
+    if s1 != s2:
+        raise ValueError(
+            f"{name1} holds examples of shape {_fmt(s1)} but {name2} holds examples of shape {_fmt(s2)}: "
+            f"both must be batches [n, *d] of the same example shape"
+        )
+
+
+def check_finite(tree: Any, name: str) -> None:
+    """Raise if any leaf of ``tree`` holds NaN or inf (only when values are concrete)."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        value = concrete(leaf)
+        if value is None or not np.issubdtype(value.dtype, np.inexact):
+            continue
+        if not np.all(np.isfinite(value)):
+            where = jax.tree_util.keystr(path) or ""
+            bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
+            raise ValueError(f"{name}{where} contains {bad} NaN or inf value(s): expected finite numbers")
+
+
+def logits_shape(apply_fn: ApplyFn, params: Params, x: Any, name: str) -> tuple[int, ...]:
+    """Shape of ``apply_fn`` on ONE example of the batch ``x``; a clear error when it does not fit."""
+    expected = getattr(apply_fn, "example_shape", None)
+    got = example_shape(x)
+    if expected is not None and tuple(expected) != got:
+        raise ValueError(
+            f"{name} has shape {_fmt(jax.tree.map(np.shape, x))} but apply_fn expects one example of shape "
+            f"{_fmt(tuple(expected))}: pass a batch [n, {', '.join(map(str, expected))}]"
+        )
+    one = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(np.shape(leaf)[1:], jnp.result_type(leaf)), x)
+    try:
+        out = jax.eval_shape(apply_fn, params, one)
+    except Exception as err:  # noqa: BLE001 - re-raised with context
+        raise ValueError(
+            f"apply_fn failed on one example of {name} (example shape {_fmt(got)}, {name} has shape "
+            f"{_fmt(jax.tree.map(np.shape, x))}). apply_fn(params, x) takes ONE example without a batch "
+            f"axis; {name} must be a batch [n, *d] of such examples. The error was: {err}"
+        ) from err
+    if not isinstance(out, jax.ShapeDtypeStruct):
+        raise ValueError(f"apply_fn must return one array of logits, got {type(out).__name__}")
+    if out.ndim not in (1, 2):
+        raise ValueError(
+            f"apply_fn returned logits of shape {tuple(out.shape)} for one example of {name}: expected [k] "
+            f"(classifier) or [T, V] (sequence model). Is {name} batched twice, or does apply_fn add a "
+            f"batch axis?"
+        )
+    return tuple(out.shape)
+
+
+def check_scalar_loss(loss_fn: Any, logits: Any, target: Any, name: str = "loss") -> None:
+    try:
+        out = jax.eval_shape(loss_fn, logits, target)
+    except Exception as err:  # noqa: BLE001
+        raise ValueError(f"{name}(logits, target) failed on logits of shape {np.shape(logits)}: {err}") from err
+    if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
+        shape = getattr(out, "shape", type(out).__name__)
+        raise ValueError(
+            f"{name} must return a scalar (the mean loss over the batch), got shape {shape}; "
+            f"reduce it, e.g. with .mean()"
+        )
+
+
+def check_learning_rate(learning_rate: Any) -> None:
+    value = concrete(learning_rate)
+    if value is None:
+        return
+    if value.shape != () or not np.isfinite(value) or value <= 0:
+        raise ValueError(f"learning_rate must be a positive finite scalar, got {learning_rate!r}")
+
+
+def _fmt(shape: Any) -> str:
+    if isinstance(shape, tuple) and all(isinstance(s, int) for s in shape):
+        return str(shape)
+    return str(shape)
+
+
+def n_elements(shape: tuple[int, ...]) -> int:
+    return math.prod(shape)

@@ -1,0 +1,1 @@
+"""Data loaders (implementation). Public names live in :mod:`ldjax.data`."""

@@ -1,0 +1,1 @@
+"""Experiments (implementation). Public modules live in :mod:`ldjax.experiments`."""

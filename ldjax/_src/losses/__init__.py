@@ -1,0 +1,1 @@
+"""Built-in losses: functions of batched logits returning a scalar mean."""

@@ -1,0 +1,383 @@
+r"""Sequence losses of per-token logits: SFT, DPO, IPO and SLiC, with closed-form forces.
+
+Every loss here is a function ``loss(logits[n, T, V], target) -> scalar`` of the logits of a whole
+batch of sequences, so :func:`ldjax.g_term` and :func:`ldjax.one_step` apply to them unchanged: the
+model is ``apply_fn(params, tokens[T]) -> logits[T, V]`` and ``x_u`` is a batch of token sequences.
+
+Target format (both NamedTuples, every leaf with the batch axis ``n`` first):
+
+* :class:`SequenceTarget` ``(tokens, mask)``: ``tokens[i, t]`` is the token that ``logits[i, t]``
+  must predict (the input sequence shifted left by one, see :func:`next_token_target`) and
+  ``mask[i, t]`` is 1 on response positions, 0 on the prompt and on padding.
+* :class:`PreferenceTarget` ``(tokens, mask, ref_logp)``: a preference batch of ``m`` pairs is
+  stacked on the batch axis, ``n = 2m``. Rows ``[0, m)`` hold the chosen responses
+  :math:`y^+_i` and rows ``[m, 2m)`` the rejected responses :math:`y^-_i` of the same prompts, in
+  the same order (row ``i`` pairs with row ``i + m``). ``ref_logp[i]`` is the summed log-probability
+  of row ``i``'s response under the reference model. Stacking on the batch axis (rather than two
+  fields) keeps one leading axis for the inputs, the logits and every leaf of the target, so
+  ``one_step(apply_fn, params, x_o, x_u=concat([chosen, rejected]), y_u=target, loss=dpo_fn(β))``
+  works as for any classifier, and the force ``G`` comes back with the ``y^+`` part in the first half
+  and the ``y^-`` part in the second half (the force split of the paper is a slice).
+
+Notation: :math:`\log\pi(y_i) = \sum_t \text{mask}_{it} \log\pi_{t}(y_{it})` is the summed response
+log-probability, :math:`h_i = [\log\pi(y^+_i) - \log\pi_{\rm ref}(y^+_i)] - [\log\pi(y^-_i) -
+\log\pi_{\rm ref}(y^-_i)]` the DPO margin.
+
+References:
+  Rafailov et al., Direct Preference Optimization, NeurIPS 2023 (DPO).
+  Azar et al., A General Theoretical Paradigm to Understand Learning from Human Preferences, 2023 (IPO).
+  Zhao et al., SLiC-HF: Sequence Likelihood Calibration with Human Feedback, 2023 (SLiC).
+  Ren & Sutherland, Learning Dynamics of LLM Finetuning, ICLR 2025.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+
+from ldjax._src import checks
+from ldjax._src.losses.classification import with_target_check
+
+
+class SequenceTarget(NamedTuple):
+    """Next-token targets for a batch of sequences.
+
+    Attributes:
+      tokens: ``[n, T]`` integers in ``[0, V)``; ``tokens[i, t]`` is predicted by ``logits[i, t]``.
+      mask: ``[n, T]`` weights (1 on response tokens, 0 on prompt and padding).
+    """
+
+    tokens: Int[Array, "n T"]
+    mask: Float[Array, "n T"]
+
+
+class PreferenceTarget(NamedTuple):
+    """Preference pairs stacked on the batch axis: rows ``[0, m)`` chosen, ``[m, 2m)`` rejected.
+
+    Attributes:
+      tokens: ``[2m, T]`` next-token targets (see :class:`SequenceTarget`).
+      mask: ``[2m, T]`` response masks.
+      ref_logp: ``[2m]`` summed response log-probabilities under the reference model.
+    """
+
+    tokens: Int[Array, "n T"]
+    mask: Float[Array, "n T"]
+    ref_logp: Float[Array, " n"]
+
+
+def next_token_target(
+    sequences: Int[Array, "n L"], response_mask: Float[Array, "n L"]
+) -> tuple[Int[Array, "n L-1"], SequenceTarget]:
+    """Split full sequences into model inputs and aligned next-token targets.
+
+    Args:
+      sequences: ``[n, L]`` token ids (prompt, response, padding).
+      response_mask: ``[n, L]``, 1 where the token belongs to the response.
+
+    Returns:
+      ``(inputs[n, L-1], SequenceTarget(tokens[n, L-1], mask[n, L-1]))`` with ``inputs =
+      sequences[:, :-1]``, ``tokens = sequences[:, 1:]`` and ``mask = response_mask[:, 1:]``.
+
+    Example:
+      >>> import jax.numpy as jnp, ldjax
+      >>> x, t = ldjax.losses.next_token_target(jnp.array([[1, 2, 3]]), jnp.array([[0, 0, 1]]))
+      >>> x, t.tokens, t.mask
+      (Array([[1, 2]], dtype=int32), Array([[2, 3]], dtype=int32), Array([[0., 1.]], dtype=float32))
+    """
+    sequences = jnp.asarray(sequences)
+    response_mask = jnp.asarray(response_mask)
+    if sequences.ndim != 2 or sequences.shape[1] < 2:
+        raise ValueError(f"sequences must be [n, L] with L >= 2, got shape {tuple(sequences.shape)}")
+    if response_mask.shape != sequences.shape:
+        raise ValueError(
+            f"response_mask has shape {tuple(response_mask.shape)}: expected the shape of sequences "
+            f"{tuple(sequences.shape)}"
+        )
+    mask = response_mask[:, 1:].astype(jnp.result_type(float))
+    return sequences[:, :-1], SequenceTarget(tokens=sequences[:, 1:], mask=mask)
+
+
+def token_log_probs(logits: Float[Array, "n T V"], tokens: Int[Array, "n T"]) -> Float[Array, "n T"]:
+    r"""Per-token :math:`\log\pi_t(y_t)` of the given tokens."""
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    return jnp.take_along_axis(logp, tokens[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+
+def sequence_log_prob(
+    logits: Float[Array, "n T V"], tokens: Int[Array, "n T"], mask: Float[Array, "n T"]
+) -> Float[Array, " n"]:
+    r"""Summed response log-probability :math:`\sum_t \text{mask}_t \log\pi_t(y_t)` per sequence.
+
+    Example:
+      >>> import jax.numpy as jnp, ldjax
+      >>> lp = ldjax.losses.sequence_log_prob(jnp.zeros((1, 3, 4)), jnp.zeros((1, 3), int), jnp.ones((1, 3)))
+      >>> float(lp[0])  # 3 log(1/4)
+      -4.158...
+    """
+    return jnp.sum(mask * token_log_probs(logits, tokens), axis=-1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# target checks
+
+
+def _check_tokens(out_shape: tuple[int, ...], tokens: Any, mask: Any, name: str) -> int:
+    if len(out_shape) != 2:
+        raise ValueError(
+            f"sequence losses need per-token logits [T, V] per example, got logits of shape {out_shape}"
+        )
+    seq_len, vocab = out_shape
+    dtype = jnp.result_type(tokens)
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise ValueError(f"{name}.tokens must hold integer token ids in [0, {vocab}), got dtype {dtype}")
+    shape = tuple(np.shape(tokens))
+    if len(shape) != 2 or shape[1] != seq_len:
+        raise ValueError(
+            f"{name}.tokens has shape {shape}: expected [n, {seq_len}] (one target token per logit position)"
+        )
+    if tuple(np.shape(mask)) != shape:
+        raise ValueError(f"{name}.mask has shape {tuple(np.shape(mask))}: expected the shape of tokens {shape}")
+    value = checks.concrete(tokens)
+    if value is not None and value.size and (value.min() < 0 or value.max() >= vocab):
+        raise ValueError(
+            f"{name}.tokens holds ids in [{value.min()}, {value.max()}] but the vocabulary has V={vocab} "
+            f"entries: expected ids in [0, {vocab})"
+        )
+    m = checks.concrete(mask)
+    if m is not None and m.size and (m.min() < 0 or not np.all(np.isfinite(m))):
+        raise ValueError(f"{name}.mask must hold finite non-negative weights (1 on response tokens)")
+    return shape[0]
+
+
+def check_sequence_target(out_shape: tuple[int, ...], target: Any, name: str) -> None:
+    """``target`` must be a :class:`SequenceTarget` matching logits of shape ``out_shape = (T, V)``."""
+    if not isinstance(target, SequenceTarget):
+        raise ValueError(
+            f"{name} must be a ldjax.losses.SequenceTarget(tokens, mask), got {type(target).__name__}"
+        )
+    _check_tokens(out_shape, target.tokens, target.mask, name)
+
+
+def check_preference_target(out_shape: tuple[int, ...], target: Any, name: str) -> None:
+    """``target`` must be a :class:`PreferenceTarget` with an even number of rows."""
+    if not isinstance(target, PreferenceTarget):
+        raise ValueError(
+            f"{name} must be a ldjax.losses.PreferenceTarget(tokens, mask, ref_logp) with chosen rows "
+            f"first and rejected rows second, got {type(target).__name__}"
+        )
+    n = _check_tokens(out_shape, target.tokens, target.mask, name)
+    if n % 2:
+        raise ValueError(
+            f"{name} has {n} rows: expected 2m rows, the m chosen responses followed by the m rejected ones"
+        )
+    if tuple(np.shape(target.ref_logp)) != (n,):
+        raise ValueError(
+            f"{name}.ref_logp has shape {tuple(np.shape(target.ref_logp))}: expected ({n},), one reference "
+            f"log-probability per row"
+        )
+
+
+def _attach(check: Callable[[tuple[int, ...], Any, str], None], fn: Callable, name: str) -> Callable:
+    fn = with_target_check(check)(fn)
+    fn.__name__ = fn.__qualname__ = name
+    return fn
+
+
+# ----------------------------------------------------------------------------------------------------
+# SFT
+
+
+@with_target_check(check_sequence_target)
+def sft(logits: Float[Array, "n T V"], target: SequenceTarget) -> Float[Array, ""]:
+    r"""Token-level supervised fine-tuning loss, masked to the response.
+
+    .. math:: L = -\frac{1}{N} \sum_{i,t} \text{mask}_{it} \log \pi_t(y_{it}),\qquad N = \max(1, \textstyle\sum_{i,t}\text{mask}_{it})
+
+    Args:
+      logits: ``[n, T, V]``.
+      target: :class:`SequenceTarget`.
+
+    Returns:
+      The mean negative log-likelihood per response token.
+
+    Example:
+      >>> import jax.numpy as jnp, ldjax
+      >>> t = ldjax.losses.SequenceTarget(jnp.array([[0, 1]]), jnp.array([[0.0, 1.0]]))
+      >>> float(ldjax.losses.sft(jnp.zeros((1, 2, 4)), t))  # log 4
+      1.386...
+    """
+    picked = token_log_probs(logits, target.tokens)
+    return -jnp.sum(target.mask * picked) / _normaliser(target.mask)
+
+
+def sft_g(logits: Float[Array, "n T V"], target: SequenceTarget) -> Float[Array, "n T V"]:
+    r"""Closed form of :math:`\partial L/\partial z` for :func:`sft`: :math:`(\pi - e_y)\,\text{mask}/N`."""
+    probs = jax.nn.softmax(logits, axis=-1)
+    onehot = jax.nn.one_hot(target.tokens, logits.shape[-1], dtype=probs.dtype)
+    return (probs - onehot) * (target.mask / _normaliser(target.mask))[..., None]
+
+
+def _normaliser(mask: Array) -> Array:
+    return jnp.maximum(jnp.sum(mask), 1.0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# preference losses
+
+
+def _margin(logits: Array, target: PreferenceTarget) -> tuple[Array, int]:
+    m = logits.shape[0] // 2
+    ratio = sequence_log_prob(logits, target.tokens, target.mask) - target.ref_logp
+    return ratio[:m] - ratio[m:], m
+
+
+def _pair_force(logits: Array, target: PreferenceTarget, dloss_dh: Array) -> Array:
+    """``∂L/∂z`` from ``∂L/∂h_i`` (per pair): chosen rows ``-w (π − e)``, rejected ``+w (π − e)``."""
+    probs = jax.nn.softmax(logits, axis=-1)
+    onehot = jax.nn.one_hot(target.tokens, logits.shape[-1], dtype=probs.dtype)
+    sign_weight = jnp.concatenate([-dloss_dh, dloss_dh])  # dh/dlogπ(y+) = +1, dh/dlogπ(y-) = -1
+    return (probs - onehot) * (target.mask * sign_weight[:, None])[..., None]
+
+
+def dpo(logits: Float[Array, "n T V"], target: PreferenceTarget, *, beta: float = 0.1) -> Float[Array, ""]:
+    r"""Direct preference optimisation loss :math:`-\frac1m \sum_i \log\sigma(\beta h_i)`.
+
+    Args:
+      logits: ``[2m, T, V]``, chosen rows first (see :class:`PreferenceTarget`).
+      target: :class:`PreferenceTarget`.
+      beta: inverse temperature β > 0.
+
+    Returns:
+      The mean over the ``m`` pairs.
+
+    Example:
+      >>> import jax.numpy as jnp, ldjax
+      >>> t = ldjax.losses.PreferenceTarget(jnp.zeros((2, 3), int), jnp.ones((2, 3)), jnp.zeros(2))
+      >>> float(ldjax.losses.dpo(jnp.zeros((2, 3, 5)), t, beta=0.1))  # h = 0: log 2
+      0.693...
+    """
+    h, _ = _margin(logits, target)
+    return -jnp.mean(jax.nn.log_sigmoid(beta * h))
+
+
+def dpo_g(logits: Float[Array, "n T V"], target: PreferenceTarget, *, beta: float = 0.1) -> Float[Array, "n T V"]:
+    r"""Closed form for :func:`dpo`.
+
+    .. math::
+       G^+_{it} = \tfrac{\beta}{m}\,(1-\sigma(\beta h_i))\,\text{mask}_{it}\,(\pi_t - e_{y^+_{it}}),\qquad
+       G^-_{it} = -\tfrac{\beta}{m}\,(1-\sigma(\beta h_i))\,\text{mask}_{it}\,(\pi_t - e_{y^-_{it}})
+
+    Rows ``[0, m)`` hold :math:`G^+`, rows ``[m, 2m)`` :math:`G^-`.
+    """
+    h, m = _margin(logits, target)
+    return _pair_force(logits, target, -(beta / m) * (1.0 - jax.nn.sigmoid(beta * h)))
+
+
+def ipo(logits: Float[Array, "n T V"], target: PreferenceTarget, *, tau: float = 0.1) -> Float[Array, ""]:
+    r"""Identity preference optimisation loss :math:`\frac1m \sum_i (h_i - \frac{1}{2\tau})^2`.
+
+    Example:
+      >>> import jax.numpy as jnp, ldjax
+      >>> t = ldjax.losses.PreferenceTarget(jnp.zeros((2, 3), int), jnp.ones((2, 3)), jnp.zeros(2))
+      >>> float(ldjax.losses.ipo(jnp.zeros((2, 3, 5)), t, tau=0.5))  # (0 - 1)^2
+      1.0
+    """
+    h, _ = _margin(logits, target)
+    return jnp.mean((h - 1.0 / (2.0 * tau)) ** 2)
+
+
+def ipo_g(logits: Float[Array, "n T V"], target: PreferenceTarget, *, tau: float = 0.1) -> Float[Array, "n T V"]:
+    r"""Closed form for :func:`ipo`: :math:`\partial L/\partial h_i = \frac2m (h_i - \frac1{2\tau})`, then as DPO."""
+    h, m = _margin(logits, target)
+    return _pair_force(logits, target, (2.0 / m) * (h - 1.0 / (2.0 * tau)))
+
+
+def slic(
+    logits: Float[Array, "n T V"], target: PreferenceTarget, *, delta: float = 1.0, regularization: float = 0.0
+) -> Float[Array, ""]:
+    r"""SLiC calibration loss with an optional SFT term on the chosen response.
+
+    .. math:: L = \frac1m \sum_i \max\big(0,\ \delta - \log\pi(y^+_i) + \log\pi(y^-_i)\big)
+              - \frac{\lambda}{m} \sum_i \log\pi(y^+_i)
+
+    The reference log-probabilities are not used (SLiC calibrates the policy directly).
+
+    Example:
+      >>> import jax.numpy as jnp, ldjax
+      >>> t = ldjax.losses.PreferenceTarget(jnp.zeros((2, 3), int), jnp.ones((2, 3)), jnp.zeros(2))
+      >>> float(ldjax.losses.slic(jnp.zeros((2, 3, 5)), t, delta=1.0))
+      1.0
+    """
+    m = logits.shape[0] // 2
+    logp = sequence_log_prob(logits, target.tokens, target.mask)
+    hinge = jnp.maximum(0.0, delta - logp[:m] + logp[m:])
+    return jnp.mean(hinge) - regularization * jnp.mean(logp[:m])
+
+
+def slic_g(
+    logits: Float[Array, "n T V"], target: PreferenceTarget, *, delta: float = 1.0, regularization: float = 0.0
+) -> Float[Array, "n T V"]:
+    r"""Closed form for :func:`slic`: active hinge pairs push :math:`y^+` up and :math:`y^-` down by 1/m each."""
+    m = logits.shape[0] // 2
+    logp = sequence_log_prob(logits, target.tokens, target.mask)
+    active = (delta - logp[:m] + logp[m:] > 0).astype(logits.dtype)
+    dl_dchosen = -(active + regularization) / m
+    dl_drejected = active / m
+    probs = jax.nn.softmax(logits, axis=-1)
+    onehot = jax.nn.one_hot(target.tokens, logits.shape[-1], dtype=probs.dtype)
+    weight = jnp.concatenate([dl_dchosen, dl_drejected])  # ∂L/∂logπ(row); ∂logπ/∂z = −mask (π − e)
+    return -(probs - onehot) * (target.mask * weight[:, None])[..., None]
+
+
+# ----------------------------------------------------------------------------------------------------
+# factories binding the hyper-parameters (the result keeps ``check_target`` for one_step)
+
+
+def dpo_fn(beta: float = 0.1) -> Callable[[Array, PreferenceTarget], Array]:
+    """:func:`dpo` with β bound, as ``loss(logits, target)`` carrying ``check_target``.
+
+    Example:
+      >>> import ldjax
+      >>> loss = ldjax.losses.dpo_fn(beta=0.5)
+      >>> hasattr(loss, "check_target")
+      True
+    """
+    _positive(beta, "beta")
+    return _attach(check_preference_target, _bind(dpo, beta=beta), f"dpo(beta={beta})")
+
+
+def ipo_fn(tau: float = 0.1) -> Callable[[Array, PreferenceTarget], Array]:
+    """:func:`ipo` with τ bound, as ``loss(logits, target)`` carrying ``check_target``."""
+    _positive(tau, "tau")
+    return _attach(check_preference_target, _bind(ipo, tau=tau), f"ipo(tau={tau})")
+
+
+def slic_fn(delta: float = 1.0, regularization: float = 0.0) -> Callable[[Array, PreferenceTarget], Array]:
+    """:func:`slic` with δ and λ bound, as ``loss(logits, target)`` carrying ``check_target``."""
+    _positive(delta, "delta")
+    if regularization < 0:
+        raise ValueError(f"regularization must be >= 0, got {regularization}")
+    kwargs = {"delta": delta, "regularization": regularization}
+    return _attach(check_preference_target, _bind(slic, **kwargs), f"slic({kwargs})")
+
+
+def _bind(fn: Callable, **kwargs: Any) -> Callable[[Array, Any], Array]:
+    def loss(logits: Array, target: Any) -> Array:
+        return fn(logits, target, **kwargs)
+
+    return loss
+
+
+def _positive(value: float, name: str) -> None:
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+
+
+dpo.check_target = check_preference_target  # type: ignore[attr-defined]
+ipo.check_target = check_preference_target  # type: ignore[attr-defined]
+slic.check_target = check_preference_target  # type: ignore[attr-defined]

@@ -1,0 +1,1 @@
+"""Models (implementation). Public names live in :mod:`ldjax.models`."""

@@ -1,0 +1,134 @@
+"""``results/report.html``: one self-contained page with every experiment's figures and fidelity table."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from ldjax._src.experiments import common, registry
+
+_CSS = """
+:root { --fg:#1d2430; --muted:#5b6575; --ok:#17753a; --bad:#b3261e; --line:#dde2ea; --bg:#f7f8fa; }
+* { box-sizing: border-box; }
+body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--fg); margin: 0;
+       background: var(--bg); }
+main { max-width: 1180px; margin: 0 auto; padding: 24px 32px 64px; }
+h1 { font-size: 26px; margin: 8px 0 4px; }
+h2 { font-size: 21px; margin: 0 0 6px; }
+.lead { color: var(--muted); margin: 0 0 18px; }
+code, .formula { font-family: ui-monospace, "SFMono-Regular", Menlo, monospace; font-size: 13.5px; }
+.formula { background: #fff; border: 1px solid var(--line); border-radius: 6px; padding: 8px 12px;
+           display: inline-block; margin: 4px 0 12px; }
+section { background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 20px 24px;
+          margin: 18px 0; overflow: hidden; }
+table { border-collapse: collapse; width: 100%; margin: 10px 0; table-layout: auto; }
+th, td { border-bottom: 1px solid var(--line); padding: 5px 8px; text-align: left; vertical-align: top;
+         overflow-wrap: anywhere; }
+th { font-weight: 600; color: var(--muted); font-size: 13px; }
+.ok { color: var(--ok); font-weight: 600; } .bad { color: var(--bad); font-weight: 600; }
+.skipped { color: var(--muted); }
+figure { margin: 12px 0; } figure img { max-width: 100%; height: auto; border: 1px solid var(--line);
+         border-radius: 6px; display: block; }
+figcaption { color: var(--muted); font-size: 13px; }
+.meta { color: var(--muted); font-size: 13px; }
+details pre { white-space: pre-wrap; overflow-wrap: anywhere; font-size: 12px; background: var(--bg);
+              padding: 8px; border-radius: 6px; }
+nav a { margin-right: 14px; }
+"""
+
+
+def _status_cell(holds: bool) -> str:
+    return '<td class="ok">holds</td>' if holds else '<td class="bad">missed</td>'
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return html.escape(str(value))
+
+
+def _section(spec: registry.ExperimentSpec, out: Path, status: dict[str, Any]) -> tuple[str, list[dict]]:
+    folder = out / spec.name
+    path = folder / common.RESULTS_FILE
+    esc = html.escape
+    head = f'<section id="{spec.name}"><h2>{esc(spec.name)} — {esc(spec.description)}</h2>'
+    if not path.exists():
+        entry = status.get(spec.name, {})
+        state = entry.get("state", "not run")
+        reason = entry.get("reason") or "run `ldjax reproduce " + spec.name + "`"
+        body = f'<p class="skipped">{esc(state)}: {esc(reason)}</p><p class="meta">data: {esc(spec.data)}</p>'
+        return head + body + "</section>", []
+    record = json.loads(path.read_text())
+    env = record.get("environment", {})
+    rows = record.get("fidelity", [])
+    parts = [head]
+    parts.append(
+        f'<p class="meta"><b>Data set used:</b> {esc(str(record.get("dataset")))}<br>'
+        f"<b>Run time:</b> {record.get('wall_seconds', 0):.1f} s on {esc(str(env.get('device')))} "
+        f"({esc(str(env.get('backend')))}, {env.get('cpu_count')} CPUs) · jax {esc(str(env.get('jax')))} · "
+        f"ldjax {esc(str(env.get('ldjax')))} · {esc(str(env.get('date')))}</p>"
+    )
+    if rows:
+        parts.append("<table><tr><th>target (paper / issue)</th><th>paper</th><th>this run</th><th></th>"
+                     "<th>note</th></tr>")
+        for row in rows:
+            parts.append(
+                f"<tr><td>{esc(row['claim'])}</td><td>{esc(str(row['paper']))}</td><td>{_fmt(row['value'])}</td>"
+                f"{_status_cell(bool(row['holds']))}<td>{esc(str(row.get('note', '')))}</td></tr>"
+            )
+        parts.append("</table>")
+    for name in record.get("figures", []):
+        image = folder / name
+        if not image.exists():
+            continue
+        data = base64.b64encode(image.read_bytes()).decode()
+        parts.append(
+            f'<figure><img alt="{esc(name)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{esc(name)} (PDF beside it in {esc(str(folder))})</figcaption></figure>"
+        )
+    config = json.dumps(record.get("config", {}), indent=1)
+    parts.append(f"<details><summary>settings</summary><pre>{esc(config)}</pre></details></section>")
+    return "".join(parts), [dict(row, experiment=spec.name) for row in rows]
+
+
+def build(out: str | Path = "results") -> Path:
+    """Write ``<out>/report.html`` from the finished experiments in ``out`` and return its path.
+
+    Example:
+      >>> from ldjax._src import report
+      >>> report.build("results")  # doctest: +SKIP
+    """
+    out = Path(out)
+    status_path = out / "status.json"
+    status = json.loads(status_path.read_text()) if status_path.exists() else {}
+    sections, all_rows = [], []
+    for spec in registry.EXPERIMENTS:
+        section, rows = _section(spec, out, status)
+        sections.append(section)
+        all_rows.extend(rows)
+    held = sum(bool(row["holds"]) for row in all_rows)
+    summary = [f"<section id='fidelity'><h2>Fidelity: {held} of {len(all_rows)} targets hold</h2>"]
+    if all_rows:
+        summary.append("<table><tr><th>experiment</th><th>target</th><th>paper</th><th>this run</th><th></th></tr>")
+        for row in all_rows:
+            summary.append(
+                f"<tr><td><a href='#{row['experiment']}'>{row['experiment']}</a></td>"
+                f"<td>{html.escape(row['claim'])}</td><td>{html.escape(str(row['paper']))}</td>"
+                f"<td>{_fmt(row['value'])}</td>{_status_cell(bool(row['holds']))}</tr>"
+            )
+        summary.append("</table>")
+    summary.append("</section>")
+    nav = "".join(f'<a href="#{spec.name}">{spec.name}</a>' for spec in registry.EXPERIMENTS)
+    page = (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>ldjax report</title><style>{_CSS}</style></head><body><main>"
+        "<h1>ldjax — learning dynamics, reproduced</h1>"
+        "<p class='lead'>One update on x_u moves log π on every x_o:</p>"
+        "<div class='formula'>Δ log π(y | x_o) = −η · A(x_o) · K(x_o, x_u) · G(x_u, y_u) + O(η²)</div>"
+        f"<nav>{nav}</nav>" + "".join(summary) + "".join(sections) + "</main></body></html>"
+    )
+    return common.write_atomic(out / "report.html", page.encode())
