@@ -359,7 +359,8 @@ def ipo_fn(tau: float = 0.1) -> Callable[[Array, PreferenceTarget], Array]:
 
 def slic_fn(delta: float = 1.0, regularization: float = 0.0) -> Callable[[Array, PreferenceTarget], Array]:
     """:func:`slic` with δ and λ bound, as ``loss(logits, target)`` carrying ``check_target``."""
-    _positive(delta, "delta")
+    if not np.isfinite(delta):
+        raise ValueError(f"delta must be a finite margin, got {delta!r}")
     if regularization < 0:
         raise ValueError(f"regularization must be >= 0, got {regularization}")
     kwargs = {"delta": delta, "regularization": regularization}
