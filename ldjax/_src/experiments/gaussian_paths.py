@@ -1,0 +1,424 @@
+"""Learning paths on the 3-class Gaussian toy with exact p*, and the OHT/LS/GT/KD/ESKD/Filter-KD table.
+
+Reproduces the toy of Ren, Guo & Sutherland, "Better Supervisory Signals by Observing Learning Paths"
+(ICLR 2022): K = 3, d = 30, class means in {−1, 0, 1}^30, x ~ N(μ_y, 6·I), p*(x) =
+softmax_k(−‖x − μ_k‖²/12); 10⁵ samples split 5% / 5% / 90% into train / validation / test; an MLP
+30-128-128-3 (ReLU) trained by SGD with momentum 0.9. Training samples are ranked by ‖e_y − p*‖
+(largest first): hard = ranks 50-150, medium = 800-900, easy = 3000-3100 of 5,000; their softmax is
+recorded after every update (inside the compiled loop, :func:`ldjax.train`).
+
+Every method's test accuracy is read at its epoch of best validation accuracy (the validation labels
+are the generating classes, like the training labels). KD distils the final one-hot teacher, ESKD the
+teacher at its best-validation epoch, Filter-KD the per-example moving average
+``q ← 0.95·q + 0.05·softmax(z/τ)`` of the teacher's predictions, updated once per epoch.
+
+The authors' notebook settings are used: batch 32, learning rate 5e-4, 100 epochs, label smoothing
+0.05. The class means are one random draw; ``data_seed = 13`` is the first seed whose Bayes test
+accuracy (argmax p*, 0.842) matches the difficulty implied by the authors' GT accuracy (0.840); other
+draws range from 0.77 to 0.89 and shift every method's accuracy with them (see ``bayes_test_accuracy``).
+
+Quick settings (the defaults): 3 seeds, about 2 minutes on 2 CPU cores.
+``FULL``: 10 seeds, about 6 minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from ldjax._src import paths as paths_lib
+from ldjax._src.adapters import from_nnx
+from ldjax._src.data.gaussian import gaussian_toy, split_toy, symmetric_label_noise
+from ldjax._src.experiments import common
+from ldjax._src.losses.classification import soft_cross_entropy
+from ldjax._src.models.mlp import MLP
+from ldjax._src.training import epoch_batches, train
+
+#: Test accuracies in the authors' notebook.
+PAPER_ACCURACY = {"OHT": 0.834, "LS": 0.832, "GT": 0.840, "KD": 0.833, "ESKD": 0.836}
+METHODS = ("OHT", "LS", "GT", "KD", "ESKD", "FilterKD")
+GROUPS = ("easy", "medium", "hard")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Quick settings (defaults). Ranks refer to 5,000 training samples and scale with ``n``."""
+
+    seed: int = 0
+    num_seeds: int = 3
+    data_seed: int = 13
+    n: int = 100_000
+    train_fraction: float = 0.05
+    val_fraction: float = 0.05
+    hidden: int = 128
+    epochs: int = 100
+    batch_size: int = 32
+    learning_rate: float = 5e-4
+    momentum: float = 0.9
+    smoothing: float = 0.05
+    plot_every: int = 8
+    temperature: float = 1.0
+    ema_decay: float = 0.95
+    noise: float = 0.0
+    hard_ranks: tuple[int, ...] = (50, 150)
+    medium_ranks: tuple[int, ...] = (800, 900)
+    easy_ranks: tuple[int, ...] = (3000, 3100)
+    methods: tuple[str, ...] = METHODS
+
+
+FULL = Config(num_seeds=10)
+
+
+def make_mlp(dim: int, hidden: int, k: int, *, key: jax.Array):
+    """``(apply_fn, params)`` of a fresh ``dim-hidden-hidden-k`` MLP."""
+    seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
+    return from_nnx(MLP(dim, (hidden, hidden), k, rngs=nnx.Rngs(seed)), example_shape=(dim,))
+
+
+class Run(NamedTuple):
+    """One training run: per-epoch records and the chosen checkpoint."""
+
+    params: Any  # final
+    best_params: Any  # at the epoch of best validation accuracy
+    best_epoch: int  # 0 = before training
+    val_accuracy: np.ndarray  # [epochs + 1]
+    train_probs: np.ndarray  # [epochs + 1, n, k] softmax(z / temperature) of the training set
+    losses: np.ndarray
+
+
+def fit(
+    apply_fn,
+    params,
+    x: jax.Array,
+    targets: jax.Array,
+    x_val: jax.Array,
+    y_val: jax.Array,
+    *,
+    key: jax.Array,
+    epochs: int,
+    batch_size: int,
+    optimizer: optax.GradientTransformation,
+    temperature: float = 1.0,
+    progress: bool = False,
+    desc: str = "train",
+) -> Run:
+    """Train on soft ``targets`` ``[n, k]`` by SGD; record once per epoch (inside the compiled loop).
+
+    Records per epoch: validation accuracy, the parameters, and ``softmax(z/τ)`` of every training
+    example (what ESKD and Filter-KD distil).
+    """
+    n = x.shape[0]
+    batches = epoch_batches(key, n, batch_size, epochs)
+    per_epoch = n // batch_size
+    logits = jax.vmap(apply_fn, (None, 0))
+
+    def loss_fn(p, idx, data):
+        xs, ts, _, _ = data
+        return soft_cross_entropy(logits(p, xs[idx]), ts[idx])
+
+    def record(p, step, data):
+        xs, _, xv, yv = data
+        acc = jnp.mean(jnp.argmax(logits(p, xv), -1) == yv)
+        return {"val": acc, "params": p, "train": jax.nn.softmax(logits(p, xs) / temperature, -1)}
+
+    out = train(
+        loss_fn,
+        params,
+        optimizer,
+        batches,
+        record=record,
+        every=per_epoch,
+        data=(x, targets, x_val, y_val),
+        progress=progress,
+        desc=desc,
+    )
+    val = np.asarray(out.records["val"])
+    best = int(np.argmax(val))
+    best_params = jax.tree.map(lambda a: a[best], out.records["params"])
+    return Run(out.params, best_params, best, val, np.asarray(out.records["train"]), np.asarray(out.losses))
+
+
+def accuracy(apply_fn, params, x, y) -> float:
+    logits = jax.jit(jax.vmap(apply_fn, (None, 0)))(params, x)
+    return float(jnp.mean(jnp.argmax(logits, -1) == y))
+
+
+def predict(apply_fn, params, x) -> np.ndarray:
+    return np.asarray(jax.nn.softmax(jax.jit(jax.vmap(apply_fn, (None, 0)))(params, x), -1))
+
+
+def group_indices(p_star: np.ndarray, labels: np.ndarray, config: Config) -> dict[str, np.ndarray]:
+    """Training indices of the easy / medium / hard groups (ranks of ‖e_y − p*‖, largest first)."""
+    n, k = p_star.shape
+    gap = np.linalg.norm(np.eye(k)[labels] - p_star, axis=-1)
+    order = np.argsort(-gap, kind="stable")
+    scale = n / 5000.0
+    out = {}
+    for name, ranks in (("easy", config.easy_ranks), ("medium", config.medium_ranks), ("hard", config.hard_ranks)):
+        lo, hi = int(round(ranks[0] * scale)), max(int(round(ranks[1] * scale)), int(round(ranks[0] * scale)) + 1)
+        out[name] = order[lo:hi]
+    return out
+
+
+def make_data(config: Config):
+    toy = gaussian_toy(key=jax.random.key(config.data_seed), n=config.n)
+    return split_toy(toy, (config.train_fraction, config.val_fraction))
+
+
+def optimizer_for(config: Config) -> optax.GradientTransformation:
+    return optax.sgd(config.learning_rate, momentum=config.momentum)
+
+
+def compare_methods(
+    config: Config,
+    data,
+    labels: jax.Array,
+    *,
+    key: jax.Array,
+    methods: tuple[str, ...],
+    progress: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """Train every method once (one seed) on ``labels``; test accuracy and ECE at the best-val epoch.
+
+    Returns ``{method: {"accuracy", "ece", "best_epoch"}}`` plus ``"_teacher"`` (the OHT run).
+    """
+    train_d, val_d, test_d = data
+    k = train_d.p_star.shape[1]
+    k_init, k_batches = jax.random.split(key)
+    apply_fn, params0 = make_mlp(train_d.x.shape[1], config.hidden, k, key=k_init)
+    opt = optimizer_for(config)
+    onehot = jax.nn.one_hot(labels, k)
+
+    def one(targets, name, temperature=1.0):
+        return fit(
+            apply_fn, params0, train_d.x, targets, val_d.x, val_d.y, key=k_batches, epochs=config.epochs,
+            batch_size=config.batch_size, optimizer=opt, temperature=temperature, progress=progress, desc=name,
+        )
+
+    def score(run: Run) -> dict[str, Any]:
+        probs = predict(apply_fn, run.best_params, test_d.x)
+        acc = float(np.mean(np.argmax(probs, -1) == np.asarray(test_d.y)))
+        ece = float(paths_lib.expected_calibration_error(probs, test_d.y))
+        return {"accuracy": acc, "ece": ece, "best_epoch": run.best_epoch}
+
+    teacher = one(onehot, "OHT", config.temperature)
+    out: dict[str, dict[str, Any]] = {}
+    kd_targets = {
+        "OHT": None,
+        "LS": lambda: (1 - config.smoothing) * onehot + config.smoothing / k,
+        "GT": lambda: train_d.p_star,
+        "KD": lambda: jnp.asarray(teacher.train_probs[-1]),
+        "ESKD": lambda: jnp.asarray(teacher.train_probs[teacher.best_epoch]),
+        "FilterKD": lambda: paths_lib.filter_targets(teacher.train_probs, decay=config.ema_decay),
+    }
+    for m in methods:
+        if m not in kd_targets:
+            raise ValueError(f"methods holds unknown method {m!r}: expected some of {tuple(kd_targets)}")
+        run = teacher if m == "OHT" else one(kd_targets[m](), m)
+        out[m] = score(run)
+    out["_teacher"] = {"run": teacher, "apply_fn": apply_fn, "params0": params0, "k_batches": k_batches}
+    return out
+
+
+def record_paths(config: Config, data, labels, idx: np.ndarray, *, key: jax.Array, progress: bool = False):
+    """Softmax of the training samples ``idx`` after EVERY update of one-hot training: ``[steps + 1, m, k]``."""
+    train_d = data.train
+    k = train_d.p_star.shape[1]
+    k_init, k_batches = jax.random.split(key)
+    apply_fn, params0 = make_mlp(train_d.x.shape[1], config.hidden, k, key=k_init)
+    batches = epoch_batches(k_batches, train_d.x.shape[0], config.batch_size, config.epochs)
+    logits = jax.vmap(apply_fn, (None, 0))
+    onehot = jax.nn.one_hot(labels, k)
+
+    def loss_fn(p, b, data):
+        xs, ts, _ = data
+        return soft_cross_entropy(logits(p, xs[b]), ts[b])
+
+    def record(p, step, data):
+        return jax.nn.softmax(logits(p, data[2]), -1)
+
+    out = train(
+        loss_fn, params0, optimizer_for(config), batches, record=record, every=1,
+        data=(train_d.x, onehot, train_d.x[idx]), progress=progress, desc="paths",
+    )
+    return np.asarray(out.records)
+
+
+def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -> dict:
+    """Paths of easy / medium / hard samples, their zig-zag statistics, and the accuracy table."""
+    del data_dir
+    data = make_data(config)
+    train_d = data.train
+    k = train_d.p_star.shape[1]
+    labels = train_d.y
+    flipped = np.zeros(labels.shape[0], bool)
+    if config.noise > 0:
+        labels, flipped = symmetric_label_noise(labels, k, config.noise, key=jax.random.key(config.data_seed + 1))
+        flipped = np.asarray(flipped)
+    labels_np = np.asarray(labels)
+    p_star = np.asarray(train_d.p_star)
+    groups = group_indices(p_star, labels_np, config)
+    idx = np.concatenate([groups[g] for g in GROUPS])
+
+    per_seed = []
+    seeds = list(range(config.seed, config.seed + config.num_seeds))
+    for s in common.progress(seeds, desc="seeds", enabled=progress):
+        res = compare_methods(config, data, labels, key=jax.random.key(s), methods=config.methods)
+        teacher = res.pop("_teacher")["run"]
+        res["_best_epoch"] = teacher.best_epoch
+        res["_val"] = teacher.val_accuracy
+        per_seed.append(res)
+
+    paths = record_paths(config, data, labels, idx, key=jax.random.key(config.seed), progress=progress)
+    per_epoch = train_d.x.shape[0] // config.batch_size
+    es_step = per_seed[0]["_best_epoch"] * per_epoch
+    results: dict[str, Any] = {
+        "dataset": (
+            f"synthetic 3-class Gaussian toy (d=30, variance 6, data_seed {config.data_seed}): "
+            f"{train_d.x.shape[0]} train / {data.val.x.shape[0]} val / {data.test.x.shape[0]} test"
+        ),
+        "bayes_test_accuracy": float(np.mean(np.argmax(np.asarray(data.test.p_star), -1) == np.asarray(data.test.y))),
+        "label_agrees_with_argmax_p_star": float(np.mean(np.argmax(p_star, -1) == labels_np)),
+        "steps_per_epoch": per_epoch,
+        "early_stop_step": int(es_step),
+        "plot_every": config.plot_every,
+        "val_accuracy_seed0": per_seed[0]["_val"],
+        "table": {},
+        "groups": {},
+    }
+    for m in config.methods:
+        accs = np.array([r[m]["accuracy"] for r in per_seed])
+        eces = np.array([r[m]["ece"] for r in per_seed])
+        results["table"][m] = {
+            "accuracy_mean": float(accs.mean()),
+            "accuracy_std": float(accs.std(ddof=1)) if len(accs) > 1 else 0.0,
+            "ece_mean": float(eces.mean()),
+            "ece_std": float(eces.std(ddof=1)) if len(eces) > 1 else 0.0,
+            "accuracy": accs,
+            "ece": eces,
+            "paper": PAPER_ACCURACY.get(m),
+        }
+    start = 0
+    for g in GROUPS:
+        m = len(groups[g])
+        sub = paths[:, start : start + m]
+        start += m
+        zz = paths_lib.zigzag(sub, p_star[groups[g]], labels_np[groups[g]])
+        d_star = np.asarray(paths_lib.distances(sub, p_star[groups[g]]))
+        d_label = np.asarray(paths_lib.distances(sub, np.eye(k)[labels_np[groups[g]]]))
+        results["groups"][g] = {
+            "index": groups[g],
+            "label": labels_np[groups[g]],
+            "p_star": p_star[groups[g]],
+            "flipped": flipped[groups[g]],
+            "paths": sub[:: config.plot_every, :3],  # 3 examples, every plot_every-th update
+            "turned_fraction": float(np.mean(zz.turned)),
+            "zigzag_fraction": float(np.mean(np.asarray(zz.turned) & np.asarray(zz.towards_label_after))),
+            "mean_distance_p_star": d_star.mean(1)[:: config.plot_every],
+            "mean_distance_label": d_label.mean(1)[:: config.plot_every],
+            "es_distance_p_star": float(d_star[es_step].mean()),
+            "end_distance_p_star": float(d_star[-1].mean()),
+            "label_distance_p_star": float(np.linalg.norm(np.eye(k)[labels_np[groups[g]]] - p_star[groups[g]], axis=-1).mean()),
+        }
+    return results
+
+
+def plot(results: dict, out_dir: Path) -> list[Path]:
+    """Simplex paths (easy / medium / hard), distances over time, and the accuracy table."""
+    common.use_agg()
+    import matplotlib.pyplot as plt
+
+    out = []
+    corners = paths_lib.SIMPLEX_CORNERS
+    stride = results["plot_every"]
+    es = results["early_stop_step"] // stride
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
+    for ax, g in zip(axes, GROUPS, strict=True):
+        grp = results["groups"][g]
+        paths = np.asarray(grp["paths"])
+        ax.plot(*np.vstack([corners, corners[:1]]).T, color="k", lw=0.8)
+        for j in range(min(3, paths.shape[1])):
+            xy = paths_lib.simplex_coordinates(paths[:, j])
+            sc = ax.scatter(xy[:, 0], xy[:, 1], c=np.arange(len(xy)), cmap="viridis", s=3)
+            ps = paths_lib.simplex_coordinates(np.asarray(grp["p_star"][j]))
+            ey = corners[int(grp["label"][j])]
+            ax.scatter(*ps, marker="*", s=180, c="red", edgecolors="k", zorder=5, label="p*" if j == 0 else None)
+            ax.scatter(*ey, marker="s", s=90, c="orange", edgecolors="k", zorder=5, label="e_y" if j == 0 else None)
+            ax.scatter(*xy[0], marker="o", s=60, c="white", edgecolors="k", zorder=5, label="start" if j == 0 else None)
+            ax.scatter(*xy[min(es, len(xy) - 1)], marker="D", s=60, c="cyan", edgecolors="k", zorder=5,
+                       label="early stop" if j == 0 else None)
+            ax.annotate(f"#{int(grp['index'][j])}", xy[-1], fontsize=7)
+        ax.set_title(f"{g}: zig-zag in {grp['zigzag_fraction']:.0%} of {len(grp['index'])} paths")
+        ax.set_aspect("equal")
+        ax.axis("off")
+    axes[0].legend(loc="upper left", fontsize=7)
+    fig.colorbar(sc, ax=axes, label=f"record (every {stride} updates)")
+    out.append(common.save_figure(fig, out_dir, "gaussian_simplex_paths"))
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for g in GROUPS:
+        grp = results["groups"][g]
+        d = np.asarray(grp["mean_distance_p_star"])
+        axes[0].plot(np.arange(len(d)) * stride, d, label=g)
+        axes[1].plot(np.arange(len(d)) * stride, np.asarray(grp["mean_distance_label"]), label=g)
+    for ax, what in zip(axes, ("‖π − p*‖", "‖π − e_y‖"), strict=True):
+        ax.axvline(es * stride, color="gray", ls="--", lw=0.8, label="early stop")
+        ax.set_xlabel("update")
+        ax.set_ylabel(f"mean {what}")
+        ax.legend()
+    out.append(common.save_figure(fig, out_dir, "gaussian_distances"))
+    plt.close(fig)
+
+    table = results["table"]
+    names = list(table)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, [table[m]["accuracy_mean"] for m in names], 0.4, yerr=[table[m]["accuracy_std"] for m in names],
+           label="ldjax (mean ± std over seeds)")
+    ax.bar(x + 0.2, [table[m]["paper"] or np.nan for m in names], 0.4, label="authors' notebook")
+    ax.axhline(results["bayes_test_accuracy"], color="k", ls=":", lw=0.8, label="Bayes (argmax p*)")
+    ax.set_xticks(x, names)
+    lo = min(table[m]["accuracy_mean"] for m in names) - 0.03
+    ax.set_ylim(lo, results["bayes_test_accuracy"] + 0.02)
+    ax.set_ylabel("test accuracy")
+    ax.legend(fontsize=7)
+    out.append(common.save_figure(fig, out_dir, "gaussian_accuracy_table"))
+    plt.close(fig)
+    return out
+
+
+def fidelity(results: dict) -> list[common.Fidelity]:
+    rows = []
+    for m, paper in PAPER_ACCURACY.items():
+        if m not in results["table"]:
+            continue
+        t = results["table"][m]
+        rows.append(common.Fidelity(
+            f"{m} test accuracy within ±0.015 of the authors' notebook", f"{paper:.3f}",
+            f"{t['accuracy_mean']:.3f} ± {t['accuracy_std']:.3f}", abs(t["accuracy_mean"] - paper) <= 0.015,
+            f"mean ± std over {len(t['accuracy'])} seeds; one draw of the class means",
+        ))
+    hard = results["groups"]["hard"]
+    rows.append(common.Fidelity(
+        "hard samples zig-zag: closer to p* than start and end, then towards e_y (majority)", "> 50%",
+        f"{hard['zigzag_fraction']:.0%}", hard["zigzag_fraction"] > 0.5, "one-hot training, seed 0",
+    ))
+    rows.append(common.Fidelity(
+        "hard samples: early-stopped prediction is closer to p* than the label e_y", "smaller",
+        f"{hard['es_distance_p_star']:.3f} vs {hard['label_distance_p_star']:.3f}",
+        hard["es_distance_p_star"] < hard["label_distance_p_star"], "mean Euclidean distance",
+    ))
+    return rows
+
+
+def main(argv=None) -> int:
+    return common.main(sys.modules[__name__], argv)

@@ -1,0 +1,167 @@
+"""Learning paths on the probability simplex: coordinates, distances, the zig-zag, ECE and Filter-KD targets.
+
+A learning path is the sequence of one example's predicted distributions over training,
+``paths[t, i, :]`` for record ``t`` and example ``i``. Ren, Guo & Sutherland (ICLR 2022) observe that
+an example whose label ``e_y`` disagrees with its true distribution ``p*`` first moves TOWARDS ``p*``
+(pulled by similar examples) and is memorised towards ``e_y`` only later: a zig-zag.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+
+#: Corners of the 2-simplex in the plane for classes 0, 1, 2.
+SIMPLEX_CORNERS = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, np.sqrt(0.75)]])
+
+
+def simplex_coordinates(probs: Float[Array, "*b 3"]) -> Float[Array, "*b 2"]:
+    """Map 3-class distributions to the plane: corners (0, 0), (1, 0), (0.5, √0.75).
+
+    Example:
+      >>> import numpy as np
+      >>> from ldjax.paths import simplex_coordinates
+      >>> simplex_coordinates(np.array([0.0, 0.0, 1.0])).round(3).tolist()
+      [0.5, 0.866]
+    """
+    probs = np.asarray(probs)
+    if probs.shape[-1] != 3:
+        raise ValueError(f"probs must have 3 classes on its last axis, got shape {probs.shape}")
+    return probs @ SIMPLEX_CORNERS
+
+
+def distances(paths: Float[Array, "t n k"], target: Float[Array, "n k"]) -> Float[Array, "t n"]:
+    """Euclidean distance of every point of every path to a per-example target distribution.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from ldjax.paths import distances
+      >>> distances(jnp.array([[[1.0, 0.0]], [[0.5, 0.5]]]), jnp.array([[0.5, 0.5]])).tolist()
+      [[0.7071067690849304], [0.0]]
+    """
+    paths, target = jnp.asarray(paths), jnp.asarray(target)
+    if paths.ndim != 3 or target.shape != paths.shape[1:]:
+        raise ValueError(f"paths must be [t, n, k] and target [n, k]; got {paths.shape} and {target.shape}")
+    return jnp.sqrt(jnp.sum((paths - target[None]) ** 2, axis=-1))
+
+
+class ZigZag(NamedTuple):
+    """Per-example summary of a path's approach to ``p*`` (see :func:`zigzag`).
+
+    Attributes:
+      d_start: distance to p* at the first record ``[n]``.
+      d_min: minimum distance to p* along the path ``[n]``.
+      d_end: distance to p* at the last record ``[n]``.
+      t_min: record index where the minimum is reached ``int [n]``.
+      turned: the path came closer to p* than both its start and its end (by ``margin``) ``bool [n]``.
+      towards_label_after: after ``t_min`` the path moved closer to the label ``e_y`` ``bool [n]``.
+    """
+
+    d_start: Array
+    d_min: Array
+    d_end: Array
+    t_min: Array
+    turned: Array
+    towards_label_after: Array
+
+
+def zigzag(
+    paths: Float[Array, "t n k"],
+    p_star: Float[Array, "n k"],
+    labels: Int[Array, " n"],
+    *,
+    margin: float = 0.0,
+) -> ZigZag:
+    """Does each path come closer to ``p*`` than its start and its end, and then head to ``e_y``?
+
+    ``turned[i]`` is ``d_min < d_start − margin and d_min < d_end − margin`` with ``d`` the Euclidean
+    distance to ``p*``; ``towards_label_after[i]`` is ``‖π_end − e_y‖ < ‖π_{t_min} − e_y‖ − margin``.
+
+    Args:
+      paths: predicted distributions ``[t, n, k]`` (record ``t``, example ``n``).
+      p_star: the true distributions ``[n, k]``.
+      labels: the training labels ``int [n]``.
+      margin: a distance the turn must exceed (0: any strict improvement).
+
+    Returns:
+      :class:`ZigZag`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from ldjax.paths import zigzag
+      >>> path = jnp.array([[[0.5, 0.5]], [[0.8, 0.2]], [[0.1, 0.9]]])  # p* = (0.8, 0.2), y = 1
+      >>> bool(zigzag(path, jnp.array([[0.8, 0.2]]), jnp.array([1])).turned[0])
+      True
+    """
+    paths = jnp.asarray(paths)
+    d = distances(paths, p_star)
+    labels = jnp.asarray(labels)
+    if labels.shape != paths.shape[1:2]:
+        raise ValueError(f"labels must be [n={paths.shape[1]}], got shape {labels.shape}")
+    e_y = jax.nn.one_hot(labels, paths.shape[-1], dtype=paths.dtype)
+    d_label = distances(paths, e_y)
+    t_min = jnp.argmin(d, axis=0)
+    d_min = jnp.min(d, axis=0)
+    idx = jnp.arange(paths.shape[1])
+    turned = (d_min < d[0] - margin) & (d_min < d[-1] - margin)
+    towards = d_label[-1] < d_label[t_min, idx] - margin
+    return ZigZag(d[0], d_min, d[-1], t_min.astype(jnp.int32), turned, towards)
+
+
+def expected_calibration_error(
+    probs: Float[Array, "n k"], labels: Int[Array, " n"], *, num_bins: int = 15
+) -> Float[Array, ""]:
+    r"""Top-label ECE :math:`\sum_b \frac{|B_b|}{n}\,|\mathrm{acc}(B_b) - \mathrm{conf}(B_b)|` over equal-width bins.
+
+    Bins are ``(b/B, (b+1)/B]`` on the confidence ``max_k π_k`` (the first also holds 0).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from ldjax.paths import expected_calibration_error
+      >>> round(float(expected_calibration_error(jnp.array([[0.9, 0.1], [0.9, 0.1]]), jnp.array([0, 1]))), 3)
+      0.4
+    """
+    probs, labels = jnp.asarray(probs), jnp.asarray(labels)
+    if probs.ndim != 2 or labels.shape != probs.shape[:1]:
+        raise ValueError(f"probs must be [n, k] and labels [n]; got {probs.shape} and {labels.shape}")
+    if num_bins < 1:
+        raise ValueError(f"num_bins must be >= 1, got {num_bins}")
+    conf = jnp.max(probs, axis=-1)
+    correct = (jnp.argmax(probs, axis=-1) == labels).astype(probs.dtype)
+    b = jnp.clip(jnp.ceil(conf * num_bins).astype(jnp.int32) - 1, 0, num_bins - 1)
+    gap = jnp.zeros(num_bins, probs.dtype).at[b].add(correct - conf)
+    return jnp.sum(jnp.abs(gap)) / probs.shape[0]
+
+
+def filter_targets(
+    records: Float[Array, "t n k"], *, decay: float = 0.95, initial: Float[Array, "n k"] | None = None
+) -> Float[Array, "n k"]:
+    r"""Filter-KD targets: the exponential moving average :math:`q \leftarrow \alpha q + (1-\alpha)\,\pi_t` over records.
+
+    Args:
+      records: the (temperature-scaled) softmax of each example at each record ``[t, n, k]``.
+      decay: α (the paper: 0.95).
+      initial: starting ``q`` ``[n, k]``; default the first record.
+
+    Returns:
+      ``q`` after the last record ``[n, k]``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from ldjax.paths import filter_targets
+      >>> filter_targets(jnp.array([[[1.0, 0.0]], [[0.0, 1.0]]]), decay=0.5).tolist()
+      [[0.5, 0.5]]
+    """
+    records = jnp.asarray(records)
+    if records.ndim != 3:
+        raise ValueError(f"records must be [t, n, k], got shape {records.shape}")
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"decay must be in [0, 1), got {decay}")
+    q0 = records[0] if initial is None else jnp.asarray(initial, records.dtype)
+    rest = records[1:] if initial is None else records
+    q, _ = jax.lax.scan(lambda q, p: (decay * q + (1.0 - decay) * p, None), q0, rest)
+    return q
