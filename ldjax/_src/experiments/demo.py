@@ -35,10 +35,10 @@ class Config:
     epochs: int = 15
     batch_size: int = 32
     train_learning_rate: float = 0.1
-    step_learning_rate: float = 0.05
+    step_learning_rate: float = 0.01
     update_class: int = 4
     probe_classes: tuple[int, ...] = (4, 9, 0)
-    slope_learning_rates: tuple[float, ...] = (0.01, 0.02, 0.04, 0.08, 0.16)
+    slope_learning_rates: tuple[float, ...] = (0.001, 0.002, 0.004, 0.008, 0.016)
 
 
 FULL = Config()
@@ -66,7 +66,7 @@ def mlp_apply(params: dict[str, Any], x: jax.Array) -> jax.Array:
 def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -> dict[str, Any]:
     del data_dir  # the demo needs no files
     data = ldjax.data.load_digits()
-    x = jnp.asarray(data.x.reshape(len(data.x), -1), jnp.float32) / 16.0
+    x = jnp.asarray(data.x.reshape(len(data.x), -1), jnp.float32) / 255.0
     y = jnp.asarray(data.y, jnp.int32)
     key_perm, key_init, key_batches = jax.random.split(jax.random.key(config.seed), 3)
     perm = jax.random.permutation(key_perm, len(x))
@@ -84,7 +84,9 @@ def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -
     params = trained.params
     test_accuracy = float(jnp.mean(jnp.argmax(f(params, x_probe), -1) == y_probe))
 
-    u = int(jnp.argmax(y_train == config.update_class))
+    # the training example of the chosen class that the model finds hardest: the largest force G
+    log_probs = jax.nn.log_softmax(f(params, x_train))[:, config.update_class]
+    u = int(jnp.argmin(jnp.where(y_train == config.update_class, log_probs, jnp.inf)))
     x_u, y_u = x_train[u : u + 1], y_train[u : u + 1]
     step = ldjax.one_step(
         mlp_apply, params, x_probe, x_u, y_u, loss=ldjax.losses.cross_entropy,
@@ -161,7 +163,7 @@ def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     shown = results["shown"]
-    fig, axes = plt.subplots(2, 3, figsize=(12, 6.5))
+    fig, axes = plt.subplots(2, 3, figsize=(12, 7.5), layout="constrained")
     for col, cls in enumerate(results["shown_probe_classes"]):
         ax = axes[0, col]
         pos = np.arange(10)
@@ -172,14 +174,17 @@ def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
         ax.axhline(0, color="k", lw=0.5)
         if col == 0:
             ax.legend(fontsize=8)
-        axes[1, col].imshow(np.asarray(shown["k"][col]), cmap="RdBu_r")
+        kernel = np.asarray(shown["k"][col])
+        scale = float(np.abs(kernel).max())
+        image = axes[1, col].imshow(kernel, cmap="RdBu_r", vmin=-scale, vmax=scale)
+        fig.colorbar(image, ax=axes[1, col], shrink=0.8)
         axes[1, col].set_title(f"K(x_o, x_u), probe {cls}")
         axes[1, col].set_xlabel("class at x_u")
         axes[1, col].set_ylabel("class at x_o")
     fig.suptitle(f"One SGD step on a {results['update_label']} — {results['dataset']}")
     paths = [common.save_figure(fig, out_dir, "demo_terms")]
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
     pred, act = np.ravel(results["predicted"]), np.ravel(results["actual"])
     ax1.scatter(pred, act, s=3, alpha=0.4)
     lim = [min(pred.min(), act.min()), max(pred.max(), act.max())]
