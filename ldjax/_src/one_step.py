@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Shaped
 
 from ldjax._src import checks
 from ldjax._src.ntk import NtkMethod, batched, empirical_ntk
@@ -47,8 +47,8 @@ def _check_target(loss: Any, out_shape: tuple[int, ...], target: Any, name: str)
 def one_step(
     apply_fn: ApplyFn,
     params: Params,
-    x_o: Float[Array, "n_o *d"],
-    x_u: Float[Array, "n_u *d"],
+    x_o: Shaped[Array, "n_o *d"],
+    x_u: Shaped[Array, "n_u *d"],
     y_u: Any,
     *,
     loss: LossFn,

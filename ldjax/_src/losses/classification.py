@@ -56,7 +56,7 @@ def check_probability_targets(out_shape: tuple[int, ...], targets: Any, name: st
 
 
 @with_target_check(check_integer_labels)
-def cross_entropy(logits: Float[Array, "n k"], labels: Int[Array, " n"]) -> Float[Array, ""]:
+def cross_entropy(logits: Float[Array, "n *t k"], labels: Int[Array, "n *t"]) -> Float[Array, ""]:
     r"""Mean cross-entropy :math:`-\frac1n\sum_i \log \pi_{y_i}(x_i)` with integer labels.
 
     Logits may carry extra axes before ``k`` (``[n, T, V]`` with labels ``[n, T]``); the mean is
@@ -72,7 +72,7 @@ def cross_entropy(logits: Float[Array, "n k"], labels: Int[Array, " n"]) -> Floa
     return -jnp.mean(picked)
 
 
-def cross_entropy_g(logits: Float[Array, "n k"], labels: Int[Array, " n"]) -> Float[Array, "n k"]:
+def cross_entropy_g(logits: Float[Array, "n *t k"], labels: Int[Array, "n *t"]) -> Float[Array, "n *t k"]:
     r"""Closed form of :math:`\partial L/\partial z` for :func:`cross_entropy`: :math:`(\pi - e_y)/m`.
 
     ``m`` is the number of labelled positions (``n`` for a classifier).
