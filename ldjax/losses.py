@@ -5,6 +5,13 @@ from ldjax._src.losses.classification import cross_entropy_g
 from ldjax._src.losses.classification import smooth_labels
 from ldjax._src.losses.classification import soft_cross_entropy
 from ldjax._src.losses.classification import soft_cross_entropy_g
+from ldjax._src.losses.policy import PolicyTarget
+from ldjax._src.losses.policy import group_advantages
+from ldjax._src.losses.policy import grpo
+from ldjax._src.losses.policy import grpo_g
+from ldjax._src.losses.policy import simko
+from ldjax._src.losses.policy import simko_fn
+from ldjax._src.losses.policy import simko_token_terms
 from ldjax._src.losses.sequence import PreferenceTarget
 from ldjax._src.losses.sequence import SequenceTarget
 from ldjax._src.losses.sequence import dpo
@@ -21,13 +28,6 @@ from ldjax._src.losses.sequence import slic
 from ldjax._src.losses.sequence import slic_fn
 from ldjax._src.losses.sequence import slic_g
 from ldjax._src.losses.sequence import token_log_probs
-from ldjax._src.losses.policy import PolicyTarget
-from ldjax._src.losses.policy import group_advantages
-from ldjax._src.losses.policy import grpo
-from ldjax._src.losses.policy import grpo_g
-from ldjax._src.losses.policy import simko
-from ldjax._src.losses.policy import simko_fn
-from ldjax._src.losses.policy import simko_token_terms
 
 __all__ = (
     "cross_entropy",

@@ -6,9 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from problems import finite_difference_ntk
 
 import ldjax
+
+from problems import finite_difference_ntk
 
 
 class NnxNet(nnx.Module):

@@ -4,11 +4,13 @@ import json
 import subprocess
 import sys
 
-import fake_experiments
 import pytest
 
 from ldjax._src import cli
-from ldjax._src.experiments import common, registry
+from ldjax._src.experiments import common
+from ldjax._src.experiments import registry
+
+import fake_experiments
 
 
 @pytest.fixture

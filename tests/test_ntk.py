@@ -6,17 +6,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from problems import (
-    cnn_apply,
-    cnn_problem,
-    finite_difference_ntk,
-    mlp_apply,
-    mlp_problem,
-    seq_apply,
-    seq_problem,
-)
 
 import ldjax
+
+from problems import cnn_apply
+from problems import cnn_problem
+from problems import finite_difference_ntk
+from problems import mlp_apply
+from problems import mlp_problem
+from problems import seq_apply
+from problems import seq_problem
 
 PROBLEMS = {
     "mlp": (mlp_apply, mlp_problem),

@@ -7,9 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from problems import cnn_apply, cnn_problem, mlp_apply, mlp_problem
 
 import ldjax
+
+from problems import cnn_apply
+from problems import cnn_problem
+from problems import mlp_apply
+from problems import mlp_problem
 
 CE = ldjax.losses.cross_entropy
 

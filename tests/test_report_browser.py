@@ -5,9 +5,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_cli import fake_registry  # noqa: F401 - fixture
 
-from ldjax._src import browser_check, cli
+from ldjax._src import browser_check
+from ldjax._src import cli
+
+from test_cli import fake_registry  # noqa: F401 - fixture
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 

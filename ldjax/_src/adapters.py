@@ -86,6 +86,15 @@ def to_nnx(module: Any, params: Params) -> Any:
     """A new NNX module equal to ``module`` with its ``nnx.Param`` values replaced by ``params``.
 
     Inverse of :func:`from_nnx`; ``module`` is not modified.
+
+    Example:
+      >>> from flax import nnx
+      >>> import jax, ldjax
+      >>> layer = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+      >>> f, p = ldjax.from_nnx(layer)
+      >>> moved = ldjax.to_nnx(layer, jax.tree.map(lambda a: a * 0, p))
+      >>> float(abs(moved.kernel[...]).sum()), float(abs(layer.kernel[...]).sum()) > 0
+      (0.0, True)
     """
     from flax import nnx
 

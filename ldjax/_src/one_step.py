@@ -47,8 +47,8 @@ def _check_target(loss: Any, out_shape: tuple[int, ...], target: Any, name: str)
 def one_step(
     apply_fn: ApplyFn,
     params: Params,
-    x_o: Shaped[Array, "n_o *d"],
-    x_u: Shaped[Array, "n_u *d"],
+    x_o: Shaped[Array, " n_o *d"],
+    x_u: Shaped[Array, " n_u *d"],
     y_u: Any,
     *,
     loss: LossFn,

@@ -41,7 +41,7 @@ def apply_a_term(logits: Float[Array, "*batch k"], dz: Float[Array, "*batch k"])
     return dz - jnp.sum(probs * dz, axis=-1, keepdims=True)
 
 
-def g_term(loss_fn: LossFn, logits: Float[Array, "n *o"], target: Any) -> Float[Array, "n *o"]:
+def g_term(loss_fn: LossFn, logits: Float[Array, " n *o"], target: Any) -> Float[Array, " n *o"]:
     r"""The force :math:`G = \partial L / \partial z`, by automatic differentiation.
 
     Any loss works: ``loss_fn(logits, target)`` must return a scalar (the built-in losses return

@@ -56,7 +56,7 @@ def check_probability_targets(out_shape: tuple[int, ...], targets: Any, name: st
 
 
 @with_target_check(check_integer_labels)
-def cross_entropy(logits: Float[Array, "n *t k"], labels: Int[Array, "n *t"]) -> Float[Array, ""]:
+def cross_entropy(logits: Float[Array, "n *t k"], labels: Int[Array, " n *t"]) -> Float[Array, ""]:
     r"""Mean cross-entropy :math:`-\frac1n\sum_i \log \pi_{y_i}(x_i)` with integer labels.
 
     Logits may carry extra axes before ``k`` (``[n, T, V]`` with labels ``[n, T]``); the mean is
@@ -72,7 +72,7 @@ def cross_entropy(logits: Float[Array, "n *t k"], labels: Int[Array, "n *t"]) ->
     return -jnp.mean(picked)
 
 
-def cross_entropy_g(logits: Float[Array, "n *t k"], labels: Int[Array, "n *t"]) -> Float[Array, "n *t k"]:
+def cross_entropy_g(logits: Float[Array, "n *t k"], labels: Int[Array, " n *t"]) -> Float[Array, "n *t k"]:
     r"""Closed form of :math:`\partial L/\partial z` for :func:`cross_entropy`: :math:`(\pi - e_y)/m`.
 
     ``m`` is the number of labelled positions (``n`` for a classifier).
@@ -103,8 +103,8 @@ def smooth_labels(labels: Int[Array, " n"], num_classes: int, smoothing: float) 
 
     Example:
       >>> import jax.numpy as jnp, ldjax
-      >>> ldjax.losses.smooth_labels(jnp.array([0]), 2, 0.2)
-      Array([[0.9, 0.1]], dtype=float32)
+      >>> ldjax.losses.smooth_labels(jnp.array([0]), 2, 0.25)
+      Array([[0.875, 0.125]], dtype=float32)
     """
     if not 0.0 <= smoothing <= 1.0:
         raise ValueError(f"smoothing must be in [0, 1], got {smoothing}")
