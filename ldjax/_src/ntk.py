@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array
+from jaxtyping import Float
 
 from ldjax._src import checks
-from ldjax._src.typing import ApplyFn, Params, Precision
+from ldjax._src import structured
+from ldjax._src.typing import ApplyFn
+from ldjax._src.typing import Params
+from ldjax._src.typing import Precision
 
-NtkMethod = Literal["jacobian", "vector_products"]
+NtkMethod = Literal["jacobian", "vector_products", "structured"]
 
 
 def batched(apply_fn: ApplyFn):
@@ -21,7 +26,7 @@ def batched(apply_fn: ApplyFn):
 
 
 def jacobian(
-    apply_fn: ApplyFn, params: Params, x: Float[Array, "n *d"], *, precision: Precision = "highest"
+    apply_fn: ApplyFn, params: Params, x: Float[Array, " n *d"], *, precision: Precision = "highest"
 ) -> Any:
     r"""Per-example Jacobians :math:`\partial z(x_i) / \partial \theta` of the logits.
 
@@ -53,19 +58,33 @@ def _flat_jacobian(apply_fn: ApplyFn, params: Params, x: Any) -> list[jax.Array]
 
 
 def _contract(j1: list[jax.Array], j2: list[jax.Array], trace: bool) -> jax.Array:
+    return sum(_contract_leaves(j1, j2, trace))
+
+
+def _contract_leaves(j1: list[jax.Array], j2: list[jax.Array], trace: bool) -> list[jax.Array]:
     spec = "iap,jap->ij" if trace else "iap,jbp->ijab"
-    return sum(jnp.einsum(spec, a, b) for a, b in zip(j1, j2, strict=True))
+    return [jnp.einsum(spec, a, b) for a, b in zip(j1, j2, strict=True)]
+
+
+def _one_leaf(apply_fn: ApplyFn, params: Params, index: int) -> tuple[ApplyFn, jax.Array]:
+    """``apply_fn`` as a function of parameter leaf ``index`` alone (the others held fixed)."""
+    leaves, treedef = jax.tree.flatten(params)
+
+    def f(leaf: jax.Array, x: Any) -> jax.Array:
+        return apply_fn(jax.tree.unflatten(treedef, [*leaves[:index], leaf, *leaves[index + 1 :]]), x)
+
+    return f, leaves[index]
 
 
 def ntk_vector_product(
     apply_fn: ApplyFn,
     params: Params,
-    x1: Float[Array, "n1 *d"],
-    x2: Float[Array, "n2 *d"],
-    v: Float[Array, "n2 *o"],
+    x1: Float[Array, " n1 *d"],
+    x2: Float[Array, " n2 *d"],
+    v: Float[Array, " n2 *o"],
     *,
     precision: Precision = "highest",
-) -> Float[Array, "n1 *o"]:
+) -> Float[Array, " n1 *o"]:
     r"""Kernel-vector product :math:`\sum_j K(x1_i, x2_j)\, v_j` without forming the kernel.
 
     One VJP at ``x2`` (giving :math:`J(x2)^\top v`, a parameter-space vector) followed by one JVP at
@@ -122,13 +141,14 @@ def _vector_products_ntk(apply_fn: ApplyFn, params: Params, x1: Any, x2: Any, tr
 def empirical_ntk(
     apply_fn: ApplyFn,
     params: Params,
-    x1: Float[Array, "n1 *d"],
-    x2: Float[Array, "n2 *d"] | None = None,
+    x1: Float[Array, " n1 *d"],
+    x2: Float[Array, " n2 *d"] | None = None,
     *,
     method: NtkMethod = "jacobian",
     trace: bool = False,
+    per_layer: bool = False,
     precision: Precision = "highest",
-) -> Float[Array, "n1 n2 *o *o"]:
+) -> Float[Array, "n1 n2 *o *o"] | dict[str, Float[Array, "n1 n2 *o *o"]]:
     r"""Empirical neural tangent kernel :math:`K_{ij}^{ab} = \nabla_\theta z_a(x1_i) \cdot \nabla_\theta z_b(x2_j)`.
 
     ``apply_fn`` is written for ONE example; ldjax vmaps it. For a classifier (``[k]`` logits)
@@ -145,12 +165,19 @@ def empirical_ntk(
       x2: batch ``[n2, *d]``; ``None`` means ``x1`` (the Gram matrix).
       method: ``"jacobian"`` contracts materialised per-example Jacobians (memory
         ``n * O * p``); ``"vector_products"`` builds each column from one VJP and one JVP (memory
-        ``O * p``).
+        ``O * p``); ``"structured"`` computes every layer's kernel from its inputs and output
+        cotangents, :math:`\sum_{s,s'} \langle x_{i,s}, x_{j,s'}\rangle \langle \delta_{i,a,s},
+        \delta_{j,b,s'}\rangle` (dense, convolution, embedding lookup, attention projections,
+        biases, scales), or from materialised per-layer gradients when that costs fewer FLOPs, and
+        falls back to Jacobian contraction for parameters used any other way. Exact, not an
+        approximation; usually by far the fastest.
       trace: if true, return :math:`\sum_a K_{ij}^{aa}`, shape ``[n1, n2]``.
+      per_layer: if true, return a dict ``{name: kernel}`` with one kernel per parameter leaf,
+        named by its path in ``params`` (``"conv1/kernel"``); the kernels sum to the full kernel.
       precision: matmul precision (default ``"highest"``: full fp32 even on GPUs that default to TF32).
 
     Returns:
-      ``[n1, n2, *o, *o]``, or ``[n1, n2]`` when ``trace``.
+      ``[n1, n2, *o, *o]``, or ``[n1, n2]`` when ``trace``; a dict of those when ``per_layer``.
 
     Example:
       >>> import jax, jax.numpy as jnp, ldjax
@@ -168,15 +195,31 @@ def empirical_ntk(
     checks.check_same_examples(x1, "x1", x2, "x2")
     out_shape = checks.logits_shape(apply_fn, params, x1, "x1")
     n1, n2 = checks.batch_size(x1), checks.batch_size(x2)
+    if method not in ("jacobian", "vector_products", "structured"):
+        raise ValueError(f"method must be 'jacobian' or 'vector_products' or 'structured', got {method!r}")
+    shape = (n1, n2) if trace else (n1, n2, *out_shape, *out_shape)
     with checks.precision_scope(precision):
+        if method == "structured":
+            per_leaf = structured.structured_ntk(apply_fn, params, x1, x2, trace)
+            if per_layer:
+                return {name: k.reshape(shape) for name, k in per_leaf.items()}
+            return sum(per_leaf.values()).reshape(shape)
+        if not per_layer:
+            if method == "jacobian":
+                j1 = _flat_jacobian(apply_fn, params, x1)
+                j2 = j1 if x2 is x1 else _flat_jacobian(apply_fn, params, x2)
+                kernel = _contract(j1, j2, trace)
+            else:
+                kernel = _vector_products_ntk(apply_fn, params, x1, x2, trace)
+            return kernel.reshape(shape)
+        names = structured.leaf_names(params)
         if method == "jacobian":
             j1 = _flat_jacobian(apply_fn, params, x1)
             j2 = j1 if x2 is x1 else _flat_jacobian(apply_fn, params, x2)
-            kernel = _contract(j1, j2, trace)
-        elif method == "vector_products":
-            kernel = _vector_products_ntk(apply_fn, params, x1, x2, trace)
+            kernels = _contract_leaves(j1, j2, trace)
         else:
-            raise ValueError(f"method must be 'jacobian' or 'vector_products', got {method!r}")
-    if trace:
-        return kernel
-    return kernel.reshape((n1, n2, *out_shape, *out_shape))
+            kernels = [
+                _vector_products_ntk(*_one_leaf(apply_fn, params, index), x1, x2, trace)
+                for index in range(len(names))
+            ]
+        return {name: k.reshape(shape) for name, k in zip(names, kernels, strict=True)}
