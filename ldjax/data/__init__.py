@@ -17,6 +17,10 @@ from ldjax._src.data.gaussian import gaussian_p_star
 from ldjax._src.data.gaussian import gaussian_toy
 from ldjax._src.data.gaussian import split_toy
 from ldjax._src.data.gaussian import symmetric_label_noise
+from ldjax._src.data.language import PROBE_TYPES
+from ldjax._src.data.language import Language
+from ldjax._src.data.language import Prompt
+from ldjax._src.data.language import preference_language
 from ldjax._src.data.mnist import load_digits
 from ldjax._src.data.mnist import load_mnist
 from ldjax._src.data.mnist import load_mnist_or_digits
@@ -29,3 +33,4 @@ __all__ += ("Dataset", "SoftLabels", "RestrictedUnpickler", "cache_dir", "parse_
 __all__ += ("load_cifar10", "load_cifar10h", "load_digits", "load_mnist", "load_mnist_or_digits")
 __all__ += ("Cifar3", "GaussianToy", "gaussian_p_star", "gaussian_toy", "load_cifar3", "renormalise")
 __all__ += ("split_toy", "symmetric_label_noise")
+__all__ += ("PROBE_TYPES", "Language", "Prompt", "preference_language")
