@@ -17,19 +17,17 @@ import pytest
 
 from ldjax._src.data import cifar10 as cifar_module
 from ldjax._src.data import mnist as mnist_module
-from ldjax.data import (
-    DataCorrupt,
-    DataUnavailable,
-    RestrictedUnpickler,
-    cache_dir,
-    load_cifar10,
-    load_cifar10h,
-    load_digits,
-    load_mnist,
-    load_mnist_or_digits,
-    parse_idx,
-    read_cifar_batch,
-)
+from ldjax.data import DataCorrupt
+from ldjax.data import DataUnavailable
+from ldjax.data import RestrictedUnpickler
+from ldjax.data import cache_dir
+from ldjax.data import load_cifar10
+from ldjax.data import load_cifar10h
+from ldjax.data import load_digits
+from ldjax.data import load_mnist
+from ldjax.data import load_mnist_or_digits
+from ldjax.data import parse_idx
+from ldjax.data import read_cifar_batch
 
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]

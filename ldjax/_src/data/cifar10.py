@@ -17,12 +17,15 @@ import tarfile
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
+from typing import Literal
 
 import numpy as np
 
 from ldjax._src.data import files
-from ldjax._src.data.dataset import CIFAR10_CLASSES, Dataset, SoftLabels
+from ldjax._src.data.dataset import CIFAR10_CLASSES
+from ldjax._src.data.dataset import Dataset
+from ldjax._src.data.dataset import SoftLabels
 from ldjax._src.data.errors import DataCorrupt
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -117,7 +120,16 @@ def restricted_load(data: bytes, *, source: str, encoding: str = "latin1") -> An
         return RestrictedUnpickler(io.BytesIO(data), encoding=encoding).load()
     except RefusedGlobal as error:
         raise DataCorrupt(f"{source}: {error}") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError) as error:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        MemoryError,
+    ) as error:
         raise DataCorrupt(f"{source}: not a valid CIFAR pickle ({type(error).__name__}: {error})") from None
 
 

@@ -16,10 +16,13 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
+from collections.abc import Iterator
+from collections.abc import Sequence
 from pathlib import Path
 
-from ldjax._src.data.errors import DataCorrupt, DataUnavailable
+from ldjax._src.data.errors import DataCorrupt
+from ldjax._src.data.errors import DataUnavailable
 
 DATA_DIR_ENV = "LDJAX_DATA_DIR"
 CACHE_DIR_ENV = "LDJAX_CACHE_DIR"

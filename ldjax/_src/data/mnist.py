@@ -18,8 +18,10 @@ from typing import Literal
 import numpy as np
 
 from ldjax._src.data import files
-from ldjax._src.data.dataset import MNIST_CLASSES, Dataset
-from ldjax._src.data.errors import DataCorrupt, DataUnavailable
+from ldjax._src.data.dataset import MNIST_CLASSES
+from ldjax._src.data.dataset import Dataset
+from ldjax._src.data.errors import DataCorrupt
+from ldjax._src.data.errors import DataUnavailable
 
 Split = Literal["train", "test"]
 

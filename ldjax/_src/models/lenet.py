@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import jax
 from flax import nnx
-from jaxtyping import Array, Float
+from jaxtyping import Array
+from jaxtyping import Float
 
 
 def _pool(x: Array) -> Array:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from collections.abc import Sequence
 
 import jax
 from flax import nnx
-from jaxtyping import Array, Float
+from jaxtyping import Array
+from jaxtyping import Float
 
 
 class MLP(nnx.Module):
