@@ -70,21 +70,28 @@ def test_forward_matches_slow_reference_float64():
 
 
 def test_causal():
-    model = _model(2)
-    tokens = jnp.asarray(np.random.default_rng(1).integers(0, V, size=(1, L)), jnp.int32)
-    changed = tokens.at[0, 5].set((tokens[0, 5] + 1) % V)
-    a, b = model(tokens), model(changed)
-    np.testing.assert_allclose(a[0, :5], b[0, :5], rtol=1e-6, atol=1e-6)
-    assert float(jnp.abs(a[0, 5:] - b[0, 5:]).max()) > 1e-4
+    f, params = ldjax.from_nnx(_model(2))
+    forward = jax.jit(f)
+    tokens = jnp.asarray(np.random.default_rng(1).integers(0, V, size=L), jnp.int32)
+    changed = tokens.at[5].set((tokens[5] + 1) % V)
+    a, b = forward(params, tokens), forward(params, changed)
+    np.testing.assert_allclose(a[:5], b[:5], rtol=1e-6, atol=1e-6)
+    assert float(jnp.abs(a[5:] - b[5:]).max()) > 1e-4
+
+
+def _count(make):
+    abstract = nnx.eval_shape(make)  # shapes only: no initialisation cost
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
 
 
 def test_parameter_counts_and_errors():
-    small = ldjax.models.TinyTransformer(64, 16, 64, 4, 2, 128, rngs=nnx.Rngs(0))
-    big = ldjax.models.TinyTransformer(64, 16, 128, 4, 4, 512, rngs=nnx.Rngs(0))
+    small = _count(lambda: ldjax.models.TinyTransformer(64, 16, 64, 4, 2, 128, rngs=nnx.Rngs(0)))
+    big = _count(lambda: ldjax.models.TinyTransformer(64, 16, 128, 4, 4, 512, rngs=nnx.Rngs(0)))
     d, dff = 64, 128
     per_block = 4 * (d * d + d) + (d * dff + dff) + (dff * d + d) + 4 * d
-    assert count_params(small) == 64 * d + 16 * d + 2 * per_block + 2 * d + d * 64 + 64
-    assert 5e4 < count_params(small) < 1e5 and 5e5 < count_params(big) < 2e6
+    assert small == 64 * d + 16 * d + 2 * per_block + 2 * d + d * 64 + 64
+    assert 5e4 < small < 1e5 and 5e5 < big < 2e6
+    assert count_params(_model()) == _count(_model)
     with pytest.raises(ValueError, match="d_model=10 must be divisible by n_heads=4"):
         ldjax.models.TinyTransformer(V, L, 10, 4, 1, 8, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="T=9 but the model has max_len=8"):
@@ -106,7 +113,8 @@ def test_token_level_one_step_prediction(loss_name):
         logits = jax.vmap(f, (None, 0))(params, inputs)
         ref = losses.sequence_log_prob(logits, st.tokens, st.mask)
         loss, target = losses.dpo_fn(1.0), losses.PreferenceTarget(st.tokens, st.mask, ref - 0.5)
-    r = ldjax.one_step(f, params, probes, inputs, target, loss=loss, learning_rate=1e-3, terms=False)
+    step = jax.jit(lambda p, t: ldjax.one_step(f, p, probes, inputs, t, loss=loss, learning_rate=1e-3, terms=False))
+    r = step(params, target)
     assert r.predicted.shape == (5, L - 1, V)
     corr = np.corrcoef(np.ravel(r.predicted), np.ravel(r.actual))[0, 1]
     assert corr >= 0.99, corr
