@@ -4,6 +4,7 @@ One update on x_u moves log π on x_o by  Δ log π(x_o) = −η · A(x_o) · K(
 """
 
 from ldjax import losses
+from ldjax import paths
 from ldjax._src.adapters import ApplyFunction
 from ldjax._src.adapters import as_apply_fn
 from ldjax._src.adapters import from_linen
@@ -15,6 +16,8 @@ from ldjax._src.ntk import ntk_vector_product
 from ldjax._src.one_step import OneStepResult
 from ldjax._src.one_step import decomposition
 from ldjax._src.one_step import one_step
+from ldjax._src.predict import LogProbChange
+from ldjax._src.predict import predict_log_prob_change
 from ldjax._src.terms import a_term
 from ldjax._src.terms import g_term
 from ldjax._src.training import TrainResult
@@ -39,6 +42,9 @@ __all__ = (
     "losses",
     "ntk_vector_product",
     "one_step",
+    "LogProbChange",
+    "predict_log_prob_change",
+    "paths",
     "to_nnx",
     "train",
 )

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
-from jaxtyping import Array, Float, Shaped
+from jaxtyping import Array
+from jaxtyping import Float
+from jaxtyping import Shaped
 
 from ldjax._src import checks
-from ldjax._src.ntk import NtkMethod, batched, empirical_ntk
-from ldjax._src.terms import a_term, apply_a_term, g_term
-from ldjax._src.typing import ApplyFn, LossFn, Params, Precision
+from ldjax._src.ntk import NtkMethod
+from ldjax._src.ntk import batched
+from ldjax._src.ntk import empirical_ntk
+from ldjax._src.terms import a_term
+from ldjax._src.terms import apply_a_term
+from ldjax._src.typing import ApplyFn
+from ldjax._src.typing import LossFn
+from ldjax._src.typing import Params
+from ldjax._src.typing import Precision
 
 
 class OneStepResult(NamedTuple):
@@ -99,47 +108,11 @@ def one_step(
       >>> r.predicted.shape, r.k.shape, bool(jnp.abs(r.residual).max() < 1e-5)
       ((6, 3), (6, 1, 3, 3), True)
     """
-    if optimizer is None:
-        if learning_rate is None:
-            raise ValueError("learning_rate is required with the default plain SGD (optimizer=None)")
-        checks.check_learning_rate(learning_rate)
-        optimizer = optax.sgd(learning_rate)
-    elif learning_rate is not None:
-        raise ValueError(
-            "learning_rate must be None when optimizer is given: the optimizer carries its own schedule"
-        )
-    if not callable(loss):
-        raise ValueError(f"loss must be a function loss(logits, target) -> scalar, got {type(loss).__name__}")
-    checks.check_batch(x_o, "x_o")
-    checks.check_batch(x_u, "x_u")
-    checks.check_same_examples(x_o, "x_o", x_u, "x_u")
-    checks.check_finite(params, "params")
-    checks.check_finite(x_o, "x_o")
-    checks.check_finite(x_u, "x_u")
-    out_shape = checks.logits_shape(apply_fn, params, x_u, "x_u")
-    n_u = checks.batch_size(x_u)
-    if jax.tree.leaves(y_u) and jnp.ndim(jax.tree.leaves(y_u)[0]) > 0:
-        n_y = jnp.shape(jax.tree.leaves(y_u)[0])[0]
-        if n_y != n_u:
-            raise ValueError(f"y_u has {n_y} targets but x_u has {n_u} examples: expected one target each")
-    _check_target(loss, out_shape, y_u, "y_u")
-    logits_shape = jax.ShapeDtypeStruct((n_u, *out_shape), jax.tree.leaves(params)[0].dtype)
-    checks.check_scalar_loss(loss, logits_shape, y_u, "loss")
-
-    f = batched(apply_fn)
+    optimizer = _validate(apply_fn, params, x_o, x_u, y_u, loss, learning_rate, optimizer)
     with checks.precision_scope(precision):
-        z_u, vjp = jax.vjp(lambda p: f(p, x_u), params)
-        loss_value = loss(z_u, y_u)
-        g = g_term(loss, z_u, y_u)
-        (grads,) = vjp(g)
-        if opt_state is None:
-            opt_state = optimizer.init(params)
-        updates, _ = optimizer.update(grads, opt_state, params)
-        z_o, dz_o = jax.jvp(lambda p: f(p, x_o), (params,), (updates,))
-        predicted = apply_a_term(z_o, dz_o)
-        new_params = optax.apply_updates(params, updates)
-        z_o_new = f(new_params, x_o)
-        actual = jax.nn.log_softmax(z_o_new, axis=-1) - jax.nn.log_softmax(z_o, axis=-1)
+        step = first_order_step(apply_fn, params, x_o, x_u, y_u, loss, optimizer, opt_state)
+        predicted, z_o, g, loss_value = step.predicted, step.z_o, step.g, step.loss
+        actual = actual_change(apply_fn, params, step.updates, x_o, z_o)
         a = k = None
         if terms:
             a = a_term(z_o)
@@ -162,3 +135,84 @@ def decomposition(
     """
     force = jnp.einsum("ijab,jb->ia", k, g)
     return -learning_rate * jnp.einsum("iab,ib->ia", a, force)
+
+
+class FirstOrderStep(NamedTuple):
+    """Pieces of one update shared by :func:`one_step` and the vocabulary-scale prediction."""
+
+    predicted: Array  # A(x_o) · J(x_o) · u, [n_o, *o]
+    z_o: Array  # logits at x_o before the update
+    g: Array  # ∂L/∂z at x_u
+    grads: Any  # ∂L/∂θ
+    updates: Any  # the optimizer's update u
+    loss: Array
+
+
+def _validate(
+    apply_fn: ApplyFn,
+    params: Params,
+    x_o: Any,
+    x_u: Any,
+    y_u: Any,
+    loss: Any,
+    learning_rate: Any,
+    optimizer: optax.GradientTransformation | None,
+    probe_name: str = "x_o",
+) -> optax.GradientTransformation:
+    """Check the arguments of a one-step prediction; return the optimizer (plain SGD by default)."""
+    if optimizer is None:
+        if learning_rate is None:
+            raise ValueError("learning_rate is required with the default plain SGD (optimizer=None)")
+        checks.check_learning_rate(learning_rate)
+        optimizer = optax.sgd(learning_rate)
+    elif learning_rate is not None:
+        raise ValueError(
+            "learning_rate must be None when optimizer is given: the optimizer carries its own schedule"
+        )
+    if not callable(loss):
+        raise ValueError(f"loss must be a function loss(logits, target) -> scalar, got {type(loss).__name__}")
+    checks.check_batch(x_o, probe_name)
+    checks.check_batch(x_u, "x_u")
+    checks.check_same_examples(x_o, probe_name, x_u, "x_u")
+    checks.check_finite(params, "params")
+    checks.check_finite(x_o, probe_name)
+    checks.check_finite(x_u, "x_u")
+    out_shape = checks.logits_shape(apply_fn, params, x_u, "x_u")
+    n_u = checks.batch_size(x_u)
+    if jax.tree.leaves(y_u) and jnp.ndim(jax.tree.leaves(y_u)[0]) > 0:
+        n_y = jnp.shape(jax.tree.leaves(y_u)[0])[0]
+        if n_y != n_u:
+            raise ValueError(f"y_u has {n_y} targets but x_u has {n_u} examples: expected one target each")
+    _check_target(loss, out_shape, y_u, "y_u")
+    logits_shape = jax.ShapeDtypeStruct((n_u, *out_shape), jax.tree.leaves(params)[0].dtype)
+    checks.check_scalar_loss(loss, logits_shape, y_u, "loss")
+    return optimizer
+
+
+def first_order_step(
+    apply_fn: ApplyFn,
+    params: Params,
+    x_o: Any,
+    x_u: Any,
+    y_u: Any,
+    loss: LossFn,
+    optimizer: optax.GradientTransformation,
+    opt_state: Any = None,
+) -> FirstOrderStep:
+    """Gradient at ``x_u`` (one VJP), the optimizer's update, and one JVP at ``x_o``; no kernel formed."""
+    f = batched(apply_fn)
+    z_u, vjp = jax.vjp(lambda p: f(p, x_u), params)
+    loss_value = loss(z_u, y_u)
+    g = jax.grad(loss)(z_u, y_u)
+    (grads,) = vjp(g)
+    if opt_state is None:
+        opt_state = optimizer.init(params)
+    updates, _ = optimizer.update(grads, opt_state, params)
+    z_o, dz_o = jax.jvp(lambda p: f(p, x_o), (params,), (updates,))
+    return FirstOrderStep(apply_a_term(z_o, dz_o), z_o, g, grads, updates, loss_value)
+
+
+def actual_change(apply_fn: ApplyFn, params: Params, updates: Any, x_o: Any, z_o: Array) -> Array:
+    """log π at ``x_o`` after applying ``updates`` minus log π before (``z_o`` = logits before)."""
+    z_new = batched(apply_fn)(optax.apply_updates(params, updates), x_o)
+    return jax.nn.log_softmax(z_new, axis=-1) - jax.nn.log_softmax(z_o, axis=-1)

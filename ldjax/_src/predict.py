@@ -1,0 +1,97 @@
+r"""Vocabulary-scale prediction: Δ log π at every position and vocabulary entry of many probes.
+
+.. math:: \Delta \log\pi(x_o) \approx A(x_o)\, J(x_o)\, u, \qquad u = \text{the optimizer's update}
+
+computed from the gradient at the update batch (one VJP) and ONE JVP at the probes: the kernel
+``[n_o, n_u, T, V, T, V]`` is never formed, so the cost is about that of a training step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from typing import NamedTuple
+
+import optax
+from jaxtyping import Array
+
+from ldjax._src import checks
+from ldjax._src.one_step import _validate
+from ldjax._src.one_step import actual_change
+from ldjax._src.one_step import first_order_step
+from ldjax._src.typing import ApplyFn
+from ldjax._src.typing import LossFn
+from ldjax._src.typing import Params
+from ldjax._src.typing import Precision
+
+
+class LogProbChange(NamedTuple):
+    """Result of :func:`predict_log_prob_change`.
+
+    Attributes:
+      predicted: first-order Δ log π at every probe, position and vocabulary entry,
+        ``[n_probe, *o]`` (``[n_probe, T, V]`` for sequence models).
+      actual: log π after a real optax step minus log π before, same shape (``None`` unless
+        ``actual=True``).
+      loss: the loss on the update batch before the update.
+    """
+
+    predicted: Array
+    actual: Array | None
+    loss: Array
+
+
+def predict_log_prob_change(
+    apply_fn: ApplyFn,
+    params: Params,
+    x_probe: Any,
+    x_u: Any,
+    y_u: Any,
+    *,
+    loss: LossFn,
+    learning_rate: float | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+    opt_state: Any = None,
+    actual: bool = False,
+    precision: Precision = "highest",
+) -> LogProbChange:
+    r"""Predicted change of log π on every probe, position and vocabulary entry after one update.
+
+    .. math:: \Delta \log\pi(x_o)_{t,v} = \big[A(x_o)\, J(x_o)\, u\big]_{t,v} + O(\eta^2)
+
+    ``u`` is the optimizer's update from the loss on ``(x_u, y_u)`` (``u = -\eta\,\nabla L`` for
+    plain SGD, so this is :math:`-\eta\, A K G` summed over the batch). One VJP at ``x_u`` and one
+    JVP at ``x_probe``: no kernel, memory of the order of one training step. Any loss works:
+    ``loss(logits[n_u, *o], y_u) -> scalar`` (e.g. :func:`ldjax.losses.sft`, :func:`ldjax.losses.dpo_fn`).
+
+    Args:
+      apply_fn: un-batched model, ``apply_fn(params, x) -> [T, V]`` (or ``[k]``).
+      params: pytree of parameters.
+      x_probe: probe inputs ``[n_probe, *d]`` (e.g. token ids ``[n_probe, T]``).
+      x_u: the update batch ``[n_u, *d]``.
+      y_u: targets for ``loss``.
+      loss: ``loss(logits, y_u) -> scalar``.
+      learning_rate: η for plain SGD; must be ``None`` when ``optimizer`` is given.
+      optimizer: any ``optax.GradientTransformation`` (Adam, SGD with momentum...).
+      opt_state: its state (e.g. from training); default ``optimizer.init(params)``.
+      actual: also take the real optax step and return the actual change (one more forward pass).
+      precision: matmul precision (default ``"highest"``).
+
+    Returns:
+      :class:`LogProbChange`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, ldjax
+      >>> emb = jax.random.normal(jax.random.key(0), (5, 5))
+      >>> f = lambda p, t: jnp.cumsum(p[t], axis=0)  # [T] tokens -> [T, V=5] logits
+      >>> tokens = jnp.array([[0, 1, 2], [3, 4, 0]])
+      >>> target = ldjax.losses.SequenceTarget(tokens[:1], jnp.ones((1, 3)))
+      >>> r = ldjax.predict_log_prob_change(f, emb, tokens, tokens[:1], target, loss=ldjax.losses.sft,
+      ...                                   learning_rate=1e-3, actual=True)
+      >>> r.predicted.shape, bool(jnp.abs(r.actual - r.predicted).max() < 1e-5)
+      ((2, 3, 5), True)
+    """
+    optimizer = _validate(apply_fn, params, x_probe, x_u, y_u, loss, learning_rate, optimizer, "x_probe")
+    with checks.precision_scope(precision):
+        step = first_order_step(apply_fn, params, x_probe, x_u, y_u, loss, optimizer, opt_state)
+        change = actual_change(apply_fn, params, step.updates, x_probe, step.z_o) if actual else None
+    return LogProbChange(predicted=step.predicted, actual=change, loss=step.loss)
