@@ -33,8 +33,9 @@ def cache_dir() -> Path:
     """The cache directory: ``$LDJAX_CACHE_DIR`` if set, else ``~/.cache/ldjax``.
 
     Example:
+      >>> import pathlib
       >>> from ldjax.data import cache_dir
-      >>> cache_dir().name in ("ldjax",) or True
+      >>> isinstance(cache_dir(), pathlib.Path)
       True
     """
     value = os.environ.get(CACHE_DIR_ENV)

@@ -26,9 +26,10 @@ is compared with the actual change of log π over that epoch.
 Without MNIST (no ``LDJAX_DATA_DIR``, cache or download) the run falls back to scikit-learn's
 1,797 real 8x8 digits (1,000 train / 797 probes), upsampled to 28x28 (bilinear), and says so.
 
-Quick settings (defaults): 10 epochs, 1,000 probes, 256 accumulation probes; about 1-2 minutes on
-2 CPU cores. ``FULL``: 30 epochs, 5,000 probes, 1,000 accumulation probes; about 10-15 minutes on
-2 CPU cores (about a minute on a GPU).
+Quick settings (defaults): 10 epochs, 1,000 probes, 256 accumulation probes; 71 s of run time
+(86 s for the whole command) on 2 CPU cores shared with other jobs. ``FULL``: 30 epochs, 5,000
+probes, 1,000 accumulation probes, 100 updates per class in the force map; not timed here: the
+per-update force on 1,000 probes dominates, roughly 10-15 minutes on 2 CPU cores (estimate).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ SIDE = 28
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Quick settings (defaults): about 1-2 minutes on 2 CPU cores.
+    """Quick settings (defaults): about 1.5 minutes on 2 CPU cores.
 
     Attributes:
       seed: seeds the subsets, the initialisation and the minibatch order.
@@ -106,7 +107,7 @@ class Config:
     force_map_updates: int = 20
 
 
-#: Full-size settings: about 10-15 minutes on 2 CPU cores.
+#: Full-size settings: roughly 10-15 minutes on 2 CPU cores (estimated, not timed).
 FULL = Config(epochs=30, n_probes=5000, n_accumulate=1000, force_map_updates=100)
 
 
@@ -316,6 +317,7 @@ def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -
             map_towards[c_u] = _by_class(fmap[c_u, :, c_u], y_probe)
         pred_means, act_means = _class_means(predicted, y_probe), _class_means(actual, y_probe)
         towards_update_actual = _by_class(actual[:, config.update_class], y_probe)
+        towards_update_predicted = _by_class(predicted[:, config.update_class], y_probe)
         others = [c for c in range(NUM_CLASSES) if c != config.update_class]
         ranked = sorted(others, key=lambda c: -towards_update_actual[c])
         checkpoints.append(
@@ -339,6 +341,7 @@ def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -
                 "mean_true_class_change_actual": act_means["true_class"],
                 "mean_change_by_observed_class_actual": act_means["all_classes"],
                 "mean_update_class_change_by_class_actual": towards_update_actual,
+                "mean_update_class_change_by_class_predicted": towards_update_predicted,
                 "most_pulled_towards_update_class": ranked,
                 "force_map_true_class": map_true,
                 "force_map_towards_updating_class": map_towards,
@@ -494,16 +497,23 @@ def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
     fig.suptitle(f"{results['n_probes']} probes x 10 classes, one step on a {u}", fontsize=10)
     paths.append(common.save_figure(fig, out_dir, "mnist_b_scatter"))
 
-    # (c) mean Δ log π(true class) by observed class
-    fig, axes = plt.subplots(1, len(cps), figsize=(4.5 * len(cps), 3.6), layout="constrained", squeeze=False)
-    for ax, cp in zip(axes[0], cps, strict=True):
-        ax.bar(classes - 0.2, cp["mean_true_class_change_predicted"], 0.4, label="predicted")
-        ax.bar(classes + 0.2, cp["mean_true_class_change_actual"], 0.4, label="actual")
-        ax.axhline(0, color="k", lw=0.5)
-        ax.set_xticks(classes)
-        ax.set_xlabel("class of the probe")
-        ax.set_title(f"epoch {cp['epoch']}: mean Δ log π(true class)")
+    # (c) mean Δ log π(true class) and Δ log π(update class) by observed class
+    fig, axes = plt.subplots(2, len(cps), figsize=(4.5 * len(cps), 7), layout="constrained", squeeze=False)
+    for col, cp in enumerate(cps):
+        panels = (
+            ("mean_true_class_change", "mean Δ log π(true class)"),
+            ("mean_update_class_change_by_class", f"mean Δ log π({u})"),
+        )
+        for row, (key, title) in enumerate(panels):
+            ax = axes[row, col]
+            ax.bar(classes - 0.2, cp[f"{key}_predicted"], 0.4, label="predicted")
+            ax.bar(classes + 0.2, cp[f"{key}_actual"], 0.4, label="actual")
+            ax.axhline(0, color="k", lw=0.5)
+            ax.set_xticks(classes)
+            ax.set_xlabel("class of the probe")
+            ax.set_title(f"epoch {cp['epoch']}: {title}", fontsize=9)
     axes[0, 0].legend(fontsize=8)
+    fig.suptitle(f"one step on a {u}: which digits are pulled up, which pushed down", fontsize=10)
     paths.append(common.save_figure(fig, out_dir, "mnist_c_by_class"))
 
     # (d) updating class x observing class force maps
