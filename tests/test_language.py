@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import ldjax.data
-from ldjax._src.data.language import EOS, MAX_LEN
+from ldjax._src.data.language import EOS
+from ldjax._src.data.language import MAX_LEN
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,9 @@ def test_every_probe_type_for_every_prompt(lang):
         assert grammatical == set(ldjax.data.PROBE_TYPES) - {"chosen_shuffled", "random_shuffled"}
         # meanings and forms, parsed back from the words
         form, e, a, v = lang.parse_response(probes["chosen"])
-        assert (form, e, a, v) == ("F", u.entity, u.attribute, u.value) and v == lang.facts[u.entity, u.attribute]
+        assert (form, e, a, v) == ("F", u.entity, u.attribute, u.value) and v == lang.facts[
+            u.entity, u.attribute
+        ]
         form, e, a, v_minus = lang.parse_response(probes["rejected"])
         assert form == "C" and (e, a) == (u.entity, u.attribute) and v_minus != u.value
         assert lang.parse_response(probes["chosen_rephrase"]) == ("F2", u.entity, u.attribute, u.value)
@@ -50,15 +53,21 @@ def test_grammar_membership_is_exact(lang):
     u = lang.train_prompts[0]
     assert lang.is_grammatical(("the", u.attribute, "of", u.entity, "is", u.value, "."))
     assert not lang.is_grammatical(("the", u.attribute, "of", u.entity, "is", "."))
-    assert not lang.is_grammatical(("the", "color", "of", "alice", "is", "paris", "."))  # value of another attribute
+    assert not lang.is_grammatical(
+        ("the", "color", "of", "alice", "is", "paris", ".")
+    )  # value of another attribute
 
 
 def test_train_test_split_has_no_leakage(lang):
     train, test = set(lang.train_prompts), set(lang.test_prompts)
     assert train and test and not train & test
     assert len(train) + len(test) == 8 * 4
-    test_seqs = {tuple(s) for s in lang.sequences([lang.prompt_words(u) for u in test],
-                                                  [lang.response_words(u, "chosen") for u in test])[0]}
+    test_seqs = {
+        tuple(s)
+        for s in lang.sequences(
+            [lang.prompt_words(u) for u in test], [lang.response_words(u, "chosen") for u in test]
+        )[0]
+    }
     for seqs, _ in (lang.sft_pairs(), lang.preference_pairs(), lang.sft_pairs(("chosen", "rejected"))):
         prompts = {lang.decode(s[:7]) for s in seqs}
         assert not prompts & {lang.prompt_words(u) for u in test}
@@ -83,7 +92,9 @@ def test_tokenizer_and_batches(lang):
     assert seqs.shape == (len(ldjax.data.PROBE_TYPES), 3, MAX_LEN) and masks.shape == seqs.shape
     chosen, mask = seqs[0, 1], masks[0, 1]
     n_prompt, n_resp = len(lang.prompt_words(u)), len(words) + 1
-    np.testing.assert_array_equal(mask, (np.arange(MAX_LEN) >= n_prompt) & (np.arange(MAX_LEN) < n_prompt + n_resp))
+    np.testing.assert_array_equal(
+        mask, (np.arange(MAX_LEN) >= n_prompt) & (np.arange(MAX_LEN) < n_prompt + n_resp)
+    )
     assert lang.decode(chosen[n_prompt + n_resp - 1 : n_prompt + n_resp]) == (EOS,)
     pre, pre_mask = lang.preference_pairs()
     m = len(lang.train_prompts)

@@ -10,11 +10,22 @@ from flax import nnx
 
 import ldjax
 import ldjax.models
-from ldjax._src.data.language import EOS, MAX_LEN, Language
+from ldjax._src.data.language import EOS
+from ldjax._src.data.language import MAX_LEN
+from ldjax._src.data.language import Language
 from ldjax._src.experiments import llm_dynamics as llm
 
-TINY = llm.Config(n_entities=6, d_model=32, n_heads=2, n_layers=1, d_ff=64, pretrain_epochs=60, sft_epochs=15,
-                  pref_epochs=20, n_probe_prompts=6)
+TINY = llm.Config(
+    n_entities=6,
+    d_model=32,
+    n_heads=2,
+    n_layers=1,
+    d_ff=64,
+    pretrain_epochs=60,
+    sft_epochs=15,
+    pref_epochs=20,
+    n_probe_prompts=6,
+)
 
 
 @pytest.fixture(scope="module")
@@ -65,28 +76,63 @@ def test_tiny_run_sign_table_and_cli(tmp_path):
     results = llm.run(TINY, progress=False)
     table = llm.sign_table(results)
     # the signs of the paper that hold at this tiny size (the others are reported, not asserted: see fidelity)
-    for claim in ("SFT: log π(y⁺) rises", "SFT: log π(y⁻) rises at first", "SFT: log π(y⁺_{j≠u}) rises",
-                  "dpo: log π(y⁻) falls steeply", "sft_dpo: log π(y⁻) falls steeply", "dpo: greedy log π(y*) rises"):
+    for claim in (
+        "SFT: log π(y⁺) rises",
+        "SFT: log π(y⁻) rises at first",
+        "SFT: log π(y⁺_{j≠u}) rises",
+        "dpo: log π(y⁻) falls steeply",
+        "sft_dpo: log π(y⁻) falls steeply",
+        "dpo: greedy log π(y*) rises",
+    ):
         assert table[claim]["holds"], (claim, table[claim])
     assert results["force_corr"] >= 0.99
     assert results["force_split_residual"] < 1e-4 * max(1.0, np.abs(results["force_pred_total"]).max())
-    np.testing.assert_allclose(np.add(results["force_pred_chosen_part"], results["force_pred_rejected_part"]),
-                               results["force_pred_total"], rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(
+        np.add(results["force_pred_chosen_part"], results["force_pred_rejected_part"]),
+        results["force_pred_total"],
+        rtol=1e-3,
+        atol=1e-6,
+    )
     n_records = TINY.sft_epochs * (4 * 6 // 12 // 1) // TINY.record_every + 1
     assert np.asarray(results["sft_logp"]).shape[1:] == (len(llm.PROBES), TINY.n_probe_prompts)
     assert np.asarray(results["sft_logp"]).shape[0] <= n_records
     names = [p.name for p in llm.plot(results, tmp_path)]
-    assert names == ["llm_probe_logp.png", "llm_probe_logp_token.png", "llm_squeezing.png", "llm_force_split.png",
-                     "llm_generations.png"]
+    assert names == [
+        "llm_probe_logp.png",
+        "llm_probe_logp_token.png",
+        "llm_squeezing.png",
+        "llm_force_split.png",
+        "llm_generations.png",
+    ]
     rows = llm.fidelity(results)
     assert any("greedy" in r.claim for r in rows) and any("corr" in r.claim for r in rows)
 
 
 @pytest.mark.slow
 def test_cli_writes_results(tmp_path):
-    args = ["--n-entities", "3", "--d-model", "16", "--n-heads", "2", "--n-layers", "1", "--d-ff", "16",
-            "--pretrain-epochs", "2", "--sft-epochs", "5", "--pref-epochs", "5", "--n-probe-prompts", "2",
-            "--out", str(tmp_path), "--no-progress"]
+    args = [
+        "--n-entities",
+        "3",
+        "--d-model",
+        "16",
+        "--n-heads",
+        "2",
+        "--n-layers",
+        "1",
+        "--d-ff",
+        "16",
+        "--pretrain-epochs",
+        "2",
+        "--sft-epochs",
+        "5",
+        "--pref-epochs",
+        "5",
+        "--n-probe-prompts",
+        "2",
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+    ]
     assert llm.main(args) == 0
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["dataset"].startswith("synthetic preference language")

@@ -99,7 +99,9 @@ def test_slic_value_and_force():
         want = np.mean(np.maximum(0, delta + 1e-3 - diff)) - 0.5 * np.mean(logp[:M])
         np.testing.assert_allclose(jax.jit(loss)(logits, target), want, rtol=1e-12)
         auto = jax.jit(jax.grad(loss))(logits, target)
-        closed = jax.jit(lambda z, t: losses.slic_g(z, t, delta=delta + 1e-3, regularization=0.5))(logits, target)
+        closed = jax.jit(lambda z, t: losses.slic_g(z, t, delta=delta + 1e-3, regularization=0.5))(
+            logits, target
+        )
         np.testing.assert_allclose(closed, auto, rtol=1e-10, atol=1e-14)
 
 
@@ -185,8 +187,9 @@ def test_simko_matches_slow_reference():
         assert kinds.count("mix") >= 1 and kinds.count("scale") >= 1 and kinds.count("plain") >= 1
         loss = losses.simko_fn(**kwargs)
         np.testing.assert_allclose(jax.jit(loss)(logits, target), ref_loss(logits), rtol=1e-12)
-        np.testing.assert_allclose(jax.jit(jax.grad(loss))(logits, target), jax.grad(ref_loss)(logits),
-                                   rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(
+            jax.jit(jax.grad(loss))(logits, target), jax.grad(ref_loss)(logits), rtol=1e-10, atol=1e-14
+        )
         # SimKO differs from GRPO exactly at the modified tokens
         diff = np.abs(np.asarray(jax.grad(loss)(logits, target) - losses.grpo_g(logits, target))).sum(-1)
         changed = np.array([[plan.get((i, t), ("plain",))[0] != "plain" for t in range(T)] for i in range(8)])
@@ -240,7 +243,9 @@ def test_one_step_with_dpo_on_a_sequence_model():
         logits = jax.vmap(apply_fn, (None, 0))(params, inputs)
         ref = losses.sequence_log_prob(logits, st.tokens, st.mask) + 0.3
         target = losses.PreferenceTarget(st.tokens, st.mask, ref)
-        r = ldjax.one_step(apply_fn, params, inputs, inputs, target, loss=losses.dpo_fn(0.5), learning_rate=1e-4)
+        r = ldjax.one_step(
+            apply_fn, params, inputs, inputs, target, loss=losses.dpo_fn(0.5), learning_rate=1e-4
+        )
         np.testing.assert_allclose(r.g, losses.dpo_g(logits, target, beta=0.5), rtol=1e-10, atol=1e-14)
         corr = np.corrcoef(np.ravel(r.predicted), np.ravel(r.actual))[0, 1]
         assert corr > 0.999

@@ -23,10 +23,13 @@ def test_closed_form_matches_actual_step_float64(negative, vocab):
         before = jax.nn.softmax(w @ x)
         c = lr * float(x @ x)
         closed = jax.jit(squeeze.squeezed_probs, static_argnums=(1, 2), static_argnames=("negative",))(
-            before, token, c, negative=negative)
+            before, token, c, negative=negative
+        )
         np.testing.assert_allclose(closed, actual, rtol=1e-12, atol=1e-15)
         # the ratio form itself: π'_i / π_i ∝ exp(±c π_i) for every i != token
-        ratio = np.log(np.asarray(actual) / np.asarray(before)) - (1 if negative else -1) * c * np.asarray(before)
+        ratio = np.log(np.asarray(actual) / np.asarray(before)) - (1 if negative else -1) * c * np.asarray(
+            before
+        )
         others = np.arange(vocab) != token
         np.testing.assert_allclose(ratio[others], ratio[others][0], rtol=0, atol=1e-10)
 
@@ -53,7 +56,11 @@ def test_squeeze_experiment_smoke(tmp_path):
     rows = squeeze.fidelity(results)
     assert rows[0].holds and results["V20_negative_valley"]["closed_form_max_abs_error"] < 1e-12
     assert [p.name for p in squeeze.plot(results, tmp_path)] == ["squeeze_cases.png"]
-    assert squeeze.main(["--vocab-sizes", "20", "--feature-dim", "4", "--out", str(tmp_path / "cli"),
-                         "--no-progress"]) == 0
+    assert (
+        squeeze.main(
+            ["--vocab-sizes", "20", "--feature-dim", "4", "--out", str(tmp_path / "cli"), "--no-progress"]
+        )
+        == 0
+    )
     saved = json.loads((tmp_path / "cli" / "results.json").read_text())
     assert saved["dataset"].startswith("synthetic")

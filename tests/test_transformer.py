@@ -113,7 +113,9 @@ def test_token_level_one_step_prediction(loss_name):
         logits = jax.vmap(f, (None, 0))(params, inputs)
         ref = losses.sequence_log_prob(logits, st.tokens, st.mask)
         loss, target = losses.dpo_fn(1.0), losses.PreferenceTarget(st.tokens, st.mask, ref - 0.5)
-    step = jax.jit(lambda p, t: ldjax.one_step(f, p, probes, inputs, t, loss=loss, learning_rate=1e-3, terms=False))
+    step = jax.jit(
+        lambda p, t: ldjax.one_step(f, p, probes, inputs, t, loss=loss, learning_rate=1e-3, terms=False)
+    )
     r = step(params, target)
     assert r.predicted.shape == (5, L - 1, V)
     corr = np.corrcoef(np.ravel(r.predicted), np.ravel(r.actual))[0, 1]

@@ -66,8 +66,24 @@ import numpy as np
 PAD, BOS, SEP, EOS = "<pad>", "<bos>", "<sep>", "<eos>"
 MAX_LEN = 17
 
-ENTITIES = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "ken", "lena",
-            "mike", "nina", "oscar", "paula")
+ENTITIES = (
+    "alice",
+    "bob",
+    "carol",
+    "dave",
+    "erin",
+    "frank",
+    "grace",
+    "heidi",
+    "ivan",
+    "judy",
+    "ken",
+    "lena",
+    "mike",
+    "nina",
+    "oscar",
+    "paula",
+)
 ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "color": ("red", "blue", "green", "yellow", "black", "white"),
     "city": ("paris", "rome", "tokyo", "cairo", "lima", "oslo"),
@@ -110,7 +126,7 @@ class Language:
       seed: draws the facts, the split, the wrong values and the shuffles.
 
     Example:
-      >>> import ldjax
+      >>> import ldjax.data
       >>> lang = ldjax.data.preference_language(n_entities=4, seed=0)
       >>> u = lang.train_prompts[0]
       >>> lang.prompt_words(u)[:2], lang.prompt_words(u)[-2:]
@@ -119,17 +135,29 @@ class Language:
       True
     """
 
-    def __init__(self, n_entities: int = 12, *, test_fraction: float = 0.25, n_chatter: int = 200, seed: int = 0):
+    def __init__(
+        self, n_entities: int = 12, *, test_fraction: float = 0.25, n_chatter: int = 200, seed: int = 0
+    ):
         if not 2 <= n_entities <= len(ENTITIES):
             raise ValueError(f"n_entities must be in [2, {len(ENTITIES)}], got {n_entities}")
         if not 0.0 < test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
         rng = np.random.default_rng(seed)
         self.entities = ENTITIES[:n_entities]
-        self.vocab: tuple[str, ...] = (PAD, BOS, SEP, EOS, *FUNCTION_WORDS, *ATTRIBUTES, *ENTITIES,
-                                       *itertools.chain(*ATTRIBUTES.values()))
+        self.vocab: tuple[str, ...] = (
+            PAD,
+            BOS,
+            SEP,
+            EOS,
+            *FUNCTION_WORDS,
+            *ATTRIBUTES,
+            *ENTITIES,
+            *itertools.chain(*ATTRIBUTES.values()),
+        )
         self.index = {word: i for i, word in enumerate(self.vocab)}
-        self.facts = {(e, a): str(rng.choice(values)) for e in self.entities for a, values in ATTRIBUTES.items()}
+        self.facts = {
+            (e, a): str(rng.choice(values)) for e in self.entities for a, values in ATTRIBUTES.items()
+        }
         prompts = [Prompt(e, a, self.facts[e, a]) for e in self.entities for a in ATTRIBUTES]
         order = rng.permutation(len(prompts))
         n_test = max(1, int(round(test_fraction * len(prompts))))
@@ -137,12 +165,12 @@ class Language:
         self.train_prompts: tuple[Prompt, ...] = tuple(prompts[i] for i in sorted(order[n_test:]))
         # per-prompt choices, fixed once: wrong value, third value, partner prompts, chatter, shuffles
         self._wrong, self._other_value, self._partner, self._test_partner = {}, {}, {}, {}
-        for i, u in enumerate(prompts):
+        for u in prompts:
             others = [v for v in ATTRIBUTES[u.attribute] if v != u.value]
             wrong, third = rng.choice(len(others), size=2, replace=False)
             self._wrong[u], self._other_value[u] = others[wrong], others[third]
         train = self.train_prompts
-        for i, u in enumerate(prompts):
+        for u in prompts:
             candidates = [j for j in train if j.entity != u.entity]
             self._partner[u] = candidates[int(rng.integers(len(candidates)))]
             self._test_partner[u] = self.test_prompts[int(rng.integers(len(self.test_prompts)))]
@@ -312,8 +340,9 @@ class Language:
         """Every probe type for every prompt: ``[len(PROBE_TYPES), len(prompts), L]`` sequences and masks."""
         seqs, masks = [], []
         for kind in PROBE_TYPES:
-            s, m = self.sequences([self.prompt_words(u) for u in prompts],
-                                  [self.response_words(u, kind) for u in prompts])
+            s, m = self.sequences(
+                [self.prompt_words(u) for u in prompts], [self.response_words(u, kind) for u in prompts]
+            )
             seqs.append(s)
             masks.append(m)
         return np.stack(seqs), np.stack(masks)
@@ -344,7 +373,7 @@ def preference_language(
     """Build the synthetic preference language (see :class:`Language` and the module docstring).
 
     Example:
-      >>> import ldjax
+      >>> import ldjax.data
       >>> lang = ldjax.data.preference_language(n_entities=6, seed=1)
       >>> len(lang.train_prompts) + len(lang.test_prompts)
       24

@@ -36,7 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import Array, Float
+from jaxtyping import Array
+from jaxtyping import Float
 
 from ldjax._src.experiments import common
 
@@ -58,7 +59,9 @@ class Config:
 FULL = Config()
 
 
-def squeezed_probs(probs: Float[Array, " V"], token: int, c: float, *, negative: bool = True) -> Float[Array, " V"]:
+def squeezed_probs(
+    probs: Float[Array, " V"], token: int, c: float, *, negative: bool = True
+) -> Float[Array, " V"]:
     r"""Closed-form π after one SGD step of ``c = η‖x‖²`` on a linear softmax head.
 
     ``negative=True``: the step lowers ``log π[token]`` (negative gradient); then
@@ -114,8 +117,11 @@ def _case(rng: np.random.Generator, vocab: int, d: int, config: Config, case: st
 
 def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -> dict[str, Any]:
     del data_dir
-    out: dict[str, Any] = {"dataset": "synthetic logits of a linear softmax head (no files)", "cases": list(CASES),
-                           "vocab_sizes": list(config.vocab_sizes)}
+    out: dict[str, Any] = {
+        "dataset": "synthetic logits of a linear softmax head (no files)",
+        "cases": list(CASES),
+        "vocab_sizes": list(config.vocab_sizes),
+    }
     rng = np.random.default_rng(config.seed)
     with jax.enable_x64(True):
         for vocab in common.progress(config.vocab_sizes, desc="squeeze", enabled=progress):
@@ -149,23 +155,40 @@ def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -
 
 def fidelity(results: dict[str, Any]) -> list[common.Fidelity]:
     rows = []
-    errors = [results[f"V{v}_{c}"]["closed_form_max_abs_error"] for v in results["vocab_sizes"] for c in CASES]
-    rows.append(common.Fidelity("closed form π'_i ∝ π_i exp(c π_i) equals an actual SGD step (float64)",
-                                "exact", f"max |error| {max(errors):.2e}", max(errors) < 1e-12, "all cases, all V"))
+    errors = [
+        results[f"V{v}_{c}"]["closed_form_max_abs_error"] for v in results["vocab_sizes"] for c in CASES
+    ]
+    rows.append(
+        common.Fidelity(
+            "closed form π'_i ∝ π_i exp(c π_i) equals an actual SGD step (float64)",
+            "exact",
+            f"max |error| {max(errors):.2e}",
+            max(errors) < 1e-12,
+            "all cases, all V",
+        )
+    )
     for v in results["vocab_sizes"]:
         r = results[f"V{v}_negative_valley"]
-        rows.append(common.Fidelity(
-            f"V={v}: negative gradient on a valley token squeezes mass into the argmax",
-            "argmax gains; almost every other entry loses",
-            f"argmax {r['argmax_prob_before']:.3f} -> {r['argmax_prob_after']:.3f}; "
-            f"{r['frac_others_decreased']:.1%} of other entries lose",
-            r["argmax_prob_after"] > r["argmax_prob_before"] and r["frac_others_decreased"] > 0.9,
-            f"c = η‖x‖² = {r['c']:.2f}"))
+        rows.append(
+            common.Fidelity(
+                f"V={v}: negative gradient on a valley token squeezes mass into the argmax",
+                "argmax gains; almost every other entry loses",
+                f"argmax {r['argmax_prob_before']:.3f} -> {r['argmax_prob_after']:.3f}; "
+                f"{r['frac_others_decreased']:.1%} of other entries lose",
+                r["argmax_prob_after"] > r["argmax_prob_before"] and r["frac_others_decreased"] > 0.9,
+                f"c = η‖x‖² = {r['c']:.2f}",
+            )
+        )
         r = results[f"V{v}_negative_flat"]
-        rows.append(common.Fidelity(
-            f"V={v}: on a flat π the negative gradient spreads mass evenly", "little squeezing",
-            f"argmax {r['argmax_prob_before']:.4f} -> {r['argmax_prob_after']:.4f}",
-            abs(r["argmax_prob_after"] - r["argmax_prob_before"]) < 0.05, ""))
+        rows.append(
+            common.Fidelity(
+                f"V={v}: on a flat π the negative gradient spreads mass evenly",
+                "little squeezing",
+                f"argmax {r['argmax_prob_before']:.4f} -> {r['argmax_prob_after']:.4f}",
+                abs(r["argmax_prob_after"] - r["argmax_prob_before"]) < 0.05,
+                "",
+            )
+        )
     return rows
 
 
@@ -174,8 +197,12 @@ def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     paths = []
-    titles = {"positive": "positive gradient on y⁺", "negative_flat": "negative gradient, flat π",
-              "negative_peak": "negative gradient on the peak", "negative_valley": "negative gradient in a valley"}
+    titles = {
+        "positive": "positive gradient on y⁺",
+        "negative_flat": "negative gradient, flat π",
+        "negative_peak": "negative gradient on the peak",
+        "negative_valley": "negative gradient in a valley",
+    }
     vocabs = results["vocab_sizes"]
     fig, axes = plt.subplots(len(vocabs), len(CASES), figsize=(18, 4 * len(vocabs)), squeeze=False)
     for row, v in enumerate(vocabs):
@@ -192,7 +219,9 @@ def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
             ax.bar(pos + 0.2, after[show], width=0.4, label="after", color="C1")
             k = int(np.where(show == r["token"])[0][0])
             ax.bar(k + 0.2, after[r["token"]], width=0.4, color="C3", label="updated token")
-            ax.set_title(f"V={v}: {titles[case]}\n{r['frac_others_decreased']:.0%} of other entries lose", fontsize=9)
+            ax.set_title(
+                f"V={v}: {titles[case]}\n{r['frac_others_decreased']:.0%} of other entries lose", fontsize=9
+            )
             ax.set_xlabel("entries sorted by π before" + (" (top 50)" if v > 50 else ""))
         axes[row, 0].set_ylabel("π")
     axes[0, 0].legend(fontsize=8)

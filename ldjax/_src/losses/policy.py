@@ -29,15 +29,20 @@ References:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array
+from jaxtyping import Float
+from jaxtyping import Int
 
 from ldjax._src.losses.classification import with_target_check
-from ldjax._src.losses.sequence import _attach, _check_tokens, token_log_probs
+from ldjax._src.losses.sequence import _attach
+from ldjax._src.losses.sequence import _check_tokens
+from ldjax._src.losses.sequence import token_log_probs
 
 
 class PolicyTarget(NamedTuple):
@@ -67,7 +72,9 @@ def check_policy_target(out_shape: tuple[int, ...], target: Any, name: str) -> N
         )
 
 
-def group_advantages(rewards: Float[Array, " n"], group_size: int, *, eps: float = 1e-6) -> Float[Array, " n"]:
+def group_advantages(
+    rewards: Float[Array, " n"], group_size: int, *, eps: float = 1e-6
+) -> Float[Array, " n"]:
     r"""GRPO advantages: rewards standardised within consecutive groups of ``group_size`` responses.
 
     :math:`A_i = (r_i - \text{mean}_g\, r) / (\text{std}_g\, r + \epsilon)` over the group ``g`` of response ``i``.
@@ -102,8 +109,8 @@ def grpo(logits: Float[Array, "n T V"], target: PolicyTarget) -> Float[Array, ""
     Example:
       >>> import jax.numpy as jnp, ldjax
       >>> t = ldjax.losses.PolicyTarget(jnp.zeros((2, 3), int), jnp.ones((2, 3)), jnp.array([1.0, -1.0]))
-      >>> float(ldjax.losses.grpo(jnp.zeros((2, 3, 4)), t))  # equal log-probs: advantages cancel
-      0.0
+      >>> float(ldjax.losses.grpo(jnp.zeros((2, 3, 4)), t)) == 0.0  # equal log-probs: advantages cancel
+      True
     """
     return _policy_loss(token_log_probs(logits, target.tokens), target)
 
@@ -139,10 +146,12 @@ def simko(
     Example:
       >>> import jax.numpy as jnp, ldjax
       >>> t = ldjax.losses.PolicyTarget(jnp.zeros((2, 3), int), jnp.ones((2, 3)), jnp.array([1.0, -1.0]))
-      >>> float(ldjax.losses.simko(jnp.zeros((2, 3, 4)), t))
-      0.0
+      >>> float(ldjax.losses.simko(jnp.zeros((2, 3, 4)), t)) == 0.0
+      True
     """
-    return _policy_loss(simko_token_terms(logits, target, top_k=top_k, alpha=alpha, scale=scale, quantile=quantile), target)
+    return _policy_loss(
+        simko_token_terms(logits, target, top_k=top_k, alpha=alpha, scale=scale, quantile=quantile), target
+    )
 
 
 simko.check_target = check_policy_target  # type: ignore[attr-defined]

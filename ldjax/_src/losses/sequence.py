@@ -33,12 +33,15 @@ References:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array
+from jaxtyping import Float
+from jaxtyping import Int
 
 from ldjax._src import checks
 from ldjax._src.losses.classification import with_target_check
@@ -141,7 +144,9 @@ def _check_tokens(out_shape: tuple[int, ...], tokens: Any, mask: Any, name: str)
             f"{name}.tokens has shape {shape}: expected [n, {seq_len}] (one target token per logit position)"
         )
     if tuple(np.shape(mask)) != shape:
-        raise ValueError(f"{name}.mask has shape {tuple(np.shape(mask))}: expected the shape of tokens {shape}")
+        raise ValueError(
+            f"{name}.mask has shape {tuple(np.shape(mask))}: expected the shape of tokens {shape}"
+        )
     value = checks.concrete(tokens)
     if value is not None and value.size and (value.min() < 0 or value.max() >= vocab):
         raise ValueError(
@@ -265,7 +270,9 @@ def dpo(logits: Float[Array, "n T V"], target: PreferenceTarget, *, beta: float 
     return -jnp.mean(jax.nn.log_sigmoid(beta * h))
 
 
-def dpo_g(logits: Float[Array, "n T V"], target: PreferenceTarget, *, beta: float = 0.1) -> Float[Array, "n T V"]:
+def dpo_g(
+    logits: Float[Array, "n T V"], target: PreferenceTarget, *, beta: float = 0.1
+) -> Float[Array, "n T V"]:
     r"""Closed form for :func:`dpo`.
 
     .. math::
@@ -291,14 +298,20 @@ def ipo(logits: Float[Array, "n T V"], target: PreferenceTarget, *, tau: float =
     return jnp.mean((h - 1.0 / (2.0 * tau)) ** 2)
 
 
-def ipo_g(logits: Float[Array, "n T V"], target: PreferenceTarget, *, tau: float = 0.1) -> Float[Array, "n T V"]:
+def ipo_g(
+    logits: Float[Array, "n T V"], target: PreferenceTarget, *, tau: float = 0.1
+) -> Float[Array, "n T V"]:
     r"""Closed form for :func:`ipo`: :math:`\partial L/\partial h_i = \frac2m (h_i - \frac1{2\tau})`, then as DPO."""
     h, m = _margin(logits, target)
     return _pair_force(logits, target, (2.0 / m) * (h - 1.0 / (2.0 * tau)))
 
 
 def slic(
-    logits: Float[Array, "n T V"], target: PreferenceTarget, *, delta: float = 1.0, regularization: float = 0.0
+    logits: Float[Array, "n T V"],
+    target: PreferenceTarget,
+    *,
+    delta: float = 1.0,
+    regularization: float = 0.0,
 ) -> Float[Array, ""]:
     r"""SLiC calibration loss with an optional SFT term on the chosen response.
 
@@ -320,7 +333,11 @@ def slic(
 
 
 def slic_g(
-    logits: Float[Array, "n T V"], target: PreferenceTarget, *, delta: float = 1.0, regularization: float = 0.0
+    logits: Float[Array, "n T V"],
+    target: PreferenceTarget,
+    *,
+    delta: float = 1.0,
+    regularization: float = 0.0,
 ) -> Float[Array, "n T V"]:
     r"""Closed form for :func:`slic`: active hinge pairs push :math:`y^+` up and :math:`y^-` down by 1/m each."""
     m = logits.shape[0] // 2

@@ -9,7 +9,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array
+from jaxtyping import Float
+from jaxtyping import Int
 
 
 class CausalSelfAttention(nnx.Module):
@@ -73,7 +75,7 @@ class TinyTransformer(nnx.Module):
     sees tokens ``0..t`` only.
 
     Example:
-      >>> import jax.numpy as jnp, ldjax
+      >>> import jax.numpy as jnp, ldjax, ldjax.models
       >>> from flax import nnx
       >>> model = ldjax.models.TinyTransformer(11, 8, 16, 2, 1, 32, rngs=nnx.Rngs(0))
       >>> model(jnp.zeros((3, 5), jnp.int32)).shape
@@ -94,8 +96,14 @@ class TinyTransformer(nnx.Module):
         *,
         rngs: nnx.Rngs,
     ):
-        for name, value in (("vocab_size", vocab_size), ("max_len", max_len), ("d_model", d_model),
-                            ("n_heads", n_heads), ("n_layers", n_layers), ("d_ff", d_ff)):
+        for name, value in (
+            ("vocab_size", vocab_size),
+            ("max_len", max_len),
+            ("d_model", d_model),
+            ("n_heads", n_heads),
+            ("n_layers", n_layers),
+            ("d_ff", d_ff),
+        ):
             if int(value) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.max_len = max_len
@@ -114,7 +122,10 @@ class TinyTransformer(nnx.Module):
         if t > self.max_len:
             raise ValueError(f"tokens has length T={t} but the model has max_len={self.max_len} positions")
         # plain gathers (nnx.Embed would cast its table to param_dtype; this keeps float64 params float64)
-        x = jnp.take(self.token_embed.embedding[...], tokens, axis=0) + self.position_embed.embedding[...][:t][None]
+        x = (
+            jnp.take(self.token_embed.embedding[...], tokens, axis=0)
+            + self.position_embed.embedding[...][:t][None]
+        )
         for i in range(self.n_layers):
             x = getattr(self, f"block{i}")(x)
         return self.head(self.ln_final(x))
