@@ -444,7 +444,7 @@ def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
 
     out_dir = Path(out_dir)
     paths = []
-    u = results["update_class"]
+    u = int(results["update_class"])
     classes = np.arange(NUM_CLASSES)
     cps = results["checkpoints"]
 
@@ -452,7 +452,8 @@ def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
     for cp in cps:
         shown = cp["shown"]
         n_shown = len(results["probe_classes"])
-        fig, axes = plt.subplots(n_shown + 1, 4, figsize=(15, 3.2 * (n_shown + 1)), layout="constrained")
+        fig, axes = plt.subplots(n_shown + 1, 4, figsize=(15, 3.2 * (n_shown + 1)))
+        fig.subplots_adjust(hspace=0.45, wspace=0.3)
         axes[0, 0].imshow(np.asarray(results["update_image"]), cmap="gray")
         axes[0, 0].set_title(f"x_u (label {u})")
         axes[0, 1].bar(classes, np.asarray(shown["g"]))
@@ -462,7 +463,7 @@ def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
             ax.axis("off")
         for row, cls in enumerate(results["probe_classes"], start=1):
             axes[row, 0].imshow(np.asarray(results["shown_probe_images"][row - 1]), cmap="gray")
-            axes[row, 0].set_title(f"probe x_o (label {cls})")
+            axes[row, 0].set_title(f"probe x_o (label {int(cls)})")
             for col, (name, mat) in enumerate((("K(x_o, x_u)", shown["k"]), ("A(x_o)", shown["a"])), start=1):
                 mat = np.asarray(mat[row - 1])
                 scale = float(np.abs(mat).max()) or 1.0
@@ -479,7 +480,9 @@ def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
             ax.set_title("Δ log π(x_o)")
             if row == 1:
                 ax.legend(fontsize=8)
-        fig.suptitle(f"One SGD step on a {u} at epoch {cp['epoch']} — {results['dataset']}", fontsize=10)
+        fig.suptitle(
+            f"One SGD step on a {u} at epoch {cp['epoch']} — {results['dataset']}", fontsize=10, y=0.93
+        )
         for ax in axes[:, 0]:
             ax.axis("off")
         paths.append(common.save_figure(fig, out_dir, f"mnist_a_decomposition_epoch{cp['epoch']}"))
@@ -488,7 +491,7 @@ def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
     fig, axes = plt.subplots(1, len(cps), figsize=(4.5 * len(cps), 4), layout="constrained", squeeze=False)
     for ax, cp in zip(axes[0], cps, strict=True):
         pred, act = np.ravel(cp["predicted"]), np.ravel(cp["actual"])
-        ax.scatter(pred, act, s=2, alpha=0.3)
+        ax.scatter(pred, act, s=2, alpha=0.3, rasterized=True)
         lim = [float(min(pred.min(), act.min())), float(max(pred.max(), act.max()))]
         ax.plot(lim, lim, "k--", lw=0.8)
         ax.set_xlabel("predicted Δ log π")
@@ -562,7 +565,7 @@ def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
         np.ravel(acc["true_class_change_predicted"]),
         np.ravel(acc["true_class_change_actual"]),
     )
-    axes[2].scatter(pred_all, act_all, s=2, alpha=0.3)
+    axes[2].scatter(pred_all, act_all, s=2, alpha=0.3, rasterized=True)
     lim = [float(min(pred_all.min(), act_all.min())), float(max(pred_all.max(), act_all.max()))]
     axes[2].plot(lim, lim, "k--", lw=0.8)
     axes[2].set_xlabel("Σ predicted over an epoch")
