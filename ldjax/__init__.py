@@ -16,6 +16,11 @@ from ldjax._src.ntk import ntk_vector_product
 from ldjax._src.one_step import OneStepResult
 from ldjax._src.one_step import decomposition
 from ldjax._src.one_step import one_step
+from ldjax._src.optimizer_kernels import OptimizerUpdate
+from ldjax._src.optimizer_kernels import PreconditionedStep
+from ldjax._src.optimizer_kernels import optimizer_update
+from ldjax._src.optimizer_kernels import preconditioned_ntk
+from ldjax._src.optimizer_kernels import preconditioned_one_step
 from ldjax._src.predict import LogProbChange
 from ldjax._src.predict import predict_log_prob_change
 from ldjax._src.terms import a_term
@@ -44,6 +49,11 @@ __all__ = (
     "one_step",
     "LogProbChange",
     "predict_log_prob_change",
+    "OptimizerUpdate",
+    "PreconditionedStep",
+    "optimizer_update",
+    "preconditioned_ntk",
+    "preconditioned_one_step",
     "paths",
     "to_nnx",
     "train",

@@ -202,8 +202,7 @@ def first_order_step(
     """Gradient at ``x_u`` (one VJP), the optimizer's update, and one JVP at ``x_o``; no kernel formed."""
     f = batched(apply_fn)
     z_u, vjp = jax.vjp(lambda p: f(p, x_u), params)
-    loss_value = loss(z_u, y_u)
-    g = jax.grad(loss)(z_u, y_u)
+    loss_value, g = jax.value_and_grad(loss)(z_u, y_u)
     (grads,) = vjp(g)
     if opt_state is None:
         opt_state = optimizer.init(params)
