@@ -23,6 +23,8 @@ from ldjax._src.optimizer_kernels import preconditioned_ntk
 from ldjax._src.optimizer_kernels import preconditioned_one_step
 from ldjax._src.predict import LogProbChange
 from ldjax._src.predict import predict_log_prob_change
+from ldjax._src.sharding import sharded_log_prob_change
+from ldjax._src.sharding import sharded_ntk
 from ldjax._src.terms import a_term
 from ldjax._src.terms import g_term
 from ldjax._src.training import TrainResult
@@ -49,6 +51,8 @@ __all__ = (
     "one_step",
     "LogProbChange",
     "predict_log_prob_change",
+    "sharded_log_prob_change",
+    "sharded_ntk",
     "OptimizerUpdate",
     "PreconditionedStep",
     "optimizer_update",

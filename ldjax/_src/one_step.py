@@ -200,15 +200,34 @@ def first_order_step(
     opt_state: Any = None,
 ) -> FirstOrderStep:
     """Gradient at ``x_u`` (one VJP), the optimizer's update, and one JVP at ``x_o``; no kernel formed."""
-    f = batched(apply_fn)
-    z_u, vjp = jax.vjp(lambda p: f(p, x_u), params)
+    loss_value, g, grads, updates = batch_update(apply_fn, params, x_u, y_u, loss, optimizer, opt_state)
+    predicted, z_o = probe_change(apply_fn, params, updates, x_o)
+    return FirstOrderStep(predicted, z_o, g, grads, updates, loss_value)
+
+
+def batch_update(
+    apply_fn: ApplyFn,
+    params: Params,
+    x_u: Any,
+    y_u: Any,
+    loss: LossFn,
+    optimizer: optax.GradientTransformation,
+    opt_state: Any = None,
+) -> tuple[Array, Array, Any, Any]:
+    """``(loss, G, ∂L/∂θ, u)`` at the update batch: one VJP and the optimizer's update ``u``."""
+    z_u, vjp = jax.vjp(lambda p: batched(apply_fn)(p, x_u), params)
     loss_value, g = jax.value_and_grad(loss)(z_u, y_u)
     (grads,) = vjp(g)
     if opt_state is None:
         opt_state = optimizer.init(params)
     updates, _ = optimizer.update(grads, opt_state, params)
-    z_o, dz_o = jax.jvp(lambda p: f(p, x_o), (params,), (updates,))
-    return FirstOrderStep(apply_a_term(z_o, dz_o), z_o, g, grads, updates, loss_value)
+    return loss_value, g, grads, updates
+
+
+def probe_change(apply_fn: ApplyFn, params: Params, updates: Any, x_o: Any) -> tuple[Array, Array]:
+    """``(A(x_o)·J(x_o)·u, z_o)``: the first-order change of log π from ONE JVP at ``x_o``."""
+    z_o, dz_o = jax.jvp(lambda p: batched(apply_fn)(p, x_o), (params,), (updates,))
+    return apply_a_term(z_o, dz_o), z_o
 
 
 def actual_change(apply_fn: ApplyFn, params: Params, updates: Any, x_o: Any, z_o: Array) -> Array:

@@ -1,0 +1,154 @@
+"""Kernels and predictions over large probe sets, split over the devices of a ``jax.sharding.Mesh``.
+
+The probe axis (``x1`` of a kernel, ``x_probe`` of a prediction) is split along one mesh axis
+with :func:`jax.shard_map`; parameters, the second batch and the optimizer's update are
+replicated. Each device computes its block of rows; the result is the same array as on one
+device, sharded along its first axis. A probe count that does not divide evenly is padded (with
+copies of the first probe) and the padding is dropped from the result.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec
+from jaxtyping import Array
+from jaxtyping import Float
+from jaxtyping import Shaped
+
+from ldjax._src import checks
+from ldjax._src.ntk import NtkMethod
+from ldjax._src.ntk import empirical_ntk
+from ldjax._src.one_step import _validate
+from ldjax._src.one_step import batch_update
+from ldjax._src.one_step import probe_change
+from ldjax._src.typing import ApplyFn
+from ldjax._src.typing import LossFn
+from ldjax._src.typing import Params
+from ldjax._src.typing import Precision
+
+
+def _axis(mesh: Mesh, axis: str | None) -> str:
+    if not isinstance(mesh, Mesh):
+        raise ValueError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+    if axis is None:
+        return mesh.axis_names[0]
+    if axis not in mesh.axis_names:
+        raise ValueError(f"axis {axis!r} is not an axis of the mesh: expected one of {mesh.axis_names}")
+    return axis
+
+
+def _pad(x: Any, multiple: int) -> tuple[Any, int]:
+    n = checks.batch_size(x)
+    extra = (-n) % multiple
+    if extra == 0:
+        return x, n
+    return jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[:1], extra, axis=0)]), x), n
+
+
+def sharded_ntk(
+    apply_fn: ApplyFn,
+    params: Params,
+    x1: Shaped[Array, " n1 *d"],
+    x2: Shaped[Array, " n2 *d"] | None = None,
+    *,
+    mesh: Mesh,
+    axis: str | None = None,
+    method: NtkMethod = "structured",
+    trace: bool = False,
+    per_layer: bool = False,
+    precision: Precision = "highest",
+) -> Float[Array, "n1 n2 *o *o"] | dict[str, Array]:
+    """:func:`ldjax.empirical_ntk` with the rows (``x1``) split over ``mesh``'s ``axis``.
+
+    Args:
+      apply_fn, params, x1, x2, method, trace, per_layer, precision: as in
+        :func:`ldjax.empirical_ntk` (``x2=None`` means ``x1``; default method ``"structured"``).
+      mesh: a ``jax.sharding.Mesh``.
+      axis: the mesh axis that splits the probes (default: the mesh's first axis).
+
+    Returns:
+      The kernel, sharded along its first axis.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, numpy as np, ldjax
+      >>> mesh = jax.sharding.Mesh(np.array(jax.devices()), ("probe",))
+      >>> f = lambda p, x: jnp.tanh(x @ p)
+      >>> p, x = jnp.ones((3, 2)), jnp.arange(12.0).reshape(4, 3) / 10
+      >>> ldjax.sharded_ntk(f, p, x, mesh=mesh).shape
+      (4, 4, 2, 2)
+    """
+    name = _axis(mesh, axis)
+    checks.check_batch(x1, "x1")
+    if x2 is None:
+        x2 = x1
+    padded, n1 = _pad(x1, mesh.shape[name])
+
+    def block(p: Params, a: Any, b: Any) -> Any:
+        return empirical_ntk(
+            apply_fn, p, a, b, method=method, trace=trace, per_layer=per_layer, precision=precision
+        )
+
+    out = jax.shard_map(
+        block,
+        mesh=mesh,
+        in_specs=(PartitionSpec(), PartitionSpec(name), PartitionSpec()),
+        out_specs=PartitionSpec(name),
+        check_vma=False,
+    )(params, padded, x2)
+    return jax.tree.map(lambda k: k[:n1], out)
+
+
+def sharded_log_prob_change(
+    apply_fn: ApplyFn,
+    params: Params,
+    x_probe: Shaped[Array, " n_probe *d"],
+    x_u: Shaped[Array, " n_u *d"],
+    y_u: Any,
+    *,
+    mesh: Mesh,
+    loss: LossFn,
+    learning_rate: float | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+    opt_state: Any = None,
+    axis: str | None = None,
+    precision: Precision = "highest",
+) -> Float[Array, " n_probe *o"]:
+    """:func:`ldjax.predict_log_prob_change` (``predicted``) with the probes split over ``mesh``.
+
+    The update is computed once from the batch (replicated); each device then runs the JVP for its
+    share of the probes.
+
+    Returns:
+      Predicted Δ log π, ``[n_probe, *o]``, sharded along the probes.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, numpy as np, ldjax
+      >>> mesh = jax.sharding.Mesh(np.array(jax.devices()), ("probe",))
+      >>> f = lambda p, x: jnp.tanh(x @ p)
+      >>> p, x = jnp.ones((3, 2)), jnp.arange(12.0).reshape(4, 3) / 10
+      >>> ldjax.sharded_log_prob_change(f, p, x, x[:2], jnp.array([0, 1]), mesh=mesh,
+      ...                               loss=ldjax.losses.cross_entropy, learning_rate=0.1).shape
+      (4, 2)
+    """
+    name = _axis(mesh, axis)
+    optimizer = _validate(apply_fn, params, x_probe, x_u, y_u, loss, learning_rate, optimizer, "x_probe")
+    padded, n = _pad(x_probe, mesh.shape[name])
+    with checks.precision_scope(precision):
+        _, _, _, updates = batch_update(apply_fn, params, x_u, y_u, loss, optimizer, opt_state)
+
+        def block(p: Params, u: Any, xp: Any) -> Array:
+            return probe_change(apply_fn, p, u, xp)[0]
+
+        out = jax.shard_map(
+            block,
+            mesh=mesh,
+            in_specs=(PartitionSpec(), PartitionSpec(), PartitionSpec(name)),
+            out_specs=PartitionSpec(name),
+            check_vma=False,
+        )(params, updates, padded)
+    return out[:n]
