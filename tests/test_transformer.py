@@ -98,7 +98,7 @@ def test_parameter_counts_and_errors():
         _model()(jnp.zeros((1, 9), jnp.int32))
 
 
-@pytest.mark.parametrize("loss_name", ["sft", "dpo"])
+@pytest.mark.parametrize("loss_name", [pytest.param("sft", marks=pytest.mark.slow), "dpo"])
 def test_token_level_one_step_prediction(loss_name):
     """Predicted vs actual Δlog π at every position and vocabulary entry: correlation >= 0.99 for a small step."""
     rng = np.random.default_rng(3)

@@ -84,7 +84,7 @@ class Config:
     record_every: int = 5
     n_probe_prompts: int = 12
     force_lr: float = 2e-4
-    squeeze_lr: float = 0.05
+    squeeze_lr: float = 5e-3
 
 
 FULL = Config(
