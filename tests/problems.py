@@ -85,8 +85,9 @@ def finite_difference_jacobian(apply_fn, params, x, eps=1e-6):
     """``[n, O, p]`` by central differences on the flattened parameters (float64)."""
     flat, unravel = ravel_pytree(params)
 
+    @jax.jit
     def outputs(theta):
-        return jnp.stack([apply_fn(unravel(theta), xi).reshape(-1) for xi in x])
+        return jax.vmap(lambda xi: apply_fn(unravel(theta), xi).reshape(-1))(x)
 
     cols = []
     for i in range(flat.size):
