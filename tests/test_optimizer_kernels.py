@@ -60,7 +60,18 @@ def test_update_matches_optax(kind, hp, make):
         np.testing.assert_allclose(ravel_pytree(mine)[0], ravel_pytree(real)[0], rtol=1e-12, atol=1e-15)
 
 
-@pytest.mark.parametrize(("kind", "hp", "make"), CASES[1:], ids=IDS[1:])
+SLOW = pytest.mark.slow
+DECOMPOSITION_CASES = [
+    CASES[1],
+    pytest.param(*CASES[2], marks=SLOW, id="nesterov"),
+    pytest.param(*CASES[3], marks=SLOW, id="rmsprop"),
+    CASES[4],
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "hp", "make"), DECOMPOSITION_CASES, ids=["momentum", "nesterov", "rmsprop", "adam"]
+)
 def test_decomposition_matches_real_step(kind, hp, make):
     with jax.enable_x64(True):
         params, x_o, x_u, y_u = _problem()
