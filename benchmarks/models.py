@@ -26,7 +26,7 @@ def fcn_init(key, cfg):
     widths = cfg["widths"]
     keys = jax.random.split(key, len(widths))
     p = {}
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
         p[f"w{i}"] = _dense_init(keys[i], a, b)
         p[f"b{i}"] = 0.1 * jax.random.normal(jax.random.fold_in(keys[i], 1), (b,), jnp.float32)
     return p

@@ -45,7 +45,7 @@ def main(case_npz: str, case_json: str, out_npz: str) -> None:
         try:
             fn = nt.empirical_ntk_fn(f, trace_axes=(), vmap_axes=0, implementation=IMPLEMENTATIONS[name])
             compile_s, median_s, min_s, reps, k = time_fn(
-                lambda p, a: fn(a, None, p), params, x, budget_s=spec["budget_s"]
+                lambda p, a, fn=fn: fn(a, None, p), params, x, budget_s=spec["budget_s"]
             )
             kernels[name] = np.asarray(k)
             line.update(compile_s=compile_s, median_s=median_s, min_s=min_s, reps=reps)
