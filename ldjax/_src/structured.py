@@ -330,12 +330,14 @@ def _bilinear_kernel(xg: jax.Array, d1: jax.Array, d2: jax.Array, trace: bool) -
             return jnp.einsum("ijb,ijb->ij", xg[..., 0, 0], dg)
         dg = jnp.einsum("iabf,jcbf->ijacb", d1[..., 0, :], d2[..., 0, :])
         return jnp.einsum("ijb,ijacb->ijac", xg[..., 0, 0], dg)
+    # Contract the positions of the second batch first, then one large matmul over (b, s, f) per
+    # example i: this layout is several times faster on CPU than contracting d1's positions first.
     if trace:
-        m = jnp.einsum("ijbst,iabsf->ijabtf", xg, d1)
-        return jnp.einsum("ijabtf,jabtf->ij", m, d2)
+        m = jnp.einsum("ijbst,jabtf->ijabsf", xg, d2)
+        return jnp.einsum("iabsf,ijabsf->ij", d1, m)
     if via_m <= via_dg:
-        m = jnp.einsum("ijbst,iabsf->ijabtf", xg, d1)
-        return jnp.einsum("ijabtf,jcbtf->ijac", m, d2)
+        m = jnp.einsum("ijbst,jcbtf->ijcbsf", xg, d2)
+        return jnp.einsum("iabsf,ijcbsf->ijac", d1, m)
     dg = jnp.einsum("iabsf,jcbtf->ijacbst", d1, d2)
     return jnp.einsum("ijbst,ijacbst->ijac", xg, dg)
 
