@@ -1,7 +1,13 @@
-"""A small pre-activation-free ResNet in flax NNX with GroupNorm (no batch statistics).
+"""A small ResNet in flax NNX with GroupNorm (no batch statistics).
 
 GroupNorm normalises each example on its own, so the logits of one example never depend on the
 rest of the batch and per-example Jacobians / kernels are well defined.
+
+Convolutions are written as patch extraction + one matrix product (im2col). On XLA:CPU a
+convolution inside a loop body (``lax.scan``, as in :func:`ldjax.train`) runs about 12x slower
+than the same convolution outside a loop (jax-ml/jax#12868; measured here: 0.91 s vs 0.08 s per
+update of this model); matrix products do not suffer from it. The result is the same convolution
+(tested against ``jax.lax.conv_general_dilated``).
 """
 
 from __future__ import annotations
@@ -9,7 +15,33 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
+
+
+class PatchConv(nnx.Module):
+    """``k×k`` convolution, stride ``s``, zero padding ``(k-1)//2``, no bias, NHWC, computed as im2col + matmul.
+
+    The kernel has flax's layout ``[k, k, in, out]`` and flax's default (LeCun normal) initialisation.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, size: int = 3, stride: int = 1, *, rngs: nnx.Rngs):
+        init = nnx.initializers.lecun_normal()
+        self.kernel = nnx.Param(init(rngs.params(), (size, size, in_channels, out_channels)))
+        self.size = size
+        self.stride = stride
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k, s = self.size, self.stride
+        pad = (k - 1) // 2
+        if pad:
+            x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+        h = (x.shape[1] - k) // s + 1
+        w = (x.shape[2] - k) // s + 1
+        patches = [x[:, i : i + s * (h - 1) + 1 : s, j : j + s * (w - 1) + 1 : s, :] for i in range(k) for j in range(k)]
+        cols = jnp.concatenate(patches, axis=-1)  # [b, h, w, k*k*in], ordered like the kernel's (i, j, c)
+        kernel = self.kernel[...]
+        return cols @ kernel.reshape(-1, kernel.shape[-1])
 
 
 def _norm(channels: int, groups: int, rngs: nnx.Rngs) -> nnx.GroupNorm:
@@ -20,12 +52,12 @@ class ResidualBlock(nnx.Module):
     """conv3x3 → GN → ReLU → conv3x3 → GN, plus a (1x1 conv + GN when the shape changes) shortcut, ReLU."""
 
     def __init__(self, in_channels: int, channels: int, stride: int, groups: int, *, rngs: nnx.Rngs):
-        self.conv1 = nnx.Conv(in_channels, channels, (3, 3), strides=stride, padding=1, use_bias=False, rngs=rngs)
+        self.conv1 = PatchConv(in_channels, channels, 3, stride, rngs=rngs)
         self.norm1 = _norm(channels, groups, rngs)
-        self.conv2 = nnx.Conv(channels, channels, (3, 3), padding=1, use_bias=False, rngs=rngs)
+        self.conv2 = PatchConv(channels, channels, 3, 1, rngs=rngs)
         self.norm2 = _norm(channels, groups, rngs)
         if stride != 1 or in_channels != channels:
-            self.proj = nnx.Conv(in_channels, channels, (1, 1), strides=stride, use_bias=False, rngs=rngs)
+            self.proj = PatchConv(in_channels, channels, 1, stride, rngs=rngs)
             self.proj_norm = _norm(channels, groups, rngs)
         else:
             self.proj = None
@@ -75,7 +107,7 @@ class ResNet(nnx.Module):
     ):
         if len(widths) != len(blocks) or not widths:
             raise ValueError(f"widths and blocks must be non-empty and of equal length, got {widths} and {blocks}")
-        self.stem = nnx.Conv(in_channels, widths[0], (3, 3), padding=1, use_bias=False, rngs=rngs)
+        self.stem = PatchConv(in_channels, widths[0], 3, 1, rngs=rngs)
         self.stem_norm = _norm(widths[0], groups, rngs)
         layers = []
         c = widths[0]

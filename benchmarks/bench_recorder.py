@@ -1,0 +1,154 @@
+"""Overhead of recording predictions inside the compiled training loop (:func:`ldjax.train`).
+
+For each case, times the same optax training run (a) plain, (b) recording the softmax of EVERY
+training example every ``every`` updates, and (c) recording a probe set of 300 examples after every
+update (the Gaussian-toy paths). Prints one JSON line per case: device, jax version, sizes, compile
+seconds, median and min seconds over repeats, and the ratio to plain training.
+
+Each ``ldjax.train`` call builds a fresh jitted loop, so a persistent compilation cache (in a
+temporary directory, min compile time 0) is switched on; the first call warms it and is reported
+as ``compile_s`` (its wall time minus the median).
+
+The arithmetic floor: recording n examples every ``every`` updates adds n/every forward passes per
+update to training's ~3·B (forward + backward of a batch of B). With n = 5000, B = 32, every = 4
+that is 1250 vs 96 example-passes: recording all training predictions that often can only cost
+≤ 1.3x where the hardware has idle width (GPU) or n ≲ 1.2·B·every.
+
+Run: ``python benchmarks/bench_recorder.py [--repeats 3] [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+import ldjax
+from ldjax.models import MLP
+from ldjax.models import ResNet
+
+
+def _time(fn, repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return first, statistics.median(times), min(times)
+
+
+def case(name, apply_fn, params, x, y, *, batch, epochs, every, repeats, lr):
+    n = x.shape[0]
+    batches = ldjax.epoch_batches(jax.random.key(0), n, batch, epochs)
+    steps = batches.shape[0] - batches.shape[0] % every
+    batches = batches[:steps]
+    logits = jax.vmap(apply_fn, (None, 0))
+    opt = optax.sgd(lr, momentum=0.9)
+    probe = jnp.arange(min(300, n))
+
+    def loss_fn(p, idx, data):
+        xs, ys = data
+        return ldjax.losses.cross_entropy(logits(p, xs[idx]), ys[idx])
+
+    def all_preds(p, step, data):
+        return jax.nn.softmax(logits(p, data[0]), -1)
+
+    def probe_preds(p, step, data):
+        return jax.nn.softmax(logits(p, data[0][probe]), -1)
+
+    runs = {
+        "plain": lambda: ldjax.train(loss_fn, params, opt, batches, data=(x, y), progress=False).losses,
+        f"all_{n}_every_{every}": lambda: (
+            ldjax.train(
+                loss_fn, params, opt, batches, data=(x, y), progress=False, record=all_preds, every=every
+            ).records
+        ),
+        "probe_300_every_1": lambda: (
+            ldjax.train(
+                loss_fn, params, opt, batches, data=(x, y), progress=False, record=probe_preds, every=1
+            ).records
+        ),
+    }
+    base = None
+    for label, fn in runs.items():
+        first, med, best = _time(fn, repeats)
+        base = med if label == "plain" else base
+        print(
+            json.dumps(
+                {
+                    "bench": "recorder",
+                    "case": name,
+                    "variant": label,
+                    "device": jax.devices()[0].device_kind,
+                    "backend": jax.default_backend(),
+                    "jax": jax.__version__,
+                    "n": n,
+                    "batch": batch,
+                    "steps": steps,
+                    "every": every if label.startswith("all") else (1 if label.startswith("probe") else None),
+                    "compile_s": round(first - med, 3),
+                    "median_s": round(med, 4),
+                    "min_s": round(best, 4),
+                    "ratio_to_plain": round(med / base, 3),
+                    "target_ratio": 1.3,
+                }
+            ),
+            flush=True,
+        )
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="fewer epochs (CI smoke)")
+    args = parser.parse_args(argv)
+    jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="ldjax-bench-cache-"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+    toy = ldjax.data.split_toy(ldjax.data.gaussian_toy(key=jax.random.key(13), n=100_000)).train
+    f, p = ldjax.from_nnx(MLP(30, (128, 128), 3, rngs=nnx.Rngs(0)), example_shape=(30,))
+    case(
+        "gaussian_toy_mlp_30-128-128-3",
+        f,
+        p,
+        toy.x,
+        toy.y,
+        batch=32,
+        epochs=2 if args.quick else 10,
+        every=4,
+        repeats=args.repeats,
+        lr=5e-4,
+    )
+
+    n = 1200
+    x = jax.random.normal(jax.random.key(1), (n, 32, 32, 3))
+    y = jax.random.randint(jax.random.key(2), (n,), 0, 3)
+    f, p = ldjax.from_nnx(ResNet(3, rngs=nnx.Rngs(0)), example_shape=(32, 32, 3))
+    case(
+        "resnet_8-16-32_cifar_shape",
+        f,
+        p,
+        x,
+        y,
+        batch=50,
+        epochs=1 if args.quick else 3,
+        every=4,
+        repeats=args.repeats,
+        lr=0.05,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,370 @@
+"""Zig-zag learning paths of mislabelled examples on noisy CIFAR-3, with human p* from CIFAR-10H.
+
+Ren, Guo & Sutherland (ICLR 2022): an example whose label disagrees with its true distribution p*
+is first pulled by similar examples TOWARDS p*, and only later memorised towards its label. Here:
+the CIFAR-10 test images of three classes (default airplane, bird, ship), p* = CIFAR-10H
+renormalised over them, and symmetric label noise that really changes each flipped label
+(exactly ``noise · n`` of them). A small GroupNorm ResNet is trained on a split with one-hot
+(noisy) labels; every training example's softmax is recorded every ``record_every`` updates inside
+the compiled loop (:func:`ldjax.train`). Reported:
+
+* simplex paths of easy, medium and flipped examples, with their CIFAR-10 test indices;
+* for flipped examples: the fraction whose path comes closer to p* than both its start and its end,
+  the time of that turn relative to the epoch of best validation accuracy, and the distance to p*
+  of the early-stopped prediction vs that of the (noisy) label;
+* for one flipped example at its turning point: the training examples exerting the largest pull,
+  the one-step force −η·A(x_o)·K(x_o, x_j)·G(x_j)/B that example j exerts when it is in a batch
+  (once per epoch), evaluated at the parameters of the turning point (plain-SGD part of the
+  update; momentum ignored), projected on the direction from the prediction towards p*.
+
+Training: Adam (lr 1e-3, weight decay 5e-4), batch 50, no augmentation, so the network memorises the
+flipped labels within the run. Quick settings (the defaults): ResNet 8-16-32, 600 training images,
+40 epochs, a record every 6 updates; about 3 minutes on 2 CPU cores. ``FULL``: ResNet 32-64-128 with
+2 blocks per stage, 2,000 training images, 100 epochs, a record every 10 updates; about 5 minutes on
+one GPU (more than an hour on 2 CPU cores).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from ldjax._src import paths as paths_lib
+from ldjax._src.adapters import from_nnx
+from ldjax._src.data.cifar3 import load_cifar3
+from ldjax._src.data.gaussian import symmetric_label_noise
+from ldjax._src.experiments import common
+from ldjax._src.losses.classification import soft_cross_entropy
+from ldjax._src.models.resnet import ResNet
+from ldjax._src.ntk import ntk_vector_product
+from ldjax._src.terms import a_term
+from ldjax._src.training import epoch_batches, train
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Quick settings (defaults)."""
+
+    seed: int = 0
+    data_seed: int = 0
+    classes: tuple[str, ...] = ("airplane", "bird", "ship")
+    noise: float = 0.2
+    train_size: int = 600
+    val_size: int = 400
+    widths: tuple[int, ...] = (8, 16, 32)
+    blocks: tuple[int, ...] = (1, 1, 1)
+    epochs: int = 40
+    batch_size: int = 50
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    records_per_epoch: int = 2
+    num_pull: int = 8
+
+
+FULL = Config(widths=(32, 64, 128), blocks=(2, 2, 2), train_size=2000, val_size=500, epochs=100, records_per_epoch=4)
+
+
+class Split(NamedTuple):
+    x: np.ndarray
+    images: np.ndarray
+    y: np.ndarray  # (noisy) training label
+    y_true: np.ndarray
+    flipped: np.ndarray
+    p_star: np.ndarray
+    index: np.ndarray  # CIFAR-10 test index
+
+
+def make_splits(config: Config, data_dir: str | None, noise: float | None = None) -> tuple[Split, Split, Split, str]:
+    """Shuffle CIFAR-3 and split it into train / val / test, then flip exactly ``noise`` of each split's labels."""
+    noise = config.noise if noise is None else noise
+    k_perm, *k_noise = jax.random.split(jax.random.key(config.data_seed), 4)
+    d = load_cifar3(config.classes, noise=0.0, key=k_perm, path=data_dir)
+    n = d.x.shape[0]
+    if config.train_size + config.val_size >= n:
+        raise ValueError(f"train_size + val_size must leave test images out of {n}, got {config.train_size} + {config.val_size}")
+    perm = np.asarray(jax.random.permutation(k_perm, n))
+    parts = np.split(perm, [config.train_size, config.train_size + config.val_size])
+    splits = []
+    for p, key in zip(parts, k_noise, strict=True):
+        y, flipped = symmetric_label_noise(d.y_true[p], len(d.classes), noise, key=key)
+        splits.append(Split(d.x[p], d.images[p], np.asarray(y), d.y_true[p], np.asarray(flipped), d.p_star[p], d.index[p]))
+    name = d.name.replace("; 0 labels (0%) flipped", f"; {noise:.0%} of the labels of each split flipped")
+    return splits[0], splits[1], splits[2], name
+
+
+def make_resnet(config: Config, k: int, *, key: jax.Array):
+    seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
+    model = ResNet(k, widths=config.widths, blocks=config.blocks, rngs=nnx.Rngs(seed))
+    return from_nnx(model, example_shape=(32, 32, 3))
+
+
+def optimizer_for(config: Config) -> optax.GradientTransformation:
+    """SGD with momentum (``optimizer="sgd"``) or Adam (``"adam"``), with L2 weight decay."""
+    if config.optimizer == "sgd":
+        base = optax.sgd(config.learning_rate, momentum=config.momentum)
+    elif config.optimizer == "adam":
+        base = optax.adam(config.learning_rate)
+    else:
+        raise ValueError(f"optimizer must be 'sgd' or 'adam', got {config.optimizer!r}")
+    return optax.chain(optax.add_decayed_weights(config.weight_decay), base)
+
+
+class ImageRun(NamedTuple):
+    params: Any
+    records: dict  # "train" [R, n, k] softmax(z/τ); "val" [R]; "params" stacked
+    best: int  # record index of best validation accuracy
+    steps_per_record: int
+    steps_per_epoch: int
+
+
+def fit_images(
+    apply_fn, params, x, targets, x_val, y_val, *, key, config: Config, records_per_epoch: int,
+    temperature: float = 1.0, progress: bool = False, desc: str = "train",
+) -> ImageRun:
+    """Minibatch SGD on soft targets; record train softmax(z/τ), val accuracy and params in-loop."""
+    n = x.shape[0]
+    per_epoch = n // config.batch_size
+    if per_epoch % records_per_epoch:
+        raise ValueError(f"records_per_epoch={records_per_epoch} must divide the {per_epoch} updates per epoch")
+    every = per_epoch // records_per_epoch
+    batches = epoch_batches(key, n, config.batch_size, config.epochs)
+    logits = jax.vmap(apply_fn, (None, 0))
+
+    def chunked(p, xs):  # forward pass over many images in chunks (bounded memory)
+        m = xs.shape[0]
+        size = 200 if m % 200 == 0 else m
+        out = jax.lax.map(lambda c: logits(p, c), xs.reshape(m // size, size, *xs.shape[1:]))
+        return out.reshape(m, -1)
+
+    def loss_fn(p, idx, data):
+        xs, ts, _, _ = data
+        return soft_cross_entropy(logits(p, xs[idx]), ts[idx])
+
+    def record(p, step, data):
+        xs, _, xv, yv = data
+        acc = jnp.mean(jnp.argmax(chunked(p, xv), -1) == yv)
+        return {"train": jax.nn.softmax(chunked(p, xs) / temperature, -1), "val": acc, "params": p}
+
+    out = train(loss_fn, params, optimizer_for(config), batches, record=record, every=every,
+                data=(jnp.asarray(x), jnp.asarray(targets), jnp.asarray(x_val), jnp.asarray(y_val)),
+                progress=progress, desc=desc)
+    recs = {"train": np.asarray(out.records["train"]), "val": np.asarray(out.records["val"]),
+            "params": out.records["params"]}
+    return ImageRun(out.params, recs, int(np.argmax(recs["val"])), every, per_epoch)
+
+
+def pull_on(apply_fn, params, x_o, x, labels, *, learning_rate: float, batch_size: int):
+    """Per-example one-step force on ``x_o``: ``Δπ_j ≈ π ⊙ (−η/B · A(x_o) K(x_o, x_j) (π_j − e_{y_j}))``.
+
+    Returns ``Δπ`` ``[n, k]`` (first-order change of the probabilities of ``x_o`` caused by example j).
+    """
+    z_o = jax.jit(apply_fn)(params, x_o)
+    a = a_term(z_o)
+    pi_o = jax.nn.softmax(z_o)
+    k = z_o.shape[-1]
+
+    def one(xj, yj):
+        g = jax.nn.softmax(apply_fn(params, xj)) - jax.nn.one_hot(yj, k)
+        kg = ntk_vector_product(apply_fn, params, x_o[None], xj[None], g[None])[0]
+        return pi_o * (-(learning_rate / batch_size) * (a @ kg))
+
+    chunk = jax.jit(jax.vmap(one))
+    n, size = x.shape[0], 100
+    out = [np.asarray(chunk(x[i : i + size], labels[i : i + size])) for i in range(0, n, size)]
+    return np.concatenate(out).reshape(n, k)
+
+
+def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -> dict:
+    tr, va, te, name = make_splits(config, data_dir)
+    k = len(config.classes)
+    k_init, k_batches = jax.random.split(jax.random.key(config.seed))
+    apply_fn, params0 = make_resnet(config, k, key=k_init)
+    fit = fit_images(apply_fn, params0, tr.x, jax.nn.one_hot(tr.y, k), va.x, va.y, key=k_batches, config=config,
+                     records_per_epoch=config.records_per_epoch, progress=progress, desc="cifar3")
+    probs = fit.records["train"]  # [R, n, k]
+    rec_epochs = np.arange(probs.shape[0]) / config.records_per_epoch
+    best_epoch = float(rec_epochs[fit.best])
+    best_params = jax.tree.map(lambda a: a[fit.best], fit.records["params"])
+    test_probs = np.asarray(jax.nn.softmax(jax.jit(jax.vmap(apply_fn, (None, 0)))(best_params, te.x), -1))
+
+    zz = paths_lib.zigzag(probs, tr.p_star, tr.y)
+    d_star = np.asarray(paths_lib.distances(probs, tr.p_star))
+    label_dist = np.linalg.norm(np.eye(k)[tr.y] - tr.p_star, axis=-1)
+    f = np.flatnonzero(tr.flipped)
+    turned = np.asarray(zz.turned)
+    t_turn = rec_epochs[np.asarray(zz.t_min)]
+
+    # easy: label agrees with p* and p* is confident; medium: clean labels around the median gap.
+    clean = np.flatnonzero(~tr.flipped)
+    order = clean[np.argsort(label_dist[clean], kind="stable")]
+    easy = order[:3]
+    medium = order[len(order) // 2 : len(order) // 2 + 3]
+    gain = d_star[0] - np.asarray(zz.d_min)
+    turned_f = f[turned[f]]
+    show_f = turned_f[np.argsort(-(np.minimum(gain, d_star[-1] - np.asarray(zz.d_min)))[turned_f])][:3] if len(turned_f) else f[:3]
+
+    # The pull on one flipped example at its turning point.
+    results_pull: dict[str, Any] = {}
+    if len(turned_f):
+        o = int(show_f[0])
+        r = int(zz.t_min[o])
+        params_r = jax.tree.map(lambda a: a[r], fit.records["params"])
+        dpi = pull_on(apply_fn, params_r, jnp.asarray(tr.x[o]), jnp.asarray(tr.x), jnp.asarray(tr.y),
+                      learning_rate=config.learning_rate, batch_size=config.batch_size)
+        direction = tr.p_star[o] - probs[r, o]
+        direction = direction / max(np.linalg.norm(direction), 1e-12)
+        towards = dpi @ direction
+        towards[o] = 0.0  # the example itself pulls towards its own (wrong) label; listed separately
+        top = np.argsort(-towards)[: config.num_pull]
+        away = np.argsort(towards)[: config.num_pull // 2]
+        results_pull = {
+            "observed": o, "observed_id": int(tr.index[o]), "record": r, "epoch": float(rec_epochs[r]),
+            "observed_label": int(tr.y[o]), "observed_true": int(tr.y_true[o]), "observed_p_star": tr.p_star[o],
+            "observed_image": tr.images[o], "observed_prediction": probs[r, o],
+            "self_pull": float(dpi[o] @ direction),
+            "total_towards_p_star": float(towards.sum()),
+            "top": top, "top_ids": tr.index[top], "top_pull": towards[top], "top_labels": tr.y[top],
+            "top_true": tr.y_true[top], "top_images": tr.images[top],
+            "away": away, "away_ids": tr.index[away], "away_pull": towards[away], "away_labels": tr.y[away],
+            "away_true": tr.y_true[away], "away_images": tr.images[away],
+            "top_same_true_class_fraction": float(np.mean(tr.y_true[top] == tr.y_true[o])),
+        }
+
+    def group(ids):
+        return {"ids": tr.index[ids], "paths": probs[:, ids], "p_star": tr.p_star[ids], "label": tr.y[ids],
+                "true": tr.y_true[ids]}
+
+    return {
+        "dataset": f"{name}; {tr.x.shape[0]} train / {va.x.shape[0]} val / {te.x.shape[0]} test",
+        "classes": list(config.classes),
+        "record_epochs": rec_epochs,
+        "val_accuracy": fit.records["val"],
+        "best_epoch": best_epoch,
+        "test_accuracy": float(np.mean(np.argmax(test_probs, -1) == te.y_true)),
+        "test_accuracy_noisy_labels": float(np.mean(np.argmax(test_probs, -1) == te.y)),
+        "test_ece": float(paths_lib.expected_calibration_error(test_probs, te.y_true)),
+        "train_fit_final": float(np.mean(np.argmax(probs[-1], -1) == tr.y)),
+        "num_flipped": int(len(f)),
+        "flipped_turned_fraction": float(np.mean(turned[f])) if len(f) else float("nan"),
+        "clean_turned_fraction": float(np.mean(turned[clean])),
+        "flipped_turn_minus_best_epoch_median": float(np.median(t_turn[turned_f] - best_epoch)) if len(turned_f) else float("nan"),
+        "flipped_turn_before_best_fraction": float(np.mean(t_turn[turned_f] <= best_epoch)) if len(turned_f) else float("nan"),
+        "flipped_turn_epoch": t_turn[f],
+        "flipped_es_distance_p_star": float(d_star[fit.best, f].mean()) if len(f) else float("nan"),
+        "flipped_end_distance_p_star": float(d_star[-1, f].mean()) if len(f) else float("nan"),
+        "flipped_label_distance_p_star": float(label_dist[f].mean()) if len(f) else float("nan"),
+        "flipped_es_closer_than_label_fraction": float(np.mean(d_star[fit.best, f] < label_dist[f])) if len(f) else float("nan"),
+        "flipped_mean_distance_p_star": d_star[:, f].mean(1) if len(f) else np.zeros(0),
+        "clean_mean_distance_p_star": d_star[:, clean].mean(1),
+        "groups": {"easy": group(easy), "medium": group(medium), "flipped": group(show_f)},
+        "pull": results_pull,
+    }
+
+
+def plot(results: dict, out_dir: Path) -> list[Path]:
+    common.use_agg()
+    import matplotlib.pyplot as plt
+
+    out = []
+    corners = paths_lib.SIMPLEX_CORNERS
+    classes = results["classes"]
+    epochs = np.asarray(results["record_epochs"])
+    best = int(np.argmin(np.abs(epochs - results["best_epoch"])))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5))
+    for ax, g in zip(axes, ("easy", "medium", "flipped"), strict=True):
+        grp = results["groups"][g]
+        p = np.asarray(grp["paths"])
+        ax.plot(*np.vstack([corners, corners[:1]]).T, color="k", lw=0.8)
+        for c, name in enumerate(classes):
+            ax.annotate(name, corners[c], fontsize=8, ha="center", va="top" if c < 2 else "bottom")
+        for j in range(p.shape[1]):
+            xy = paths_lib.simplex_coordinates(p[:, j])
+            ax.plot(xy[:, 0], xy[:, 1], color="gray", lw=0.5)
+            sc = ax.scatter(xy[:, 0], xy[:, 1], c=epochs, cmap="viridis", s=8)
+            ax.scatter(*paths_lib.simplex_coordinates(np.asarray(grp["p_star"][j])), marker="*", s=160, c="red",
+                       edgecolors="k", zorder=5, label="p* (CIFAR-10H)" if j == 0 else None)
+            ax.scatter(*corners[int(grp["label"][j])], marker="s", s=80, c="orange", edgecolors="k", zorder=5,
+                       label="label e_y" if j == 0 else None)
+            ax.scatter(*xy[best], marker="D", s=50, c="cyan", edgecolors="k", zorder=5,
+                       label="best val" if j == 0 else None)
+            ax.annotate(f"#{int(grp['ids'][j])}", xy[-1], fontsize=7)
+        ax.set_title(f"{g} (IDs = CIFAR-10 test index)")
+        ax.set_aspect("equal")
+        ax.axis("off")
+    axes[0].legend(loc="upper left", fontsize=7)
+    fig.colorbar(sc, ax=axes, label="epoch")
+    out.append(common.save_figure(fig, out_dir, "cifar3_simplex_paths"))
+    plt.close(fig)
+
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    ax[0].plot(epochs, np.asarray(results["flipped_mean_distance_p_star"]), label="flipped")
+    ax[0].plot(epochs, np.asarray(results["clean_mean_distance_p_star"]), label="clean")
+    ax[0].axhline(results["flipped_label_distance_p_star"], color="C0", ls=":", label="‖e_y − p*‖ (flipped)")
+    ax[0].axvline(results["best_epoch"], color="gray", ls="--", label="best val")
+    ax[0].set_xlabel("epoch")
+    ax[0].set_ylabel("mean ‖π − p*‖")
+    ax[0].legend(fontsize=7)
+    turns = np.asarray(results["flipped_turn_epoch"])
+    ax[1].hist(turns - results["best_epoch"], bins=20)
+    ax[1].set_xlabel("epoch of closest approach to p* − best-val epoch (flipped)")
+    ax[1].set_ylabel("examples")
+    out.append(common.save_figure(fig, out_dir, "cifar3_zigzag"))
+    plt.close(fig)
+
+    pull = results["pull"]
+    if pull:
+        m = len(pull["top"]) + len(pull["away"]) + 1
+        fig, axes = plt.subplots(1, m, figsize=(1.6 * m, 2.4))
+        axes[0].imshow(np.asarray(pull["observed_image"], np.uint8))
+        axes[0].set_title(f"#{pull['observed_id']}\nlabel {classes[pull['observed_label']]}\n"
+                          f"true {classes[pull['observed_true']]}", fontsize=6, color="red")
+        cols = [("top", "towards p*"), ("away", "away")]
+        i = 1
+        for key, what in cols:
+            for j in range(len(pull[key])):
+                axes[i].imshow(np.asarray(pull[f"{key}_images"][j], np.uint8))
+                axes[i].set_title(f"#{int(pull[f'{key}_ids'][j])} {what}\nlabel {classes[int(pull[f'{key}_labels'][j])]}"
+                                  f"\n{pull[f'{key}_pull'][j]:+.1e}", fontsize=6)
+                i += 1
+        for a in axes:
+            a.axis("off")
+        fig.suptitle(f"largest pulls on #{pull['observed_id']} at epoch {pull['epoch']:.2f} (its turning point)", fontsize=8)
+        out.append(common.save_figure(fig, out_dir, "cifar3_pull"))
+        plt.close(fig)
+    return out
+
+
+def fidelity(results: dict) -> list[common.Fidelity]:
+    rows = [
+        common.Fidelity(
+            "flipped examples zig-zag: path comes closer to p* than its start and its end", "most (paper: the typical path)",
+            f"{results['flipped_turned_fraction']:.0%} of {results['num_flipped']}",
+            results["flipped_turned_fraction"] > 0.5, f"clean examples: {results['clean_turned_fraction']:.0%}",
+        ),
+        common.Fidelity(
+            "early-stopped predictions of flipped examples are closer to p* than their labels", "smaller distance",
+            f"{results['flipped_es_distance_p_star']:.3f} vs {results['flipped_label_distance_p_star']:.3f}",
+            results["flipped_es_distance_p_star"] < results["flipped_label_distance_p_star"], "mean Euclidean distance",
+        ),
+    ]
+    if results["pull"]:
+        rows.append(common.Fidelity(
+            "examples pulling a flipped example towards p* share its true class", "> 1/3 (chance)",
+            f"{results['pull']['top_same_true_class_fraction']:.0%}",
+            results["pull"]["top_same_true_class_fraction"] > 1 / 3, "top pulls at its turning point",
+        ))
+    return rows
+
+
+def main(argv=None) -> int:
+    return common.main(sys.modules[__name__], argv)

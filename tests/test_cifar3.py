@@ -1,0 +1,121 @@
+"""Noisy CIFAR-3: renormalised human p*, exact label noise, the im2col ResNet, and the experiment's smoke run."""
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import ldjax
+from ldjax.data import DataUnavailable, load_cifar3, renormalise
+from ldjax.models import ResNet
+
+DATA = os.environ.get("LDJAX_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+HAVE_CIFAR = (Path(DATA) / "cifar10_test.npz").exists() and (Path(DATA) / "cifar10h_probs.npy").exists()
+needs_cifar = pytest.mark.skipif(not HAVE_CIFAR, reason=f"CIFAR-10 / CIFAR-10H not in {DATA}")
+
+
+def test_renormalise_hand_computed():
+    probs = np.array([[0.1, 0.2, 0.3, 0.4], [0.0, 0.5, 0.5, 0.0], [0.25, 0.0, 0.0, 0.75]])
+    got = renormalise(probs, [0, 2, 3])
+    # row 0: (0.1, 0.3, 0.4) / 0.8; row 1: (0, 0.5, 0) / 0.5; row 2: (0.25, 0, 0.75) / 1
+    np.testing.assert_allclose(got, [[0.125, 0.375, 0.5], [0.0, 1.0, 0.0], [0.25, 0.0, 0.75]], rtol=1e-15)
+    # no mass on the chosen classes: uniform
+    np.testing.assert_allclose(renormalise(np.array([[0.0, 1.0, 0.0]]), [0, 2]), [[0.5, 0.5]])
+    with pytest.raises(ValueError, match="classes must be distinct"):
+        renormalise(probs, [0, 0])
+
+
+@needs_cifar
+def test_load_cifar3_p_star_and_exact_noise():
+    d = load_cifar3(noise=0.2, key=jax.random.key(0), path=DATA)
+    assert d.x.shape == (3000, 32, 32, 3) and d.classes == ("airplane", "bird", "ship")
+    np.testing.assert_allclose(d.p_star.sum(1), 1.0, rtol=1e-12)
+    assert d.flipped.sum() == 600 and np.all((d.y != d.y_true) == d.flipped)
+    # p* is CIFAR-10H restricted to classes (0, 2, 8) and renormalised, row by row
+    human = ldjax.data.load_cifar10h(path=DATA, download=False).probs
+    i = 17
+    row = human[d.index[i], [0, 2, 8]]
+    np.testing.assert_allclose(d.p_star[i], row / row.sum(), rtol=1e-12)
+    # the true labels are the official ones, and p* mostly agrees with them
+    official = ldjax.data.load_cifar10("test", path=DATA, download=False).y[d.index]
+    np.testing.assert_array_equal(np.array([0, 2, 8])[d.y_true], official)
+    assert np.mean(d.p_star.argmax(1) == d.y_true) > 0.95
+
+
+def test_load_cifar3_missing_data_raises(tmp_path):
+    with pytest.raises(DataUnavailable):
+        load_cifar3(key=jax.random.key(0), path=tmp_path)
+    with pytest.raises(ValueError, match="unknown CIFAR-10 class"):
+        load_cifar3(("airplane", "unicorn", "ship"), key=jax.random.key(0), path=tmp_path)
+
+
+def test_patch_conv_equals_lax_conv():
+    from ldjax._src.models.resnet import PatchConv
+
+    with jax.enable_x64(True):
+        for size, stride in ((3, 1), (3, 2), (1, 2)):
+            conv = PatchConv(3, 5, size, stride, rngs=nnx.Rngs(0))
+            x = jax.random.normal(jax.random.key(1), (2, 8, 8, 3), jnp.float64)
+            w = jnp.asarray(conv.kernel[...], jnp.float64)
+            conv.kernel[...] = w
+            pad = (size - 1) // 2
+            ref = jax.lax.conv_general_dilated(x, w, (stride, stride), [(pad, pad), (pad, pad)],
+                                               dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                               precision=jax.lax.Precision.HIGHEST)
+            np.testing.assert_allclose(np.asarray(jax.jit(lambda v: conv(v))(x)), np.asarray(ref), rtol=1e-12, atol=1e-12)
+
+
+def test_resnet_logits_do_not_depend_on_the_rest_of_the_batch():
+    model = ResNet(3, widths=(4, 8), blocks=(1, 1), rngs=nnx.Rngs(0))
+    apply_fn, params = ldjax.from_nnx(model, example_shape=(8, 8, 3))
+    x = jax.random.normal(jax.random.key(0), (4, 8, 8, 3))
+    together = jax.jit(lambda p, v: ldjax.to_nnx(model, p)(v))(params, x)
+    alone = jax.jit(jax.vmap(apply_fn, (None, 0)))(params, x)
+    np.testing.assert_allclose(np.asarray(together), np.asarray(alone), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="widths and blocks"):
+        ResNet(3, widths=(8, 16), blocks=(1,), rngs=nnx.Rngs(0))
+
+
+def test_pull_matches_explicit_kernel():
+    """The per-example pull equals −η/B · A · K(x_o, x_j) · G_j with K from ldjax.empirical_ntk."""
+    from ldjax._src.experiments import cifar3_paths as cp
+
+    model = ResNet(3, widths=(4, 8), blocks=(1, 1), rngs=nnx.Rngs(0))
+    apply_fn, params = ldjax.from_nnx(model, example_shape=(8, 8, 3))
+    x = jax.random.normal(jax.random.key(2), (5, 8, 8, 3))
+    y = jnp.array([0, 1, 2, 1, 0])
+    got = cp.pull_on(apply_fn, params, x[0], x, y, learning_rate=0.1, batch_size=4)
+
+    @jax.jit
+    def reference(params, x):
+        k = ldjax.empirical_ntk(apply_fn, params, x[:1], x)[0]  # [n, 3, 3]
+        z = jax.vmap(apply_fn, (None, 0))(params, x)
+        g = jax.nn.softmax(z, -1) - jax.nn.one_hot(y, 3)
+        dlog = -(0.1 / 4) * jnp.einsum("ab,nbc,nc->na", ldjax.a_term(z[0]), k, g)
+        return jax.nn.softmax(z[0]) * dlog
+
+    np.testing.assert_allclose(got, np.asarray(reference(params, x)), rtol=2e-4, atol=1e-8)
+
+
+@needs_cifar
+def test_cifar3_experiment_smoke(tmp_path):
+    from ldjax.experiments import cifar3_paths as cp
+
+    argv = ["--out", str(tmp_path), "--data-dir", DATA, "--train-size", "100", "--val-size", "100",
+            "--epochs", "2", "--widths", "4,8", "--blocks", "1,1", "--batch-size", "25", "--num-pull", "2",
+            "--no-progress"]
+    assert cp.main(argv) == 0
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["complete"] and "CIFAR-10H" in saved["dataset"]
+    res = saved["results"]
+    assert res["num_flipped"] == 20  # 20% of the 100 training images, exactly
+    assert len(res["flipped_mean_distance_p_star"]) == 2 * 2 + 1  # records: start + 2 per epoch
+    assert 0.0 <= res["flipped_turned_fraction"] <= 1.0
+    assert len(saved["figures"]) >= 2 and all((tmp_path / f).exists() for f in saved["figures"])
+    assert len(saved["fidelity"]) >= 2
