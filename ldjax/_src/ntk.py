@@ -187,6 +187,9 @@ def empirical_ntk(
       >>> x = jax.random.normal(k3, (4, 5))
       >>> ldjax.empirical_ntk(f, p, x).shape
       (4, 4, 3, 3)
+      >>> layers = ldjax.empirical_ntk(f, p, x, method="structured", per_layer=True)
+      >>> sorted(layers), bool(jnp.allclose(sum(layers.values()), ldjax.empirical_ntk(f, p, x), atol=1e-4))
+      (['w1', 'w2'], True)
     """
     if x2 is None:
         x2 = x1
