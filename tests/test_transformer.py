@@ -102,7 +102,7 @@ def test_parameter_counts_and_errors():
 def test_token_level_one_step_prediction(loss_name):
     """Predicted vs actual Δlog π at every position and vocabulary entry: correlation >= 0.99 for a small step."""
     rng = np.random.default_rng(3)
-    f, params = ldjax.from_nnx(_model(4), example_shape=(L - 1,))
+    f, params = ldjax.from_nnx(_model(4, n_layers=1), example_shape=(L - 1,))
     seqs = jnp.asarray(rng.integers(0, V, size=(4, L)), jnp.int32)
     resp = jnp.asarray(np.arange(L)[None] >= 3, jnp.float32) * jnp.ones((4, 1))
     inputs, st = losses.next_token_target(seqs, resp)

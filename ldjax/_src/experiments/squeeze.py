@@ -97,6 +97,9 @@ def actual_step(w: Array, x: Array, token: int, learning_rate: float, *, negativ
     return jax.nn.softmax(optax.apply_updates(w, updates) @ x)
 
 
+_jitted_step = jax.jit(actual_step, static_argnames=("negative",))
+
+
 def _case(rng: np.random.Generator, vocab: int, d: int, config: Config, case: str):
     x = rng.normal(size=d)
     x = x / np.linalg.norm(x)
@@ -132,8 +135,7 @@ def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -
                 c = config.learning_rate * float(x @ x)
                 negative = case != "positive"
                 closed = squeezed_probs(before, token, c, negative=negative)
-                step = jax.jit(actual_step, static_argnums=(2, 3), static_argnames=("negative",))
-                actual = step(w, x, token, config.learning_rate, negative=negative)
+                actual = _jitted_step(w, x, token, config.learning_rate, negative=negative)
                 b, a = np.asarray(before), np.asarray(actual)
                 arg = int(np.argmax(b))
                 others = np.arange(vocab) != token
