@@ -1,6 +1,5 @@
 """Noisy CIFAR-3: renormalised human p*, exact label noise, the im2col ResNet, and the experiment's smoke run."""
 
-import dataclasses
 import json
 import os
 from pathlib import Path
@@ -12,7 +11,9 @@ import pytest
 from flax import nnx
 
 import ldjax
-from ldjax.data import DataUnavailable, load_cifar3, renormalise
+from ldjax.data import DataUnavailable
+from ldjax.data import load_cifar3
+from ldjax.data import renormalise
 from ldjax.models import ResNet
 
 DATA = os.environ.get("LDJAX_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -65,10 +66,17 @@ def test_patch_conv_equals_lax_conv():
             w = jnp.asarray(conv.kernel[...], jnp.float64)
             conv.kernel[...] = w
             pad = (size - 1) // 2
-            ref = jax.lax.conv_general_dilated(x, w, (stride, stride), [(pad, pad), (pad, pad)],
-                                               dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                               precision=jax.lax.Precision.HIGHEST)
-            np.testing.assert_allclose(np.asarray(jax.jit(lambda v: conv(v))(x)), np.asarray(ref), rtol=1e-12, atol=1e-12)
+            ref = jax.lax.conv_general_dilated(
+                x,
+                w,
+                (stride, stride),
+                [(pad, pad), (pad, pad)],
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                precision=jax.lax.Precision.HIGHEST,
+            )
+            np.testing.assert_allclose(
+                np.asarray(jax.jit(lambda v, c=conv: c(v))(x)), np.asarray(ref), rtol=1e-12, atol=1e-12
+            )
 
 
 def test_resnet_logits_do_not_depend_on_the_rest_of_the_batch():
@@ -107,9 +115,27 @@ def test_pull_matches_explicit_kernel():
 def test_cifar3_experiment_smoke(tmp_path):
     from ldjax.experiments import cifar3_paths as cp
 
-    argv = ["--out", str(tmp_path), "--data-dir", DATA, "--train-size", "100", "--val-size", "100",
-            "--epochs", "2", "--widths", "4,8", "--blocks", "1,1", "--batch-size", "25", "--num-pull", "2",
-            "--no-progress"]
+    argv = [
+        "--out",
+        str(tmp_path),
+        "--data-dir",
+        DATA,
+        "--train-size",
+        "100",
+        "--val-size",
+        "100",
+        "--epochs",
+        "2",
+        "--widths",
+        "4,8",
+        "--blocks",
+        "1,1",
+        "--batch-size",
+        "25",
+        "--num-pull",
+        "2",
+        "--no-progress",
+    ]
     assert cp.main(argv) == 0
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["complete"] and "CIFAR-10H" in saved["dataset"]

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 
 from ldjax import paths
-from ldjax.data import gaussian_p_star, gaussian_toy, split_toy, symmetric_label_noise
+from ldjax.data import gaussian_p_star
+from ldjax.data import gaussian_toy
+from ldjax.data import split_toy
+from ldjax.data import symmetric_label_noise
 
 
 def test_p_star_matches_bayes_rule_in_float64():
@@ -18,7 +21,9 @@ def test_p_star_matches_bayes_rule_in_float64():
         x, means = np.asarray(toy.x, np.float64), np.asarray(toy.means, np.float64)
         got = np.asarray(jax.jit(gaussian_p_star, static_argnums=2)(x, means, 2.0))
     # Bayes' rule with equal priors and explicit Gaussian densities.
-    dens = np.array([[np.exp(-np.sum((xi - m) ** 2) / (2 * 2.0)) / (2 * np.pi * 2.0) ** 2 for m in means] for xi in x])
+    dens = np.array(
+        [[np.exp(-np.sum((xi - m) ** 2) / (2 * 2.0)) / (2 * np.pi * 2.0) ** 2 for m in means] for xi in x]
+    )
     ref = dens / dens.sum(1, keepdims=True)
     np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(got.sum(1), 1.0, rtol=1e-12)
@@ -41,7 +46,9 @@ def test_toy_shapes_means_and_split():
 @pytest.mark.parametrize("rate", [0.0, 0.2, 0.4, 1.0])
 def test_label_noise_flips_exactly_and_always_changes(rate):
     labels = jnp.asarray(np.random.default_rng(0).integers(0, 3, size=501), jnp.int32)
-    noisy, flipped = jax.jit(symmetric_label_noise, static_argnums=(1, 2))(labels, 3, rate, key=jax.random.key(4))
+    noisy, flipped = jax.jit(symmetric_label_noise, static_argnums=(1, 2))(
+        labels, 3, rate, key=jax.random.key(4)
+    )
     noisy, flipped, labels = np.asarray(noisy), np.asarray(flipped), np.asarray(labels)
     assert flipped.sum() == round(rate * 501)
     np.testing.assert_array_equal(noisy != labels, flipped)  # every flip really changes the label
@@ -80,17 +87,100 @@ def test_gaussian_experiment_smoke(tmp_path):
     from ldjax.experiments import gaussian_paths as gp
 
     methods = ("OHT", "LS", "GT", "ESKD", "FilterKD")
-    tiny = dataclasses.replace(gp.Config(), n=4000, num_seeds=1, epochs=3, hidden=16, plot_every=2, methods=methods)
+    tiny = dataclasses.replace(
+        gp.Config(), n=4000, num_seeds=1, epochs=3, hidden=16, plot_every=2, methods=methods
+    )
     res = gp.run(tiny, progress=False)
     assert set(res["table"]) == set(methods)
     for row in res["table"].values():
         assert 0.3 < row["accuracy_mean"] <= 1.0 and len(row["accuracy"]) == 1
     assert len(gp.plot(res, tmp_path)) == 3
     assert all(isinstance(f.holds, bool) for f in gp.fidelity(res))
-    argv = ["--out", str(tmp_path / "cli"), "--n", "4000", "--num-seeds", "2", "--epochs", "2", "--hidden", "8",
-            "--no-progress", "--methods", "OHT,KD"]
+    argv = [
+        "--out",
+        str(tmp_path / "cli"),
+        "--n",
+        "4000",
+        "--num-seeds",
+        "2",
+        "--epochs",
+        "2",
+        "--hidden",
+        "8",
+        "--no-progress",
+        "--methods",
+        "OHT,KD",
+    ]
     assert gp.main(argv) == 0
     saved = json.loads((tmp_path / "cli" / "results.json").read_text())
     assert saved["complete"] and "Gaussian" in saved["dataset"]
     assert set(saved["results"]["table"]) == {"OHT", "KD"}
     assert len(saved["results"]["table"]["OHT"]["accuracy"]) == 2
+
+
+def test_filter_kd_smoke_toy(tmp_path):
+    from ldjax.experiments import filter_kd
+
+    argv = [
+        "--out",
+        str(tmp_path),
+        "--noises",
+        "0.4",
+        "--toy-n",
+        "4000",
+        "--toy-seeds",
+        "1",
+        "--toy-epochs",
+        "2",
+        "--cifar",
+        "false",
+        "--no-progress",
+    ]
+    assert filter_kd.main(argv) == 0
+    saved = json.loads((tmp_path / "results.json").read_text())
+    table = saved["results"]["toy"]["0.4"]
+    assert set(table) == {"OHT", "LS", "ESKD", "FilterKD"}
+    for row in table.values():
+        assert len(row["accuracy"]["values"]) == 1 and 0.0 <= row["ece"]["mean"] <= 1.0
+    assert saved["results"]["cifar3"] is None and len(saved["figures"]) == 1
+
+
+@pytest.mark.slow
+def test_filter_kd_smoke_with_cifar(tmp_path):
+    import os
+    from pathlib import Path
+
+    from ldjax.experiments import filter_kd
+
+    data = os.environ.get("LDJAX_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    argv = [
+        "--out",
+        str(tmp_path),
+        "--data-dir",
+        data,
+        "--noises",
+        "0.2",
+        "--toy-n",
+        "4000",
+        "--toy-seeds",
+        "1",
+        "--toy-epochs",
+        "2",
+        "--cifar-seeds",
+        "1",
+        "--cifar-train-size",
+        "100",
+        "--cifar-val-size",
+        "100",
+        "--cifar-epochs",
+        "2",
+        "--cifar-widths",
+        "4,8",
+        "--cifar-blocks",
+        "1,1",
+        "--no-progress",
+    ]
+    assert filter_kd.main(argv) == 0
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert "CIFAR-10H" in saved["dataset"]
+    assert set(saved["results"]["cifar3"]["0.2"]) == {"OHT", "LS", "ESKD", "FilterKD"}

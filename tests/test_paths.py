@@ -21,7 +21,9 @@ def random_paths(seed, t=7, n=5, k=3):
 def test_simplex_coordinates_corners_and_barycentre():
     corners = paths.simplex_coordinates(np.eye(3))
     np.testing.assert_allclose(corners, [[0, 0], [1, 0], [0.5, np.sqrt(0.75)]], atol=1e-15)
-    np.testing.assert_allclose(paths.simplex_coordinates(np.full(3, 1 / 3)), [0.5, np.sqrt(0.75) / 3], atol=1e-15)
+    np.testing.assert_allclose(
+        paths.simplex_coordinates(np.full(3, 1 / 3)), [0.5, np.sqrt(0.75) / 3], atol=1e-15
+    )
     with pytest.raises(ValueError, match="3 classes"):
         paths.simplex_coordinates(np.ones((2, 4)) / 4)
 
@@ -30,7 +32,9 @@ def test_distances_and_zigzag_match_loop_reference():
     p, p_star, labels = random_paths(0)
     with jax.enable_x64(True):
         d = jax.jit(paths.distances)(jnp.asarray(p), jnp.asarray(p_star))
-        zz = jax.jit(functools.partial(paths.zigzag, margin=0.01))(jnp.asarray(p), jnp.asarray(p_star), jnp.asarray(labels))
+        zz = jax.jit(functools.partial(paths.zigzag, margin=0.01))(
+            jnp.asarray(p), jnp.asarray(p_star), jnp.asarray(labels)
+        )
     t, n, k = p.shape
     for i in range(n):
         ref = [np.sqrt(sum((p[s, i, c] - p_star[i, c]) ** 2 for c in range(k))) for s in range(t)]

@@ -7,7 +7,9 @@ import optax
 import pytest
 
 import ldjax
-from problems import mlp_apply, mlp_problem
+
+from problems import mlp_apply
+from problems import mlp_problem
 
 
 def _setup(n=12, d=5, k=4, steps_epochs=3, batch=4, dtype=jnp.float64):
@@ -27,8 +29,15 @@ def test_recorder_equals_replaying_the_updates_in_float64(every):
     with jax.enable_x64(True):
         params, x, _, batches, logits, loss_fn = _setup()
         opt = optax.sgd(0.3, momentum=0.9)
-        out = ldjax.train(loss_fn, params, opt, batches, every=every, progress=False,
-                          record=lambda p, step: jax.nn.softmax(logits(p, x), -1))
+        out = ldjax.train(
+            loss_fn,
+            params,
+            opt,
+            batches,
+            every=every,
+            progress=False,
+            record=lambda p, step: jax.nn.softmax(logits(p, x), -1),
+        )
         # Slow reference: a plain Python loop of optax steps, evaluating the saved parameters afterwards.
         p, state, saved = params, opt.init(params), [params]
         for s in range(batches.shape[0]):
@@ -46,16 +55,32 @@ def test_recorder_equals_replaying_the_updates_in_float64(every):
 
 def test_recorded_predictions_equal_recorded_params_evaluated_later():
     params, x, _, batches, logits, loss_fn = _setup(steps_epochs=4, dtype=jnp.float32)
-    out = ldjax.train(loss_fn, params, optax.adam(1e-2), batches, every=3, progress=False,
-                      record=lambda p, step: {"probs": jax.nn.softmax(logits(p, x), -1), "params": p, "step": step})
+    out = ldjax.train(
+        loss_fn,
+        params,
+        optax.adam(1e-2),
+        batches,
+        every=3,
+        progress=False,
+        record=lambda p, step: {"probs": jax.nn.softmax(logits(p, x), -1), "params": p, "step": step},
+    )
     later = jax.vmap(lambda p: jax.nn.softmax(logits(p, x), -1))(out.records["params"])
     np.testing.assert_allclose(np.asarray(out.records["probs"]), np.asarray(later), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(np.asarray(out.records["step"]), np.arange(0, batches.shape[0] + 1, 3))
-    assert not np.allclose(out.records["probs"][0], out.records["probs"][-1])  # training moved the predictions
+    assert not np.allclose(
+        out.records["probs"][0], out.records["probs"][-1]
+    )  # training moved the predictions
 
 
 def test_recorder_rejects_a_period_that_does_not_divide_the_steps():
     params, x, _, batches, logits, loss_fn = _setup(dtype=jnp.float32)
     with pytest.raises(ValueError, match="every must be a positive divisor"):
-        ldjax.train(loss_fn, params, optax.sgd(0.1), batches, every=5, progress=False,
-                    record=lambda p, step: logits(p, x))
+        ldjax.train(
+            loss_fn,
+            params,
+            optax.sgd(0.1),
+            batches,
+            every=5,
+            progress=False,
+            record=lambda p, step: logits(p, x),
+        )

@@ -14,7 +14,8 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from ldjax._src.data.cifar10 import load_cifar10, load_cifar10h
+from ldjax._src.data.cifar10 import load_cifar10
+from ldjax._src.data.cifar10 import load_cifar10h
 from ldjax._src.data.dataset import CIFAR10_CLASSES
 from ldjax._src.data.gaussian import symmetric_label_noise
 
@@ -74,7 +75,9 @@ def class_indices(classes: Sequence[str | int]) -> tuple[int, ...]:
     for c in classes:
         if isinstance(c, str):
             if c not in CIFAR10_CLASSES:
-                raise ValueError(f"classes holds unknown CIFAR-10 class {c!r}: expected one of {CIFAR10_CLASSES}")
+                raise ValueError(
+                    f"classes holds unknown CIFAR-10 class {c!r}: expected one of {CIFAR10_CLASSES}"
+                )
             out.append(CIFAR10_CLASSES.index(c))
         else:
             out.append(int(c))
@@ -132,6 +135,13 @@ def load_cifar3(
         f"renormalised over the three classes; {int(np.sum(flipped))} labels ({noise:.0%}) flipped"
     )
     return Cifar3(
-        x=x.astype(np.float32), images=images, y_true=y_true, y=np.asarray(noisy), flipped=np.asarray(flipped),
-        p_star=p_star, index=keep, classes=names, name=name,
+        x=x.astype(np.float32),
+        images=images,
+        y_true=y_true,
+        y=np.asarray(noisy),
+        flipped=np.asarray(flipped),
+        p_star=p_star,
+        index=keep,
+        classes=names,
+        name=name,
     )

@@ -12,7 +12,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array
+from jaxtyping import Float
+from jaxtyping import Int
 
 
 class GaussianToy(NamedTuple):
@@ -63,7 +65,9 @@ def gaussian_p_star(
     x = jnp.asarray(x)
     means = jnp.asarray(means, x.dtype)
     if x.ndim != 2 or means.ndim != 2 or x.shape[1] != means.shape[1]:
-        raise ValueError(f"x must be [n, d] and means [k, d] with the same d, got {x.shape} and {means.shape}")
+        raise ValueError(
+            f"x must be [n, d] and means [k, d] with the same d, got {x.shape} and {means.shape}"
+        )
     sq = jnp.sum((x[:, None, :] - means[None, :, :]) ** 2, axis=-1)
     return jax.nn.softmax(-sq / (2.0 * variance), axis=-1)
 
@@ -91,7 +95,9 @@ def gaussian_toy(
       ((10, 30), (10, 3), (3, 30))
     """
     if n < 1 or num_classes < 2 or dim < 1:
-        raise ValueError(f"need n >= 1, num_classes >= 2, dim >= 1; got n={n}, num_classes={num_classes}, dim={dim}")
+        raise ValueError(
+            f"need n >= 1, num_classes >= 2, dim >= 1; got n={n}, num_classes={num_classes}, dim={dim}"
+        )
     k_mean, k_y, k_x = jax.random.split(key, 3)
     means = jax.random.randint(k_mean, (num_classes, dim), -1, 2).astype(jnp.float32)
     y = jax.random.randint(k_y, (n,), 0, num_classes).astype(jnp.int32)

@@ -29,7 +29,8 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -46,7 +47,8 @@ from ldjax._src.losses.classification import soft_cross_entropy
 from ldjax._src.models.resnet import ResNet
 from ldjax._src.ntk import ntk_vector_product
 from ldjax._src.terms import a_term
-from ldjax._src.training import epoch_batches, train
+from ldjax._src.training import epoch_batches
+from ldjax._src.training import train
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +73,9 @@ class Config:
     num_pull: int = 8
 
 
-FULL = Config(widths=(32, 64, 128), blocks=(2, 2, 2), train_size=2000, val_size=500, epochs=100, records_per_epoch=4)
+FULL = Config(
+    widths=(32, 64, 128), blocks=(2, 2, 2), train_size=2000, val_size=500, epochs=100, records_per_epoch=4
+)
 
 
 class Split(NamedTuple):
@@ -84,20 +88,28 @@ class Split(NamedTuple):
     index: np.ndarray  # CIFAR-10 test index
 
 
-def make_splits(config: Config, data_dir: str | None, noise: float | None = None) -> tuple[Split, Split, Split, str]:
+def make_splits(
+    config: Config, data_dir: str | None, noise: float | None = None
+) -> tuple[Split, Split, Split, str]:
     """Shuffle CIFAR-3 and split it into train / val / test, then flip exactly ``noise`` of each split's labels."""
     noise = config.noise if noise is None else noise
     k_perm, *k_noise = jax.random.split(jax.random.key(config.data_seed), 4)
     d = load_cifar3(config.classes, noise=0.0, key=k_perm, path=data_dir)
     n = d.x.shape[0]
     if config.train_size + config.val_size >= n:
-        raise ValueError(f"train_size + val_size must leave test images out of {n}, got {config.train_size} + {config.val_size}")
+        raise ValueError(
+            f"train_size + val_size must leave test images out of {n}, got {config.train_size} + {config.val_size}"
+        )
     perm = np.asarray(jax.random.permutation(k_perm, n))
     parts = np.split(perm, [config.train_size, config.train_size + config.val_size])
     splits = []
     for p, key in zip(parts, k_noise, strict=True):
         y, flipped = symmetric_label_noise(d.y_true[p], len(d.classes), noise, key=key)
-        splits.append(Split(d.x[p], d.images[p], np.asarray(y), d.y_true[p], np.asarray(flipped), d.p_star[p], d.index[p]))
+        splits.append(
+            Split(
+                d.x[p], d.images[p], np.asarray(y), d.y_true[p], np.asarray(flipped), d.p_star[p], d.index[p]
+            )
+        )
     name = d.name.replace("; 0 labels (0%) flipped", f"; {noise:.0%} of the labels of each split flipped")
     return splits[0], splits[1], splits[2], name
 
@@ -128,14 +140,27 @@ class ImageRun(NamedTuple):
 
 
 def fit_images(
-    apply_fn, params, x, targets, x_val, y_val, *, key, config: Config, records_per_epoch: int,
-    temperature: float = 1.0, progress: bool = False, desc: str = "train",
+    apply_fn,
+    params,
+    x,
+    targets,
+    x_val,
+    y_val,
+    *,
+    key,
+    config: Config,
+    records_per_epoch: int,
+    temperature: float = 1.0,
+    progress: bool = False,
+    desc: str = "train",
 ) -> ImageRun:
     """Minibatch SGD on soft targets; record train softmax(z/τ), val accuracy and params in-loop."""
     n = x.shape[0]
     per_epoch = n // config.batch_size
     if per_epoch % records_per_epoch:
-        raise ValueError(f"records_per_epoch={records_per_epoch} must divide the {per_epoch} updates per epoch")
+        raise ValueError(
+            f"records_per_epoch={records_per_epoch} must divide the {per_epoch} updates per epoch"
+        )
     every = per_epoch // records_per_epoch
     batches = epoch_batches(key, n, config.batch_size, config.epochs)
     logits = jax.vmap(apply_fn, (None, 0))
@@ -155,11 +180,22 @@ def fit_images(
         acc = jnp.mean(jnp.argmax(chunked(p, xv), -1) == yv)
         return {"train": jax.nn.softmax(chunked(p, xs) / temperature, -1), "val": acc, "params": p}
 
-    out = train(loss_fn, params, optimizer_for(config), batches, record=record, every=every,
-                data=(jnp.asarray(x), jnp.asarray(targets), jnp.asarray(x_val), jnp.asarray(y_val)),
-                progress=progress, desc=desc)
-    recs = {"train": np.asarray(out.records["train"]), "val": np.asarray(out.records["val"]),
-            "params": out.records["params"]}
+    out = train(
+        loss_fn,
+        params,
+        optimizer_for(config),
+        batches,
+        record=record,
+        every=every,
+        data=(jnp.asarray(x), jnp.asarray(targets), jnp.asarray(x_val), jnp.asarray(y_val)),
+        progress=progress,
+        desc=desc,
+    )
+    recs = {
+        "train": np.asarray(out.records["train"]),
+        "val": np.asarray(out.records["val"]),
+        "params": out.records["params"],
+    }
     return ImageRun(out.params, recs, int(np.argmax(recs["val"])), every, per_epoch)
 
 
@@ -189,8 +225,19 @@ def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -
     k = len(config.classes)
     k_init, k_batches = jax.random.split(jax.random.key(config.seed))
     apply_fn, params0 = make_resnet(config, k, key=k_init)
-    fit = fit_images(apply_fn, params0, tr.x, jax.nn.one_hot(tr.y, k), va.x, va.y, key=k_batches, config=config,
-                     records_per_epoch=config.records_per_epoch, progress=progress, desc="cifar3")
+    fit = fit_images(
+        apply_fn,
+        params0,
+        tr.x,
+        jax.nn.one_hot(tr.y, k),
+        va.x,
+        va.y,
+        key=k_batches,
+        config=config,
+        records_per_epoch=config.records_per_epoch,
+        progress=progress,
+        desc="cifar3",
+    )
     probs = fit.records["train"]  # [R, n, k]
     rec_epochs = np.arange(probs.shape[0]) / config.records_per_epoch
     best_epoch = float(rec_epochs[fit.best])
@@ -211,7 +258,11 @@ def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -
     medium = order[len(order) // 2 : len(order) // 2 + 3]
     gain = d_star[0] - np.asarray(zz.d_min)
     turned_f = f[turned[f]]
-    show_f = turned_f[np.argsort(-(np.minimum(gain, d_star[-1] - np.asarray(zz.d_min)))[turned_f])][:3] if len(turned_f) else f[:3]
+    show_f = (
+        turned_f[np.argsort(-(np.minimum(gain, d_star[-1] - np.asarray(zz.d_min)))[turned_f])][:3]
+        if len(turned_f)
+        else f[:3]
+    )
 
     # The pull on one flipped example at its turning point.
     results_pull: dict[str, Any] = {}
@@ -219,8 +270,15 @@ def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -
         o = int(show_f[0])
         r = int(zz.t_min[o])
         params_r = jax.tree.map(lambda a: a[r], fit.records["params"])
-        dpi = pull_on(apply_fn, params_r, jnp.asarray(tr.x[o]), jnp.asarray(tr.x), jnp.asarray(tr.y),
-                      learning_rate=config.learning_rate, batch_size=config.batch_size)
+        dpi = pull_on(
+            apply_fn,
+            params_r,
+            jnp.asarray(tr.x[o]),
+            jnp.asarray(tr.x),
+            jnp.asarray(tr.y),
+            learning_rate=config.learning_rate,
+            batch_size=config.batch_size,
+        )
         direction = tr.p_star[o] - probs[r, o]
         direction = direction / max(np.linalg.norm(direction), 1e-12)
         towards = dpi @ direction
@@ -228,21 +286,42 @@ def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -
         top = np.argsort(-towards)[: config.num_pull]
         away = np.argsort(towards)[: config.num_pull // 2]
         results_pull = {
-            "observed": o, "observed_id": int(tr.index[o]), "record": r, "epoch": float(rec_epochs[r]),
-            "observed_label": int(tr.y[o]), "observed_true": int(tr.y_true[o]), "observed_p_star": tr.p_star[o],
-            "observed_image": tr.images[o], "observed_prediction": probs[r, o],
+            "observed": o,
+            "observed_id": int(tr.index[o]),
+            "record": r,
+            "epoch": float(rec_epochs[r]),
+            "observed_label": int(tr.y[o]),
+            "observed_true": int(tr.y_true[o]),
+            "observed_p_star": tr.p_star[o],
+            "observed_image": tr.images[o],
+            "observed_prediction": probs[r, o],
             "self_pull": float(dpi[o] @ direction),
             "total_towards_p_star": float(towards.sum()),
-            "top": top, "top_ids": tr.index[top], "top_pull": towards[top], "top_labels": tr.y[top],
-            "top_true": tr.y_true[top], "top_images": tr.images[top],
-            "away": away, "away_ids": tr.index[away], "away_pull": towards[away], "away_labels": tr.y[away],
-            "away_true": tr.y_true[away], "away_images": tr.images[away],
+            "top": top,
+            "top_ids": tr.index[top],
+            "top_pull": towards[top],
+            "top_labels": tr.y[top],
+            "top_true": tr.y_true[top],
+            "top_images": tr.images[top],
+            "away": away,
+            "away_ids": tr.index[away],
+            "away_pull": towards[away],
+            "away_labels": tr.y[away],
+            "away_true": tr.y_true[away],
+            "away_images": tr.images[away],
             "top_same_true_class_fraction": float(np.mean(tr.y_true[top] == tr.y_true[o])),
+            "top_label_is_p_star_argmax_fraction": float(np.mean(tr.y[top] == np.argmax(tr.p_star[o]))),
+            "away_label_is_its_label_fraction": float(np.mean(tr.y[away] == tr.y[o])),
         }
 
     def group(ids):
-        return {"ids": tr.index[ids], "paths": probs[:, ids], "p_star": tr.p_star[ids], "label": tr.y[ids],
-                "true": tr.y_true[ids]}
+        return {
+            "ids": tr.index[ids],
+            "paths": probs[:, ids],
+            "p_star": tr.p_star[ids],
+            "label": tr.y[ids],
+            "true": tr.y_true[ids],
+        }
 
     return {
         "dataset": f"{name}; {tr.x.shape[0]} train / {va.x.shape[0]} val / {te.x.shape[0]} test",
@@ -257,13 +336,19 @@ def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -
         "num_flipped": int(len(f)),
         "flipped_turned_fraction": float(np.mean(turned[f])) if len(f) else float("nan"),
         "clean_turned_fraction": float(np.mean(turned[clean])),
-        "flipped_turn_minus_best_epoch_median": float(np.median(t_turn[turned_f] - best_epoch)) if len(turned_f) else float("nan"),
-        "flipped_turn_before_best_fraction": float(np.mean(t_turn[turned_f] <= best_epoch)) if len(turned_f) else float("nan"),
+        "flipped_turn_minus_best_epoch_median": float(np.median(t_turn[turned_f] - best_epoch))
+        if len(turned_f)
+        else float("nan"),
+        "flipped_turn_before_best_fraction": float(np.mean(t_turn[turned_f] <= best_epoch))
+        if len(turned_f)
+        else float("nan"),
         "flipped_turn_epoch": t_turn[f],
         "flipped_es_distance_p_star": float(d_star[fit.best, f].mean()) if len(f) else float("nan"),
         "flipped_end_distance_p_star": float(d_star[-1, f].mean()) if len(f) else float("nan"),
         "flipped_label_distance_p_star": float(label_dist[f].mean()) if len(f) else float("nan"),
-        "flipped_es_closer_than_label_fraction": float(np.mean(d_star[fit.best, f] < label_dist[f])) if len(f) else float("nan"),
+        "flipped_es_closer_than_label_fraction": float(np.mean(d_star[fit.best, f] < label_dist[f]))
+        if len(f)
+        else float("nan"),
         "flipped_mean_distance_p_star": d_star[:, f].mean(1) if len(f) else np.zeros(0),
         "clean_mean_distance_p_star": d_star[:, clean].mean(1),
         "groups": {"easy": group(easy), "medium": group(medium), "flipped": group(show_f)},
@@ -291,12 +376,33 @@ def plot(results: dict, out_dir: Path) -> list[Path]:
             xy = paths_lib.simplex_coordinates(p[:, j])
             ax.plot(xy[:, 0], xy[:, 1], color="gray", lw=0.5)
             sc = ax.scatter(xy[:, 0], xy[:, 1], c=epochs, cmap="viridis", s=8)
-            ax.scatter(*paths_lib.simplex_coordinates(np.asarray(grp["p_star"][j])), marker="*", s=160, c="red",
-                       edgecolors="k", zorder=5, label="p* (CIFAR-10H)" if j == 0 else None)
-            ax.scatter(*corners[int(grp["label"][j])], marker="s", s=80, c="orange", edgecolors="k", zorder=5,
-                       label="label e_y" if j == 0 else None)
-            ax.scatter(*xy[best], marker="D", s=50, c="cyan", edgecolors="k", zorder=5,
-                       label="best val" if j == 0 else None)
+            ax.scatter(
+                *paths_lib.simplex_coordinates(np.asarray(grp["p_star"][j])),
+                marker="*",
+                s=160,
+                c="red",
+                edgecolors="k",
+                zorder=5,
+                label="p* (CIFAR-10H)" if j == 0 else None,
+            )
+            ax.scatter(
+                *corners[int(grp["label"][j])],
+                marker="s",
+                s=80,
+                c="orange",
+                edgecolors="k",
+                zorder=5,
+                label="label e_y" if j == 0 else None,
+            )
+            ax.scatter(
+                *xy[best],
+                marker="D",
+                s=50,
+                c="cyan",
+                edgecolors="k",
+                zorder=5,
+                label="best val" if j == 0 else None,
+            )
             ax.annotate(f"#{int(grp['ids'][j])}", xy[-1], fontsize=7)
         ax.set_title(f"{g} (IDs = CIFAR-10 test index)")
         ax.set_aspect("equal")
@@ -326,19 +432,29 @@ def plot(results: dict, out_dir: Path) -> list[Path]:
         m = len(pull["top"]) + len(pull["away"]) + 1
         fig, axes = plt.subplots(1, m, figsize=(1.6 * m, 2.4))
         axes[0].imshow(np.asarray(pull["observed_image"], np.uint8))
-        axes[0].set_title(f"#{pull['observed_id']}\nlabel {classes[pull['observed_label']]}\n"
-                          f"true {classes[pull['observed_true']]}", fontsize=6, color="red")
+        axes[0].set_title(
+            f"#{pull['observed_id']}\nlabel {classes[pull['observed_label']]}\n"
+            f"true {classes[pull['observed_true']]}",
+            fontsize=6,
+            color="red",
+        )
         cols = [("top", "towards p*"), ("away", "away")]
         i = 1
         for key, what in cols:
             for j in range(len(pull[key])):
                 axes[i].imshow(np.asarray(pull[f"{key}_images"][j], np.uint8))
-                axes[i].set_title(f"#{int(pull[f'{key}_ids'][j])} {what}\nlabel {classes[int(pull[f'{key}_labels'][j])]}"
-                                  f"\n{pull[f'{key}_pull'][j]:+.1e}", fontsize=6)
+                axes[i].set_title(
+                    f"#{int(pull[f'{key}_ids'][j])} {what}\nlabel {classes[int(pull[f'{key}_labels'][j])]}"
+                    f"\n{pull[f'{key}_pull'][j]:+.1e}",
+                    fontsize=6,
+                )
                 i += 1
         for a in axes:
             a.axis("off")
-        fig.suptitle(f"largest pulls on #{pull['observed_id']} at epoch {pull['epoch']:.2f} (its turning point)", fontsize=8)
+        fig.suptitle(
+            f"largest pulls on #{pull['observed_id']} at epoch {pull['epoch']:.2f} (its turning point)",
+            fontsize=8,
+        )
         out.append(common.save_figure(fig, out_dir, "cifar3_pull"))
         plt.close(fig)
     return out
@@ -347,22 +463,32 @@ def plot(results: dict, out_dir: Path) -> list[Path]:
 def fidelity(results: dict) -> list[common.Fidelity]:
     rows = [
         common.Fidelity(
-            "flipped examples zig-zag: path comes closer to p* than its start and its end", "most (paper: the typical path)",
+            "flipped examples zig-zag: path comes closer to p* than its start and its end",
+            "most (paper: the typical path)",
             f"{results['flipped_turned_fraction']:.0%} of {results['num_flipped']}",
-            results["flipped_turned_fraction"] > 0.5, f"clean examples: {results['clean_turned_fraction']:.0%}",
+            results["flipped_turned_fraction"] > 0.5,
+            f"clean examples: {results['clean_turned_fraction']:.0%}",
         ),
         common.Fidelity(
-            "early-stopped predictions of flipped examples are closer to p* than their labels", "smaller distance",
+            "early-stopped predictions of flipped examples are closer to p* than their labels",
+            "smaller distance",
             f"{results['flipped_es_distance_p_star']:.3f} vs {results['flipped_label_distance_p_star']:.3f}",
-            results["flipped_es_distance_p_star"] < results["flipped_label_distance_p_star"], "mean Euclidean distance",
+            results["flipped_es_distance_p_star"] < results["flipped_label_distance_p_star"],
+            "mean Euclidean distance",
         ),
     ]
     if results["pull"]:
-        rows.append(common.Fidelity(
-            "examples pulling a flipped example towards p* share its true class", "> 1/3 (chance)",
-            f"{results['pull']['top_same_true_class_fraction']:.0%}",
-            results["pull"]["top_same_true_class_fraction"] > 1 / 3, "top pulls at its turning point",
-        ))
+        pull = results["pull"]
+        rows.append(
+            common.Fidelity(
+                "the strongest pulls towards p* come from examples labelled with p*'s top class",
+                "> 1/3 (chance)",
+                f"{pull['top_label_is_p_star_argmax_fraction']:.0%} of the top {len(pull['top'])}",
+                pull["top_label_is_p_star_argmax_fraction"] > 1 / 3,
+                f"example #{pull['observed_id']} at epoch {pull['epoch']:.1f}; the strongest pushes towards its label "
+                f"come from examples with that same label in {pull['away_label_is_its_label_fraction']:.0%} of cases",
+            )
+        )
     return rows
 
 

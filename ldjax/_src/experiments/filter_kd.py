@@ -63,8 +63,15 @@ class Config:
     cifar_learning_rate: float = 1e-3
 
 
-FULL = Config(toy_seeds=5, cifar_seeds=3, cifar_train_size=2000, cifar_val_size=500, cifar_epochs=100,
-              cifar_widths=(32, 64, 128), cifar_blocks=(2, 2, 2))
+FULL = Config(
+    toy_seeds=5,
+    cifar_seeds=3,
+    cifar_train_size=2000,
+    cifar_val_size=500,
+    cifar_epochs=100,
+    cifar_widths=(32, 64, 128),
+    cifar_blocks=(2, 2, 2),
+)
 
 
 def _summary(values: list[float]) -> dict[str, Any]:
@@ -73,28 +80,45 @@ def _summary(values: list[float]) -> dict[str, Any]:
 
 
 def toy_table(config: Config, *, progress: bool) -> dict:
-    gcfg = dataclasses.replace(gp.Config(), n=config.toy_n, epochs=config.toy_epochs, smoothing=config.smoothing,
-                               temperature=config.temperature, ema_decay=config.ema_decay, methods=METHODS)
+    gcfg = dataclasses.replace(
+        gp.Config(),
+        n=config.toy_n,
+        epochs=config.toy_epochs,
+        smoothing=config.smoothing,
+        temperature=config.temperature,
+        ema_decay=config.ema_decay,
+        methods=METHODS,
+    )
     data = gp.make_data(gcfg)
     out: dict[str, Any] = {}
     for noise in common.progress(config.noises, desc="toy noise", enabled=progress):
         labels = data.train.y
         if noise > 0:
-            labels, _ = symmetric_label_noise(labels, 3, noise, key=jax.random.key(1000 + int(round(noise * 100))))
+            labels, _ = symmetric_label_noise(
+                labels, 3, noise, key=jax.random.key(1000 + int(round(noise * 100)))
+            )
         per = {m: {"accuracy": [], "ece": []} for m in METHODS}
         for s in range(config.seed, config.seed + config.toy_seeds):
             res = gp.compare_methods(gcfg, data, labels, key=jax.random.key(s), methods=METHODS)
             for m in METHODS:
                 per[m]["accuracy"].append(res[m]["accuracy"])
                 per[m]["ece"].append(res[m]["ece"])
-        out[f"{noise:g}"] = {m: {"accuracy": _summary(v["accuracy"]), "ece": _summary(v["ece"])} for m, v in per.items()}
+        out[f"{noise:g}"] = {
+            m: {"accuracy": _summary(v["accuracy"]), "ece": _summary(v["ece"])} for m, v in per.items()
+        }
     return out
 
 
 def cifar_table(config: Config, *, data_dir: str | None, progress: bool) -> tuple[dict, str]:
-    ccfg = dataclasses.replace(c3.Config(), train_size=config.cifar_train_size, val_size=config.cifar_val_size,
-                               epochs=config.cifar_epochs, widths=config.cifar_widths, blocks=config.cifar_blocks,
-                               learning_rate=config.cifar_learning_rate)
+    ccfg = dataclasses.replace(
+        c3.Config(),
+        train_size=config.cifar_train_size,
+        val_size=config.cifar_val_size,
+        epochs=config.cifar_epochs,
+        widths=config.cifar_widths,
+        blocks=config.cifar_blocks,
+        learning_rate=config.cifar_learning_rate,
+    )
     out: dict[str, Any] = {}
     name = ""
     for noise in common.progress(config.noises, desc="cifar3 noise", enabled=progress):
@@ -106,30 +130,55 @@ def cifar_table(config: Config, *, data_dir: str | None, progress: bool) -> tupl
             apply_fn, params0 = c3.make_resnet(ccfg, k, key=k_init)
             onehot = np.eye(k)[tr.y]
 
-            def fit(targets, temperature=1.0, *, apply_fn=apply_fn, params0=params0, k_batches=k_batches):
-                return c3.fit_images(apply_fn, params0, tr.x, targets, va.x, va.y, key=k_batches, config=ccfg,
-                                     records_per_epoch=1, temperature=temperature)
+            def fit(
+                targets,
+                temperature=1.0,
+                *,
+                apply_fn=apply_fn,
+                params0=params0,
+                k_batches=k_batches,
+                tr=tr,
+                va=va,
+            ):
+                return c3.fit_images(
+                    apply_fn,
+                    params0,
+                    tr.x,
+                    targets,
+                    va.x,
+                    va.y,
+                    key=k_batches,
+                    config=ccfg,
+                    records_per_epoch=1,
+                    temperature=temperature,
+                )
 
             teacher = fit(onehot, config.temperature)
             runs = {
                 "OHT": teacher,
                 "LS": fit((1 - config.smoothing) * onehot + config.smoothing / k),
                 "ESKD": fit(teacher.records["train"][teacher.best]),
-                "FilterKD": fit(np.asarray(paths_lib.filter_targets(teacher.records["train"], decay=config.ema_decay))),
+                "FilterKD": fit(
+                    np.asarray(paths_lib.filter_targets(teacher.records["train"], decay=config.ema_decay))
+                ),
             }
             for m, r in runs.items():
                 best = jax.tree.map(lambda a, b=r.best: a[b], r.records["params"])
                 probs = np.asarray(jax.nn.softmax(jax.jit(jax.vmap(apply_fn, (None, 0)))(best, te.x), -1))
                 per[m]["accuracy"].append(float(np.mean(np.argmax(probs, -1) == te.y_true)))
                 per[m]["ece"].append(float(paths_lib.expected_calibration_error(probs, te.y_true)))
-        out[f"{noise:g}"] = {m: {"accuracy": _summary(v["accuracy"]), "ece": _summary(v["ece"])} for m, v in per.items()}
+        out[f"{noise:g}"] = {
+            m: {"accuracy": _summary(v["accuracy"]), "ece": _summary(v["ece"])} for m, v in per.items()
+        }
     return out, name
 
 
 def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -> dict:
     results: dict[str, Any] = {"methods": list(METHODS), "noises": list(config.noises)}
     results["toy"] = toy_table(config, progress=progress)
-    dataset = f"synthetic 3-class Gaussian toy (d=30, variance 6, {int(0.05 * config.toy_n)} training samples)"
+    dataset = (
+        f"synthetic 3-class Gaussian toy (d=30, variance 6, {int(0.05 * config.toy_n)} training samples)"
+    )
     results["cifar3"] = None
     if config.cifar:
         try:
@@ -154,7 +203,9 @@ def plot(results: dict, out_dir: Path) -> list[Path]:
             for i, m in enumerate(results["methods"]):
                 mean = [results[key][f"{nz:g}"][m][metric]["mean"] for nz in noises]
                 std = [results[key][f"{nz:g}"][m][metric]["std"] for nz in noises]
-                ax.errorbar(np.asarray(noises) + 0.004 * (i - 1.5), mean, yerr=std, marker="o", capsize=3, label=m)
+                ax.errorbar(
+                    np.asarray(noises) + 0.004 * (i - 1.5), mean, yerr=std, marker="o", capsize=3, label=m
+                )
             ax.set_xlabel("label noise")
             ax.set_ylabel(f"test {metric}")
             ax.set_title(title)
@@ -174,11 +225,15 @@ def fidelity(results: dict) -> list[common.Fidelity]:
             row = table[f"{nz:g}"]
             fkd, oht = row["FilterKD"]["accuracy"]["mean"], row["OHT"]["accuracy"]["mean"]
             eskd = row["ESKD"]["accuracy"]["mean"]
-            rows.append(common.Fidelity(
-                f"{title}, noise {nz:.0%}: Filter-KD test accuracy >= OHT", "Filter-KD best (paper Table 2)",
-                f"FilterKD {fkd:.3f} vs OHT {oht:.3f}, ESKD {eskd:.3f}", fkd >= oht,
-                f"mean over {len(row['OHT']['accuracy']['values'])} seeds",
-            ))
+            rows.append(
+                common.Fidelity(
+                    f"{title}, noise {nz:.0%}: Filter-KD test accuracy >= OHT",
+                    "Filter-KD best (paper Table 2)",
+                    f"FilterKD {fkd:.3f} vs OHT {oht:.3f}, ESKD {eskd:.3f}",
+                    fkd >= oht,
+                    f"mean over {len(row['OHT']['accuracy']['values'])} seeds",
+                )
+            )
     return rows
 
 

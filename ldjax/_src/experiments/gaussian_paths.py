@@ -26,7 +26,8 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -36,11 +37,14 @@ from flax import nnx
 
 from ldjax._src import paths as paths_lib
 from ldjax._src.adapters import from_nnx
-from ldjax._src.data.gaussian import gaussian_toy, split_toy, symmetric_label_noise
+from ldjax._src.data.gaussian import gaussian_toy
+from ldjax._src.data.gaussian import split_toy
+from ldjax._src.data.gaussian import symmetric_label_noise
 from ldjax._src.experiments import common
 from ldjax._src.losses.classification import soft_cross_entropy
 from ldjax._src.models.mlp import MLP
-from ldjax._src.training import epoch_batches, train
+from ldjax._src.training import epoch_batches
+from ldjax._src.training import train
 
 #: Test accuracies in the authors' notebook.
 PAPER_ACCURACY = {"OHT": 0.834, "LS": 0.832, "GT": 0.840, "KD": 0.833, "ESKD": 0.836}
@@ -162,8 +166,15 @@ def group_indices(p_star: np.ndarray, labels: np.ndarray, config: Config) -> dic
     order = np.argsort(-gap, kind="stable")
     scale = n / 5000.0
     out = {}
-    for name, ranks in (("easy", config.easy_ranks), ("medium", config.medium_ranks), ("hard", config.hard_ranks)):
-        lo, hi = int(round(ranks[0] * scale)), max(int(round(ranks[1] * scale)), int(round(ranks[0] * scale)) + 1)
+    for name, ranks in (
+        ("easy", config.easy_ranks),
+        ("medium", config.medium_ranks),
+        ("hard", config.hard_ranks),
+    ):
+        lo, hi = (
+            int(round(ranks[0] * scale)),
+            max(int(round(ranks[1] * scale)), int(round(ranks[0] * scale)) + 1),
+        )
         out[name] = order[lo:hi]
     return out
 
@@ -199,8 +210,19 @@ def compare_methods(
 
     def one(targets, name, temperature=1.0):
         return fit(
-            apply_fn, params0, train_d.x, targets, val_d.x, val_d.y, key=k_batches, epochs=config.epochs,
-            batch_size=config.batch_size, optimizer=opt, temperature=temperature, progress=progress, desc=name,
+            apply_fn,
+            params0,
+            train_d.x,
+            targets,
+            val_d.x,
+            val_d.y,
+            key=k_batches,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            optimizer=opt,
+            temperature=temperature,
+            progress=progress,
+            desc=name,
         )
 
     def score(run: Run) -> dict[str, Any]:
@@ -246,8 +268,15 @@ def record_paths(config: Config, data, labels, idx: np.ndarray, *, key: jax.Arra
         return jax.nn.softmax(logits(p, data[2]), -1)
 
     out = train(
-        loss_fn, params0, optimizer_for(config), batches, record=record, every=1,
-        data=(train_d.x, onehot, train_d.x[idx]), progress=progress, desc="paths",
+        loss_fn,
+        params0,
+        optimizer_for(config),
+        batches,
+        record=record,
+        every=1,
+        data=(train_d.x, onehot, train_d.x[idx]),
+        progress=progress,
+        desc="paths",
     )
     return np.asarray(out.records)
 
@@ -261,7 +290,9 @@ def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -
     labels = train_d.y
     flipped = np.zeros(labels.shape[0], bool)
     if config.noise > 0:
-        labels, flipped = symmetric_label_noise(labels, k, config.noise, key=jax.random.key(config.data_seed + 1))
+        labels, flipped = symmetric_label_noise(
+            labels, k, config.noise, key=jax.random.key(config.data_seed + 1)
+        )
         flipped = np.asarray(flipped)
     labels_np = np.asarray(labels)
     p_star = np.asarray(train_d.p_star)
@@ -285,7 +316,9 @@ def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -
             f"synthetic 3-class Gaussian toy (d=30, variance 6, data_seed {config.data_seed}): "
             f"{train_d.x.shape[0]} train / {data.val.x.shape[0]} val / {data.test.x.shape[0]} test"
         ),
-        "bayes_test_accuracy": float(np.mean(np.argmax(np.asarray(data.test.p_star), -1) == np.asarray(data.test.y))),
+        "bayes_test_accuracy": float(
+            np.mean(np.argmax(np.asarray(data.test.p_star), -1) == np.asarray(data.test.y))
+        ),
         "label_agrees_with_argmax_p_star": float(np.mean(np.argmax(p_star, -1) == labels_np)),
         "steps_per_epoch": per_epoch,
         "early_stop_step": int(es_step),
@@ -326,7 +359,9 @@ def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -
             "mean_distance_label": d_label.mean(1)[:: config.plot_every],
             "es_distance_p_star": float(d_star[es_step].mean()),
             "end_distance_p_star": float(d_star[-1].mean()),
-            "label_distance_p_star": float(np.linalg.norm(np.eye(k)[labels_np[groups[g]]] - p_star[groups[g]], axis=-1).mean()),
+            "label_distance_p_star": float(
+                np.linalg.norm(np.eye(k)[labels_np[groups[g]]] - p_star[groups[g]], axis=-1).mean()
+            ),
         }
     return results
 
@@ -350,11 +385,30 @@ def plot(results: dict, out_dir: Path) -> list[Path]:
             sc = ax.scatter(xy[:, 0], xy[:, 1], c=np.arange(len(xy)), cmap="viridis", s=3)
             ps = paths_lib.simplex_coordinates(np.asarray(grp["p_star"][j]))
             ey = corners[int(grp["label"][j])]
-            ax.scatter(*ps, marker="*", s=180, c="red", edgecolors="k", zorder=5, label="p*" if j == 0 else None)
-            ax.scatter(*ey, marker="s", s=90, c="orange", edgecolors="k", zorder=5, label="e_y" if j == 0 else None)
-            ax.scatter(*xy[0], marker="o", s=60, c="white", edgecolors="k", zorder=5, label="start" if j == 0 else None)
-            ax.scatter(*xy[min(es, len(xy) - 1)], marker="D", s=60, c="cyan", edgecolors="k", zorder=5,
-                       label="early stop" if j == 0 else None)
+            ax.scatter(
+                *ps, marker="*", s=180, c="red", edgecolors="k", zorder=5, label="p*" if j == 0 else None
+            )
+            ax.scatter(
+                *ey, marker="s", s=90, c="orange", edgecolors="k", zorder=5, label="e_y" if j == 0 else None
+            )
+            ax.scatter(
+                *xy[0],
+                marker="o",
+                s=60,
+                c="white",
+                edgecolors="k",
+                zorder=5,
+                label="start" if j == 0 else None,
+            )
+            ax.scatter(
+                *xy[min(es, len(xy) - 1)],
+                marker="D",
+                s=60,
+                c="cyan",
+                edgecolors="k",
+                zorder=5,
+                label="early stop" if j == 0 else None,
+            )
             ax.annotate(f"#{int(grp['index'][j])}", xy[-1], fontsize=7)
         ax.set_title(f"{g}: zig-zag in {grp['zigzag_fraction']:.0%} of {len(grp['index'])} paths")
         ax.set_aspect("equal")
@@ -382,8 +436,13 @@ def plot(results: dict, out_dir: Path) -> list[Path]:
     names = list(table)
     fig, ax = plt.subplots(figsize=(7, 3.5))
     x = np.arange(len(names))
-    ax.bar(x - 0.2, [table[m]["accuracy_mean"] for m in names], 0.4, yerr=[table[m]["accuracy_std"] for m in names],
-           label="ldjax (mean ± std over seeds)")
+    ax.bar(
+        x - 0.2,
+        [table[m]["accuracy_mean"] for m in names],
+        0.4,
+        yerr=[table[m]["accuracy_std"] for m in names],
+        label="ldjax (mean ± std over seeds)",
+    )
     ax.bar(x + 0.2, [table[m]["paper"] or np.nan for m in names], 0.4, label="authors' notebook")
     ax.axhline(results["bayes_test_accuracy"], color="k", ls=":", lw=0.8, label="Bayes (argmax p*)")
     ax.set_xticks(x, names)
@@ -402,21 +461,34 @@ def fidelity(results: dict) -> list[common.Fidelity]:
         if m not in results["table"]:
             continue
         t = results["table"][m]
-        rows.append(common.Fidelity(
-            f"{m} test accuracy within ±0.015 of the authors' notebook", f"{paper:.3f}",
-            f"{t['accuracy_mean']:.3f} ± {t['accuracy_std']:.3f}", abs(t["accuracy_mean"] - paper) <= 0.015,
-            f"mean ± std over {len(t['accuracy'])} seeds; one draw of the class means",
-        ))
+        rows.append(
+            common.Fidelity(
+                f"{m} test accuracy within ±0.015 of the authors' notebook",
+                f"{paper:.3f}",
+                f"{t['accuracy_mean']:.3f} ± {t['accuracy_std']:.3f}",
+                abs(t["accuracy_mean"] - paper) <= 0.015,
+                f"mean ± std over {len(t['accuracy'])} seeds; one draw of the class means",
+            )
+        )
     hard = results["groups"]["hard"]
-    rows.append(common.Fidelity(
-        "hard samples zig-zag: closer to p* than start and end, then towards e_y (majority)", "> 50%",
-        f"{hard['zigzag_fraction']:.0%}", hard["zigzag_fraction"] > 0.5, "one-hot training, seed 0",
-    ))
-    rows.append(common.Fidelity(
-        "hard samples: early-stopped prediction is closer to p* than the label e_y", "smaller",
-        f"{hard['es_distance_p_star']:.3f} vs {hard['label_distance_p_star']:.3f}",
-        hard["es_distance_p_star"] < hard["label_distance_p_star"], "mean Euclidean distance",
-    ))
+    rows.append(
+        common.Fidelity(
+            "hard samples zig-zag: closer to p* than start and end, then towards e_y (majority)",
+            "> 50%",
+            f"{hard['zigzag_fraction']:.0%}",
+            hard["zigzag_fraction"] > 0.5,
+            "one-hot training, seed 0",
+        )
+    )
+    rows.append(
+        common.Fidelity(
+            "hard samples: early-stopped prediction is closer to p* than the label e_y",
+            "smaller",
+            f"{hard['es_distance_p_star']:.3f} vs {hard['label_distance_p_star']:.3f}",
+            hard["es_distance_p_star"] < hard["label_distance_p_star"],
+            "mean Euclidean distance",
+        )
+    )
     return rows
 
 

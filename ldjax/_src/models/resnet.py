@@ -25,7 +25,9 @@ class PatchConv(nnx.Module):
     The kernel has flax's layout ``[k, k, in, out]`` and flax's default (LeCun normal) initialisation.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, size: int = 3, stride: int = 1, *, rngs: nnx.Rngs):
+    def __init__(
+        self, in_channels: int, out_channels: int, size: int = 3, stride: int = 1, *, rngs: nnx.Rngs
+    ):
         init = nnx.initializers.lecun_normal()
         self.kernel = nnx.Param(init(rngs.params(), (size, size, in_channels, out_channels)))
         self.size = size
@@ -38,7 +40,11 @@ class PatchConv(nnx.Module):
             x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
         h = (x.shape[1] - k) // s + 1
         w = (x.shape[2] - k) // s + 1
-        patches = [x[:, i : i + s * (h - 1) + 1 : s, j : j + s * (w - 1) + 1 : s, :] for i in range(k) for j in range(k)]
+        patches = [
+            x[:, i : i + s * (h - 1) + 1 : s, j : j + s * (w - 1) + 1 : s, :]
+            for i in range(k)
+            for j in range(k)
+        ]
         cols = jnp.concatenate(patches, axis=-1)  # [b, h, w, k*k*in], ordered like the kernel's (i, j, c)
         kernel = self.kernel[...]
         return cols @ kernel.reshape(-1, kernel.shape[-1])
@@ -106,7 +112,9 @@ class ResNet(nnx.Module):
         rngs: nnx.Rngs,
     ):
         if len(widths) != len(blocks) or not widths:
-            raise ValueError(f"widths and blocks must be non-empty and of equal length, got {widths} and {blocks}")
+            raise ValueError(
+                f"widths and blocks must be non-empty and of equal length, got {widths} and {blocks}"
+            )
         self.stem = PatchConv(in_channels, widths[0], 3, 1, rngs=rngs)
         self.stem_norm = _norm(widths[0], groups, rngs)
         layers = []
