@@ -215,6 +215,7 @@ def main(argv=None):
     parser.add_argument("--peer-python", default=str(HERE / ".nt-venv" / "bin" / "python"))
     parser.add_argument("--budget", type=float, default=3.0, help="seconds of repeats per timing")
     parser.add_argument("--out", default=None, help="also append the JSON lines to this file")
+    parser.add_argument("--methods", default=",".join(ALL_METHODS), help="subset of methods (both sides)")
     args = parser.parse_args(argv)
     peer = None
     if not args.no_peer:
@@ -234,9 +235,13 @@ def main(argv=None):
             out.write(text + "\n")
             out.flush()
 
+    keep = set(args.methods.split(","))
     for name in args.cases.split(","):
         t0 = time.perf_counter()
-        run_case(name, CASES[name], peer, args.budget, emit)
+        spec = dict(CASES[name])
+        spec["methods"] = tuple(m for m in spec["methods"] if m in keep)
+        spec["peer"] = tuple(m for m in spec["peer"] if m in keep)
+        run_case(name, spec, peer, args.budget, emit)
         print(f"# case {name} done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
 
 
