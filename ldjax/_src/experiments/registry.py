@@ -77,7 +77,7 @@ EXPERIMENTS: tuple[ExperimentSpec, ...] = (
         "SFT / DPO / IPO / extend on a tiny transformer: probe log-probs, hallucination, squeezing",
         "synthetic preference language (no files)",
         4.0,
-        30.0,
+        8.0,
     ),
     ExperimentSpec(
         "squeeze",
