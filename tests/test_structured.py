@@ -126,6 +126,11 @@ def test_mlp_matches_jacobian(route):
         np.testing.assert_allclose(got, ref.reshape(got.shape), rtol=RTOL, atol=ATOL)
         trace = _routes(problems.mlp_apply, params, x1, x2, route, trace=True)
         np.testing.assert_allclose(trace, jnp.trace(ref, axis1=2, axis2=3), rtol=RTOL, atol=ATOL)
+        if route == "structured":  # biases folded into their dense layer: (XXᵀ + 1) ⊙ ΔΔᵀ
+            folded = structured.structured_ntk(
+                problems.mlp_apply, params, x1, x2, False, route=route, fold=True
+            )
+            assert sorted(folded) == ["w1", "w2", "w3"]
 
 
 @pytest.mark.slow

@@ -203,7 +203,7 @@ def empirical_ntk(
     shape = (n1, n2) if trace else (n1, n2, *out_shape, *out_shape)
     with checks.precision_scope(precision):
         if method == "structured":
-            per_leaf = structured.structured_ntk(apply_fn, params, x1, x2, trace)
+            per_leaf = structured.structured_ntk(apply_fn, params, x1, x2, trace, fold=not per_layer)
             if per_layer:
                 return {name: k.reshape(shape) for name, k in per_leaf.items()}
             return sum(per_leaf.values()).reshape(shape)

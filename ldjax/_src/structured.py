@@ -234,7 +234,7 @@ def _dot_layout(eqn: _Eqn, site: _Site, x_shape: tuple[int, ...]):
     s = _size([x_shape[d] for d in x_free])
     c = _size([x_shape[d] for d in xc])
     f = _size([eqn.out_avals[0].shape[d] for d in y_wfree])
-    return x_perm, y_perm, (b, s, c, f)
+    return x_perm, y_perm, tuple(y_wfree), (b, s, c, f)
 
 
 def _conv_layout(eqn: _Eqn, w_shape: tuple[int, ...]):
@@ -286,8 +286,8 @@ class _Plan:
         if not isometric:
             return
         if name == "dot_general":
-            x_perm, y_perm, dims = _dot_layout(eqn, site, in_shapes[1 - site.arg])
-            self.kind, self.layout, self.dims = "dot", (x_perm, y_perm), dims
+            x_perm, y_perm, y_wfree, dims = _dot_layout(eqn, site, in_shapes[1 - site.arg])
+            self.kind, self.layout, self.dims = "dot", (x_perm, y_perm, y_wfree), dims
             b, s, c, f = dims
             self.grad_flops = 2 * (n1 + n2) * o * b * s * c * f + 2 * n1 * n2 * o * o * p
         elif name == "conv_general_dilated" and site.arg == 1:
@@ -348,7 +348,7 @@ def _site_features(prog: _Program, site: _Site, plan: _Plan, kept: list[Any], de
     n, o = delta.shape[:2]
     b, s, c, f = plan.dims
     if plan.kind == "dot":
-        x_perm, y_perm = plan.layout
+        x_perm, y_perm, _ = plan.layout
         x = kept[1 - site.arg]
         feats = jnp.transpose(x, (0, *(d + 1 for d in x_perm))).reshape(n, b, s, c)
         d = jnp.transpose(delta, (0, 1, *(d + 2 for d in y_perm))).reshape(n, o, b, s, f)
@@ -453,11 +453,14 @@ class _Batch:
 
 
 def structured_ntk(
-    apply_fn: Any, params: Any, x1: Any, x2: Any, trace: bool, route: str = "auto"
+    apply_fn: Any, params: Any, x1: Any, x2: Any, trace: bool, route: str = "auto", fold: bool = False
 ) -> dict[str, jax.Array]:
-    """Per-leaf kernels ``{name: [n1, n2, O, O]}`` (``[n1, n2]`` when ``trace``); see the module doc.
+    r"""Per-leaf kernels ``{name: [n1, n2, O, O]}`` (``[n1, n2]`` when ``trace``); see the module doc.
 
     ``route`` ("auto", "structured", "gradients") overrides the FLOP-count choice (for tests).
+    ``fold``: a bias added right after a structured dense layer is folded into that layer's term,
+    :math:`(X X^\top + 1) \odot (\Delta \Delta^\top)`, and its own key is dropped (the values still
+    sum to the full kernel; only for the total, not for per-layer kernels).
     """
     leaves, treedef = jax.tree.flatten(params)
     names = leaf_names(params)
@@ -525,10 +528,13 @@ def structured_ntk(
     spec_g = "iap,jap->ij" if trace else "iap,jbp->ijab"
     kernels: dict[str, jax.Array] = {}
     zero = jnp.zeros((n1, n2) if trace else (n1, n2, o, o), dtype)
+    folded = _foldable_biases(prog, by_leaf, plans, structured_leaf) if fold else {}
     for leaf, name in enumerate(names):
         if leaf in bad:
             continue
         ss = by_leaf.get(leaf, [])
+        if leaf in folded.values():
+            continue  # its term is inside the preceding dense layer's kernel
         if not ss:
             kernels[name] = zero
         elif structured_leaf[leaf]:
@@ -539,7 +545,10 @@ def structured_ntk(
                 f2, d2 = f1, d1
             else:
                 f2, d2 = _site_features(prog, site, plan, b2.kept[site.eqn], b2.delta[site.eqn])
-            kernels[name] = _bilinear_kernel(_gram(plan, f1, f2).astype(d1.dtype), d1, d2, trace)
+            gram = _gram(plan, f1, f2).astype(d1.dtype)
+            if leaf in folded:
+                gram = gram + 1.0
+            kernels[name] = _bilinear_kernel(gram, d1, d2, trace)
         else:
             g1 = sum(_site_grads(prog, s, leaves[leaf], b1.kept[s.eqn], b1.delta[s.eqn]) for s in ss)
             g2 = (
@@ -552,7 +561,82 @@ def structured_ntk(
         kernels.update(
             _fallback(flat_apply, leaves, sorted(bad), names, x_leaves1, x_leaves2, x2 is x1, trace)
         )
-    return {name: kernels[name] for name in names}
+    return {name: kernels[name] for name in names if name in kernels}
+
+
+def _foldable_biases(
+    prog: _Program,
+    by_leaf: dict[int, list[_Site]],
+    plans: dict[_Site, _Plan],
+    structured_leaf: dict[int, bool],
+) -> dict[int, int]:
+    """``{dense leaf: bias leaf}`` for biases added directly to a structured dense layer's output.
+
+    Conditions (so that the bias gradient is exactly Σ_s δ_s and shares the layer's cotangents): the
+    dense output is used only by one ``add`` whose other operand is the bias (one site, reached by
+    reshapes, dtype conversions and a broadcast over the positions only), no batch dimensions, and
+    the bias has one entry per output feature.
+    """
+    uses: dict[int, int] = {}
+    for eqn in prog.eqns:
+        for a in eqn.ins:
+            if isinstance(a, int):
+                uses[a] = uses.get(a, 0) + 1
+    for a in prog.outs:
+        if isinstance(a, int):
+            uses[a] = uses.get(a, 0) + 1
+    dense_out: dict[int, tuple[int, _Site]] = {}
+    for leaf, ss in by_leaf.items():
+        if structured_leaf.get(leaf) and plans[ss[0]].kind == "dot" and plans[ss[0]].dims[0] == 1:
+            dense_out[prog.eqns[ss[0].eqn].outs[0]] = (leaf, ss[0])
+    folded: dict[int, int] = {}
+    for leaf, ss in by_leaf.items():
+        if len(ss) != 1 or structured_leaf.get(leaf):
+            continue
+        site = ss[0]
+        eqn = prog.eqns[site.eqn]
+        if eqn.prim.name not in ("add", "add_any") or len(eqn.ins) != 2:
+            continue
+        other = eqn.ins[1 - site.arg]
+        if not isinstance(other, int) or other not in dense_out or uses.get(other, 0) != 1:
+            continue
+        w_leaf, w_site = dense_out[other]
+        if w_leaf in folded:
+            continue
+        y_shape = tuple(eqn.out_avals[0].shape)
+        if prog.shapes[other] != y_shape:
+            continue
+        w_free = set(plans[w_site].layout[2])
+        if _bias_per_feature(prog, site, y_shape, w_free, plans[w_site].dims[3]):
+            folded[w_leaf] = leaf
+    return folded
+
+
+def _bias_per_feature(
+    prog: _Program, site: _Site, y_shape: tuple[int, ...], w_free: set[int], f: int
+) -> bool:
+    chain = [prog.eqns[c] for c in site.chain]
+    leaf_size = _size(prog.shapes[site.leaf])
+    if leaf_size != f:
+        return False
+    view = _aval_shape(prog.eqns[site.eqn].ins[site.arg], prog)
+    if len(view) != len(y_shape):
+        return False
+    last = chain[-1] if chain else None
+    if last is not None and last.prim.name == "broadcast_in_dim":
+        if any(c.prim.name not in _ISOMETRIC or _size(c.out_avals[0].shape) != leaf_size for c in chain[:-1]):
+            return False
+        operand = _aval_shape(last.ins[0], prog)
+        mapped = {
+            d: operand[k]
+            for k, d in enumerate(last.params["broadcast_dimensions"])
+            if operand[k] == y_shape[d]
+        }
+        kept_dims = {d for d, size in mapped.items() if size != 1 or d in w_free}
+        return kept_dims == w_free and all(mapped.get(d) == y_shape[d] for d in w_free)
+    if any(c.prim.name not in _ISOMETRIC or _size(c.out_avals[0].shape) != leaf_size for c in chain):
+        return False
+    return all((view[d] == y_shape[d]) if d in w_free else view[d] == 1 for d in range(len(y_shape)))
 
 
 def _fallback(flat_apply, leaves, bad, names, x_leaves1, x_leaves2, same, trace) -> dict[str, jax.Array]:
