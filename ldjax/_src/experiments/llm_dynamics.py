@@ -63,7 +63,8 @@ PAPER_GREEDY = (-61.6, -41.2)  # Pythia-410M, log π(y*) before -> after DPO (na
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Quick settings (minutes on 2 CPU cores)."""
+    """Quick settings (minutes on 2 CPU cores). Learning rates are Adam's; ``force_lr`` and ``squeeze_lr``
+    are the plain-SGD steps of the one-step force analysis and of the negative-gradient squeezing step."""
 
     seed: int = 0
     n_entities: int = 12
@@ -147,6 +148,14 @@ def _greedy_mask(seqs: jax.Array, prompt_len: int, eos_id: int) -> jax.Array:
 
 
 def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Pre-train, fine-tune with every method, record the probes; deterministic given ``config``.
+
+    Returns a dict with, per phase ``p`` in ``sft, dpo, sft_dpo, ipo, extend_sft, extend``:
+    ``p_logp`` / ``p_logp_token`` ``[records, len(PROBES), n_probe_prompts]`` (summed / per-token log π of
+    every probe, the last probe being the current greedy response), ``p_a_norm``, ``p_g_norm``,
+    ``p_rejected_argmax_prob`` ``[records]`` and ``p_losses``; ``generation`` (greedy-response rates before
+    and after each method); the force analysis (``force_*``) and the squeezing step (``squeeze_*``).
+    """
     del data_dir  # synthetic data, no files
     lang = Language(config.n_entities, seed=config.seed)
     apply_fn, params0, n_params = build_model(config, lang.vocab_size)
@@ -530,6 +539,7 @@ def fidelity(results: dict[str, Any]) -> list[common.Fidelity]:
 
 
 def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Probe curves (summed and per token), squeezing, force split and generation figures; PNG paths."""
     common.use_agg()
     import matplotlib.pyplot as plt
 
