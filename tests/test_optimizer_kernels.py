@@ -143,13 +143,17 @@ def test_error_shrinks_like_eta_squared(kind, hp, make):
         assert 3.0 < errors[0] / errors[1] < 5.0, errors
 
 
-def test_structured_preconditioned_kernel_and_errors():
+@pytest.mark.slow
+def test_structured_preconditioned_kernel():
     with jax.enable_x64(True):
         params, x_o, x_u, _ = _problem()
         p = jax.tree.map(lambda a: jnp.abs(a) + 0.5, params)
         a = ldjax.preconditioned_ntk(mlp_apply, params, x_o, x_u, preconditioner=p, method="structured")
         b = ldjax.preconditioned_ntk(mlp_apply, params, x_o, x_u, preconditioner=p)
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_errors_name_the_argument():
     params, x_o, x_u, y_u = _problem(jnp.float32)
     with pytest.raises(ValueError, match="preconditioner must be a pytree with the structure of params"):
         ldjax.preconditioned_ntk(mlp_apply, params, x_o, preconditioner={"w1": params["w1"]})
