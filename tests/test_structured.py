@@ -341,3 +341,42 @@ def test_no_jax_internals_imported():
     pattern = re.compile(r"(?<![\w.])jax\.(core|interpreters|_src)\b")
     offenders = [str(path) for path in root.rglob("*.py") if pattern.search(path.read_text())]
     assert offenders == []
+
+
+class _FlaxAttentionNet(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        self.emb = nnx.Embed(9, 8, rngs=rngs, param_dtype=F64)
+        self.att = nnx.MultiHeadAttention(
+            num_heads=2, in_features=8, decode=False, rngs=rngs, param_dtype=F64
+        )
+        self.head = nnx.Linear(8, 5, rngs=rngs, param_dtype=F64)
+
+    def __call__(self, tokens):
+        h = self.emb(tokens)
+        return self.head(self.att(h, mask=nnx.make_causal_mask(tokens)))[:, -1]
+
+
+class _LinenAttentionNet(nn.Module):
+    @nn.compact
+    def __call__(self, tokens):
+        h = nn.Embed(9, 8, param_dtype=F64)(tokens)
+        h = nn.MultiHeadDotProductAttention(num_heads=2, param_dtype=F64, dtype=F64)(h, h)
+        return nn.Dense(5, param_dtype=F64)(h[:, -1])
+
+
+@pytest.mark.slow
+def test_flax_attention_layers_nnx_and_linen():
+    """flax's own attention (LinearGeneral projections, einsum with float32 accumulation of the logits)."""
+    with jax.enable_x64(True):
+        t = jax.random.randint(jax.random.key(12), (3, 5), 0, 9)
+        f_nnx, p_nnx = ldjax.from_nnx(_FlaxAttentionNet(nnx.Rngs(0)))
+        module = _LinenAttentionNet()
+        f_linen, p_linen = ldjax.from_linen(module, module.init(jax.random.key(13), t[:1]))
+        for f, p in ((f_nnx, p_nnx), (f_linen, p_linen)):
+            report = structured.site_report(f, p, t, route="structured")
+            assert "fallback" not in report.values(), report
+            assert any(k.endswith("kernel") and v == "dot" for k, v in report.items()), report
+            got = _routes(f, p, t, t[:2], "structured")
+            ref = _reference(f, p, t, t[:2])
+            # flax computes attention logits with preferred_element_type=float32: float32-level agreement
+            np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(jnp.abs(ref).max()))
