@@ -273,6 +273,30 @@ def test_fallback_for_layers_structured_cannot_handle():
             np.testing.assert_allclose(got[name], ref[name], rtol=RTOL, atol=ATOL, err_msg=name)
 
 
+def test_constant_operands():
+    """A parameter multiplied by a captured constant matrix and looked up at constant indices."""
+    with jax.enable_x64(True):
+        keys = jax.random.split(jax.random.key(14), 5)
+        c = np.asarray(jax.random.normal(keys[0], (4, 3), F64))
+        rows = np.array([2, 0, 2])
+
+        def model(params, x):
+            w = c @ params["w"]  # dot(constant, parameter): the layer input is the constant
+            h = jnp.tanh(x @ w + params["emb"][rows].sum(0))  # lookup at constant token ids
+            return h @ params["out"]
+
+        p = {
+            "w": jax.random.normal(keys[1], (3, 5), F64),
+            "emb": jax.random.normal(keys[2], (6, 5), F64),
+            "out": jax.random.normal(keys[3], (5, 2), F64),
+        }
+        x = jax.random.normal(keys[4], (3, 4), F64)
+        report = structured.site_report(model, p, x, route="structured")
+        assert report["w"] == "dot" and report["emb"] == "lookup", report
+        got = _routes(model, p, x, x[:2], "structured")
+        np.testing.assert_allclose(got, _reference(model, p, x, x[:2]), rtol=RTOL, atol=ATOL)
+
+
 class _LinenNet(nn.Module):
     @nn.compact
     def __call__(self, tokens):

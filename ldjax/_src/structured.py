@@ -349,12 +349,12 @@ def _site_features(prog: _Program, site: _Site, plan: _Plan, kept: list[Any], de
     b, s, c, f = plan.dims
     if plan.kind == "dot":
         x_perm, y_perm, _ = plan.layout
-        x = kept[1 - site.arg]
+        x = _operand(eqn, kept, 1 - site.arg, n)
         feats = jnp.transpose(x, (0, *(d + 1 for d in x_perm))).reshape(n, b, s, c)
         d = jnp.transpose(delta, (0, 1, *(d + 2 for d in y_perm))).reshape(n, o, b, s, f)
     elif plan.kind == "conv":
         filt, perm = plan.layout
-        x = kept[0]
+        x = _operand(eqn, kept, 0, n)
         p = eqn.params
 
         def patches(xi):
@@ -373,7 +373,7 @@ def _site_features(prog: _Program, site: _Site, plan: _Plan, kept: list[Any], de
         feats = jnp.transpose(pt, (0, *(d + 1 for d in perm))).reshape(n, 1, s, c)
         d = jnp.transpose(delta, (0, 1, *(d + 2 for d in perm))).reshape(n, o, 1, s, f)
     else:  # lookup
-        idx = kept[1].reshape(n, s)
+        idx = _operand(eqn, kept, 1, n).reshape(n, s)
         vocab = _aval_shape(eqn.ins[0], prog)[0]
         mode = str(eqn.params.get("mode", ""))
         if "CLIP" in mode:
@@ -383,6 +383,15 @@ def _site_features(prog: _Program, site: _Site, plan: _Plan, kept: list[Any], de
         feats = idx
         d = delta.reshape(n, o, 1, s, f)
     return feats, d
+
+
+def _operand(eqn: _Eqn, kept: list[Any], k: int, n: int) -> jax.Array:
+    """Operand ``k`` of a site's equation per example: recorded, or a constant repeated ``n`` times."""
+    a = eqn.ins[k]
+    if isinstance(a, _Const):
+        value = jnp.asarray(a.value)
+        return jnp.broadcast_to(value, (n, *value.shape))
+    return kept[k]
 
 
 def _gram(plan: _Plan, f1: jax.Array, f2: jax.Array) -> jax.Array:
