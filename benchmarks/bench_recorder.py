@@ -31,6 +31,7 @@ import optax
 from flax import nnx
 
 import ldjax
+import ldjax.data
 from ldjax.models import MLP
 from ldjax.models import ResNet
 

@@ -92,9 +92,8 @@ def test_filter_targets_is_the_recursive_average():
         got = np.asarray(jax.jit(functools.partial(paths.filter_targets, decay=0.9))(rec))
         init = np.full((4, 3), 1 / 3)
         got_init = np.asarray(paths.filter_targets(rec, decay=0.9, initial=init))
-    q = rec[0].copy()
-    for s in range(1, 6):
-        q = 0.9 * q + 0.1 * rec[s]
+    weights = 0.9 ** np.arange(5, -1, -1)  # record t has weight α^(T-1-t), normalised
+    q = sum(w * r for w, r in zip(weights, rec, strict=True)) / weights.sum()
     np.testing.assert_allclose(got, q, rtol=1e-12)
     q = init.copy()
     for s in range(6):

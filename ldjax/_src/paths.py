@@ -144,26 +144,33 @@ def filter_targets(
 ) -> Float[Array, "n k"]:
     r"""Filter-KD targets: the exponential moving average :math:`q \leftarrow \alpha q + (1-\alpha)\,\pi_t` over records.
 
+    Without ``initial`` the average starts from zero and is bias-corrected, :math:`q_T / (1 - \alpha^T)`
+    (as Adam's moments are), i.e. the normalised weighted average
+    :math:`\sum_t \alpha^{T-t} \pi_t / \sum_t \alpha^{T-t}` of all ``T`` records. Without the
+    correction a short run would keep a large weight on the untrained network's first prediction.
+
     Args:
       records: the (temperature-scaled) softmax of each example at each record ``[t, n, k]``.
       decay: α (the paper: 0.95).
-      initial: starting ``q`` ``[n, k]``; default the first record.
+      initial: starting ``q`` ``[n, k]`` (then no bias correction), e.g. the one-hot labels.
 
     Returns:
-      ``q`` after the last record ``[n, k]``.
+      ``q`` after the last record ``[n, k]``; rows sum to 1 when the records' rows do.
 
     Example:
       >>> import jax.numpy as jnp
       >>> from ldjax.paths import filter_targets
-      >>> filter_targets(jnp.array([[[1.0, 0.0]], [[0.0, 1.0]]]), decay=0.5).tolist()
-      [[0.5, 0.5]]
+      >>> q = filter_targets(jnp.array([[[1.0, 0.0]], [[0.0, 1.0]]]), decay=0.5)  # weights 1/3, 2/3
+      >>> [round(v, 4) for v in q[0].tolist()]
+      [0.3333, 0.6667]
     """
     records = jnp.asarray(records)
     if records.ndim != 3:
         raise ValueError(f"records must be [t, n, k], got shape {records.shape}")
     if not 0.0 <= decay < 1.0:
         raise ValueError(f"decay must be in [0, 1), got {decay}")
-    q0 = records[0] if initial is None else jnp.asarray(initial, records.dtype)
-    rest = records[1:] if initial is None else records
-    q, _ = jax.lax.scan(lambda q, p: (decay * q + (1.0 - decay) * p, None), q0, rest)
+    q0 = jnp.zeros_like(records[0]) if initial is None else jnp.asarray(initial, records.dtype)
+    q, _ = jax.lax.scan(lambda q, p: (decay * q + (1.0 - decay) * p, None), q0, records)
+    if initial is None:
+        q = q / (1.0 - decay ** records.shape[0])
     return q
