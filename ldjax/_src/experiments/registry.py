@@ -52,8 +52,8 @@ EXPERIMENTS: tuple[ExperimentSpec, ...] = (
         "ldjax._src.experiments.gaussian_paths",
         "learning paths on the 3-class Gaussian toy with exact p*; OHT/LS/GT/KD/ESKD/Filter-KD table",
         "synthetic (no files)",
-        3.0,
-        20.0,
+        2.0,
+        8.0,
     ),
     ExperimentSpec(
         "cifar3",
@@ -68,7 +68,7 @@ EXPERIMENTS: tuple[ExperimentSpec, ...] = (
         "ldjax._src.experiments.filter_kd",
         "Filter-KD vs OHT / LS / ESKD at 0%, 20%, 40% label noise",
         "synthetic Gaussian toy; CIFAR-3 when CIFAR-10 + CIFAR-10H are available",
-        3.0,
+        12.0,
         40.0,
     ),
     ExperimentSpec(
