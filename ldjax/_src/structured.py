@@ -61,6 +61,8 @@ _ISOMETRIC = frozenset(
 # Call-like primitives whose body is inlined so that parameters are followed inside them.
 _INLINE = frozenset({"pjit", "jit", "closed_call", "core_call", "remat", "checkpoint"})
 _ALL = "all"
+# Site kinds whose per-example gradients come from layer inputs x cotangents (else: a vmapped VJP).
+_FEATURE_GRAD_KINDS = ("dot", "conv")
 # Primitives linear (or affine) in the listed operands when the other operands are held fixed.
 _LINEAR_ARGS: dict[str, Any] = {
     "dot_general": (0, 1),
@@ -385,6 +387,13 @@ def _site_features(prog: _Program, site: _Site, plan: _Plan, kept: list[Any], de
     return feats, d
 
 
+def _feature_grads(prog: _Program, site: _Site, plan: _Plan, kept: list[Any], delta: jax.Array) -> jax.Array:
+    """Per-example gradients ``[n, O, B*C*F]`` of a dense/conv site from its inputs and cotangents."""
+    feats, d = _site_features(prog, site, plan, kept, delta)
+    g = jnp.einsum("ibsc,iabsf->iabcf", feats.astype(d.dtype), d)
+    return g.reshape(g.shape[0], g.shape[1], -1)
+
+
 def _operand(eqn: _Eqn, kept: list[Any], k: int, n: int) -> jax.Array:
     """Operand ``k`` of a site's equation per example: recorded, or a constant repeated ``n`` times."""
     a = eqn.ins[k]
@@ -558,6 +567,17 @@ def structured_ntk(
             if leaf in folded:
                 gram = gram + 1.0
             kernels[name] = _bilinear_kernel(gram, d1, d2, trace)
+        elif len(ss) == 1 and plans[ss[0]].kind in _FEATURE_GRAD_KINDS:
+            # one dense/conv site: per-example gradients Σ_s x_s ⊗ δ_s from the layer inputs (patches
+            # for convolutions) in one batched matmul, in the (B, C, F) layout, not the leaf's.
+            site = ss[0]
+            g1 = _feature_grads(prog, site, plans[site], b1.kept[site.eqn], b1.delta[site.eqn])
+            g2 = (
+                g1
+                if b2 is b1
+                else _feature_grads(prog, site, plans[site], b2.kept[site.eqn], b2.delta[site.eqn])
+            )
+            kernels[name] = jnp.einsum(spec_g, g1, g2)
         else:
             g1 = sum(_site_grads(prog, s, leaves[leaf], b1.kept[s.eqn], b1.delta[s.eqn]) for s in ss)
             g2 = (
