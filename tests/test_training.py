@@ -39,15 +39,19 @@ def test_recorder_equals_replaying_the_updates_in_float64():
             record=lambda p, step: jax.nn.softmax(logits(p, x), -1),
         )
         # Slow reference: a plain Python loop of optax steps, evaluating the saved parameters afterwards.
+        @jax.jit
+        def step(p, state, idx):
+            u, state = opt.update(jax.grad(loss_fn)(p, idx), state, p)
+            return optax.apply_updates(p, u), state
+
+        predict = jax.jit(lambda q: jax.nn.softmax(logits(q, x), -1))
         p, state, saved = params, opt.init(params), [params]
         for s in range(batches.shape[0]):
-            g = jax.grad(loss_fn)(p, batches[s])
-            u, state = opt.update(g, state, p)
-            p = optax.apply_updates(p, u)
+            p, state = step(p, state, batches[s])
             if (s + 1) % every == 0:
                 saved.append(p)
-        ref = np.stack([np.asarray(jax.nn.softmax(logits(q, x), -1)) for q in saved])
-        final = np.asarray(jax.nn.softmax(logits(out.params, x), -1))
+        ref = np.stack([np.asarray(predict(q)) for q in saved])
+        final = np.asarray(predict(out.params))
     assert out.records.shape == (batches.shape[0] // every + 1, x.shape[0], 4)
     np.testing.assert_allclose(np.asarray(out.records), ref, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(np.asarray(out.records[-1]), final, rtol=1e-10, atol=1e-12)
