@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 
-from ldjax._src.typing import Array, Params
+from ldjax._src.typing import Array
+from ldjax._src.typing import Params
 
 
 class ApplyFunction:

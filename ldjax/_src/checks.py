@@ -10,7 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ldjax._src.typing import ApplyFn, Params, Precision
+from ldjax._src.typing import ApplyFn
+from ldjax._src.typing import Params
+from ldjax._src.typing import Precision
 
 _PRECISIONS = ("highest", "high", "default", "float32", "bfloat16", "tensorfloat32")
 

@@ -10,7 +10,8 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from ldjax._src.experiments import common, registry
+from ldjax._src.experiments import common
+from ldjax._src.experiments import registry
 
 
 def _parser() -> argparse.ArgumentParser:

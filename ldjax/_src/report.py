@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ldjax._src.experiments import common, registry
+from ldjax._src.experiments import common
+from ldjax._src.experiments import registry
 
 _CSS = """
 :root { --fg:#1d2430; --muted:#5b6575; --ok:#17753a; --bad:#b3261e; --line:#dde2ea; --bg:#f7f8fa; }

@@ -10,15 +10,18 @@ per record instead of a host round trip.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import Array, Int
+from jaxtyping import Array
+from jaxtyping import Int
 
-from ldjax._src.typing import Params, PyTree
+from ldjax._src.typing import Params
+from ldjax._src.typing import PyTree
 
 
 class TrainResult(NamedTuple):

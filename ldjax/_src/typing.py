@@ -8,7 +8,9 @@ shape of one example's logits (``[k]`` for classifiers, ``[T, V]`` for sequence 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, TypeAlias
+from typing import Any
+from typing import Literal
+from typing import TypeAlias
 
 import jax
 

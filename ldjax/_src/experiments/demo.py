@@ -22,7 +22,8 @@ import optax
 import ldjax
 import ldjax.data
 from ldjax._src.experiments import common
-from ldjax._src.training import epoch_batches, train
+from ldjax._src.training import epoch_batches
+from ldjax._src.training import train
 
 
 @dataclasses.dataclass(frozen=True)
