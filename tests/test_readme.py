@@ -20,3 +20,17 @@ def test_readme_example_runs_as_written():
 def test_readme_shows_the_two_commands():
     text = README.read_text()
     assert "make test" in text and "make reproduce" in text
+
+
+def test_readme_api_lists_every_public_function():
+    import ldjax
+
+    text = README.read_text()
+    api = text[text.index("## API") :]
+    missing = [
+        name
+        for name in ldjax.__all__
+        if callable(getattr(ldjax, name)) and not isinstance(getattr(ldjax, name), type)
+        and f"ldjax.{name}`" not in api
+    ]
+    assert missing == []
