@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 from typing import NamedTuple
 
@@ -108,18 +109,39 @@ def one_step(
       >>> r.predicted.shape, r.k.shape, bool(jnp.abs(r.residual).max() < 1e-5)
       ((6, 3), (6, 1, 3, 3), True)
     """
-    optimizer = _validate(apply_fn, params, x_o, x_u, y_u, loss, learning_rate, optimizer)
-    with checks.precision_scope(precision):
-        step = first_order_step(apply_fn, params, x_o, x_u, y_u, loss, optimizer, opt_state)
-        predicted, z_o, g, loss_value = step.predicted, step.z_o, step.g, step.loss
-        actual = actual_change(apply_fn, params, step.updates, x_o, z_o)
-        a = k = None
-        if terms:
-            a = a_term(z_o)
-            k = empirical_ntk(apply_fn, params, x_o, x_u, method=method, precision=precision)
-    return OneStepResult(
-        predicted=predicted, actual=actual, a=a, k=k, g=g, residual=actual - predicted, loss=loss_value
-    )
+    _validate(apply_fn, params, x_o, x_u, y_u, loss, learning_rate, optimizer)
+    try:
+        compiled = _compiled_one_step(apply_fn, loss, optimizer, terms, method, precision)
+    except TypeError:  # an unhashable function or optimizer: trace it afresh
+        compiled = _one_step_fn(apply_fn, loss, optimizer, terms, method, precision)
+    rate = 0.0 if learning_rate is None else learning_rate
+    return compiled(params, x_o, x_u, y_u, opt_state, rate)
+
+
+def _one_step_fn(apply_fn, loss, optimizer, terms, method, precision):
+    """The computation of :func:`one_step` after validation (``optimizer=None``: SGD at ``rate``)."""
+
+    def run(params, x_o, x_u, y_u, opt_state, rate):
+        opt = optax.sgd(rate) if optimizer is None else optimizer
+        with checks.precision_scope(precision):
+            step = first_order_step(apply_fn, params, x_o, x_u, y_u, loss, opt, opt_state)
+            predicted, z_o, g, loss_value = step.predicted, step.z_o, step.g, step.loss
+            actual = actual_change(apply_fn, params, step.updates, x_o, z_o)
+            a = k = None
+            if terms:
+                a = a_term(z_o)
+                k = empirical_ntk(apply_fn, params, x_o, x_u, method=method, precision=precision)
+        return OneStepResult(
+            predicted=predicted, actual=actual, a=a, k=k, g=g, residual=actual - predicted, loss=loss_value
+        )
+
+    return run
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_one_step(apply_fn, loss, optimizer, terms, method, precision):
+    """One jitted program per (model, loss, optimizer, options): eager calls compile once, not per op."""
+    return jax.jit(_one_step_fn(apply_fn, loss, optimizer, terms, method, precision))
 
 
 def decomposition(
