@@ -38,6 +38,7 @@ def test_recorder_equals_replaying_the_updates_in_float64():
             progress=False,
             record=lambda p, step: jax.nn.softmax(logits(p, x), -1),
         )
+
         # Slow reference: a plain Python loop of optax steps, evaluating the saved parameters afterwards.
         @jax.jit
         def step(p, state, idx):
