@@ -27,7 +27,8 @@ section { background: #fff; border: 1px solid var(--line); border-radius: 10px; 
           margin: 18px 0; overflow: hidden; }
 table { border-collapse: collapse; width: 100%; margin: 10px 0; table-layout: auto; }
 th, td { border-bottom: 1px solid var(--line); padding: 5px 8px; text-align: left; vertical-align: top;
-         overflow-wrap: anywhere; }
+         overflow-wrap: break-word; }
+td.ok, td.bad, td:first-child a { white-space: nowrap; }
 th { font-weight: 600; color: var(--muted); font-size: 13px; }
 .ok { color: var(--ok); font-weight: 600; } .bad { color: var(--bad); font-weight: 600; }
 .skipped { color: var(--muted); }
