@@ -43,6 +43,7 @@ from ldjax._src.adapters import from_nnx
 from ldjax._src.data.cifar3 import load_cifar3
 from ldjax._src.data.gaussian import symmetric_label_noise
 from ldjax._src.experiments import common
+from ldjax._src.experiments import plotting
 from ldjax._src.losses.classification import soft_cross_entropy
 from ldjax._src.models.resnet import ResNet
 from ldjax._src.ntk import ntk_vector_product
@@ -361,52 +362,18 @@ def plot(results: dict, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     out = []
-    corners = paths_lib.SIMPLEX_CORNERS
     classes = results["classes"]
     epochs = np.asarray(results["record_epochs"])
     best = int(np.argmin(np.abs(epochs - results["best_epoch"])))
     fig, axes = plt.subplots(1, 3, figsize=(15, 5))
     for ax, g in zip(axes, ("easy", "medium", "flipped"), strict=True):
         grp = results["groups"][g]
-        p = np.asarray(grp["paths"])
-        ax.plot(*np.vstack([corners, corners[:1]]).T, color="k", lw=0.8)
-        for c, name in enumerate(classes):
-            ax.annotate(name, corners[c], fontsize=8, ha="center", va="top" if c < 2 else "bottom")
-        for j in range(p.shape[1]):
-            xy = paths_lib.simplex_coordinates(p[:, j])
-            ax.plot(xy[:, 0], xy[:, 1], color="gray", lw=0.5)
-            sc = ax.scatter(xy[:, 0], xy[:, 1], c=epochs, cmap="viridis", s=8)
-            ax.scatter(
-                *paths_lib.simplex_coordinates(np.asarray(grp["p_star"][j])),
-                marker="*",
-                s=160,
-                c="red",
-                edgecolors="k",
-                zorder=5,
-                label="p* (CIFAR-10H)" if j == 0 else None,
-            )
-            ax.scatter(
-                *corners[int(grp["label"][j])],
-                marker="s",
-                s=80,
-                c="orange",
-                edgecolors="k",
-                zorder=5,
-                label="label e_y" if j == 0 else None,
-            )
-            ax.scatter(
-                *xy[best],
-                marker="D",
-                s=50,
-                c="cyan",
-                edgecolors="k",
-                zorder=5,
-                label="best val" if j == 0 else None,
-            )
-            ax.annotate(f"#{int(grp['ids'][j])}", xy[-1], fontsize=7)
+        sc = plotting.simplex_paths(
+            ax, np.asarray(grp["paths"]), np.asarray(grp["p_star"]), np.asarray(grp["label"]),
+            np.asarray(grp["ids"]), time=epochs, stop_index=best, class_names=classes,
+            stop_label="best val", p_star_label="p* (CIFAR-10H)",
+        )
         ax.set_title(f"{g} (IDs = CIFAR-10 test index)")
-        ax.set_aspect("equal")
-        ax.axis("off")
     axes[0].legend(loc="upper left", fontsize=7)
     fig.colorbar(sc, ax=axes, label="epoch")
     out.append(common.save_figure(fig, out_dir, "cifar3_simplex_paths"))

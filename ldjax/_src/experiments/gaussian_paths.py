@@ -41,6 +41,7 @@ from ldjax._src.data.gaussian import gaussian_toy
 from ldjax._src.data.gaussian import split_toy
 from ldjax._src.data.gaussian import symmetric_label_noise
 from ldjax._src.experiments import common
+from ldjax._src.experiments import plotting
 from ldjax._src.losses.classification import soft_cross_entropy
 from ldjax._src.models.mlp import MLP
 from ldjax._src.training import epoch_batches
@@ -372,47 +373,17 @@ def plot(results: dict, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     out = []
-    corners = paths_lib.SIMPLEX_CORNERS
     stride = results["plot_every"]
     es = results["early_stop_step"] // stride
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
     for ax, g in zip(axes, GROUPS, strict=True):
         grp = results["groups"][g]
         paths = np.asarray(grp["paths"])
-        ax.plot(*np.vstack([corners, corners[:1]]).T, color="k", lw=0.8)
-        for j in range(min(3, paths.shape[1])):
-            xy = paths_lib.simplex_coordinates(paths[:, j])
-            sc = ax.scatter(xy[:, 0], xy[:, 1], c=np.arange(len(xy)), cmap="viridis", s=3)
-            ps = paths_lib.simplex_coordinates(np.asarray(grp["p_star"][j]))
-            ey = corners[int(grp["label"][j])]
-            ax.scatter(
-                *ps, marker="*", s=180, c="red", edgecolors="k", zorder=5, label="p*" if j == 0 else None
-            )
-            ax.scatter(
-                *ey, marker="s", s=90, c="orange", edgecolors="k", zorder=5, label="e_y" if j == 0 else None
-            )
-            ax.scatter(
-                *xy[0],
-                marker="o",
-                s=60,
-                c="white",
-                edgecolors="k",
-                zorder=5,
-                label="start" if j == 0 else None,
-            )
-            ax.scatter(
-                *xy[min(es, len(xy) - 1)],
-                marker="D",
-                s=60,
-                c="cyan",
-                edgecolors="k",
-                zorder=5,
-                label="early stop" if j == 0 else None,
-            )
-            ax.annotate(f"#{int(grp['index'][j])}", xy[-1], fontsize=7)
+        sc = plotting.simplex_paths(
+            ax, paths, np.asarray(grp["p_star"]), np.asarray(grp["label"]), np.asarray(grp["index"]),
+            time=np.arange(paths.shape[0]), stop_index=es, max_paths=3,
+        )
         ax.set_title(f"{g}: zig-zag in {grp['zigzag_fraction']:.0%} of {len(grp['index'])} paths")
-        ax.set_aspect("equal")
-        ax.axis("off")
     axes[0].legend(loc="upper left", fontsize=7)
     fig.colorbar(sc, ax=axes, label=f"record (every {stride} updates)")
     out.append(common.save_figure(fig, out_dir, "gaussian_simplex_paths"))
