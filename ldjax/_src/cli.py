@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
 def _list() -> int:
     print(f"{'name':<10} {'quick':>7} {'full':>7}  description / data")
     for spec in registry.EXPERIMENTS:
-        print(f"{spec.name:<10} {spec.quick_minutes:>5.1f} m {spec.full_minutes:>5.0f} m  {spec.description}")
+        print(f"{spec.name:<10} {spec.quick_minutes:>5.1f} m {spec.full_minutes:>5.1f} m  {spec.description}")
         print(f"{'':<28}data: {spec.data}")
     return 0
 
