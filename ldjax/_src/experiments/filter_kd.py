@@ -230,7 +230,7 @@ def fidelity(results: dict) -> list[common.Fidelity]:
             rows.append(
                 common.Fidelity(
                     f"{title}, noise {nz:.0%}: Filter-KD test accuracy >= OHT",
-                    "Filter-KD best (paper Table 2)",
+                    "Filter-KD best (paper)",
                     f"FilterKD {fkd:.3f} vs OHT {oht:.3f}, ESKD {eskd:.3f}",
                     fkd >= oht,
                     f"mean over {seeds} seeds",
