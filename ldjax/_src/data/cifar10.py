@@ -27,6 +27,7 @@ from ldjax._src.data.dataset import CIFAR10_CLASSES
 from ldjax._src.data.dataset import Dataset
 from ldjax._src.data.dataset import SoftLabels
 from ldjax._src.data.errors import DataCorrupt
+from ldjax._src.data.files import read_xy_npz
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 #: Official md5 of ``cifar-10-python.tar.gz`` (https://www.cs.toronto.edu/~kriz/cifar.html).
@@ -182,15 +183,7 @@ def read_cifar_batch(file: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _load_npz(file: Path) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        with np.load(file, allow_pickle=False) as archive:
-            if "x" not in archive or "y" not in archive:
-                raise DataCorrupt(f"{file}: expected arrays 'x' and 'y', found {sorted(archive.files)}")
-            x, y = archive["x"], archive["y"]
-    except (OSError, ValueError, EOFError, zlib.error) as error:
-        if isinstance(error, DataCorrupt):
-            raise
-        raise DataCorrupt(f"{file}: not a readable .npz archive ({error})") from None
+    x, y = read_xy_npz(file)
     if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (32, 32, 3):
         raise DataCorrupt(f"{file}: x must be uint8 [n, 32, 32, 3], got {x.dtype} {x.shape}")
     if not np.issubdtype(y.dtype, np.integer) or y.shape != x.shape[:1]:

@@ -16,10 +16,13 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from ldjax._src.data.errors import DataCorrupt
 from ldjax._src.data.errors import DataUnavailable
@@ -158,3 +161,17 @@ def _unique(items: Sequence[Path]) -> Iterator[Path]:
         if item not in seen:
             seen.add(item)
             yield item
+
+
+def read_xy_npz(file: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Arrays ``x`` and ``y`` of a parsed ``.npz`` (no pickles); ``DataCorrupt`` naming the file otherwise."""
+    try:
+        with np.load(file, allow_pickle=False) as archive:
+            if "x" not in archive or "y" not in archive:
+                raise DataCorrupt(f"{file}: expected arrays 'x' and 'y', found {sorted(archive.files)}")
+            x, y = archive["x"], archive["y"]
+    except (OSError, ValueError, EOFError, zlib.error) as error:
+        if isinstance(error, DataCorrupt):
+            raise
+        raise DataCorrupt(f"{file}: not a readable .npz archive ({error})") from None
+    return x, y

@@ -22,6 +22,7 @@ from ldjax._src.data.dataset import MNIST_CLASSES
 from ldjax._src.data.dataset import Dataset
 from ldjax._src.data.errors import DataCorrupt
 from ldjax._src.data.errors import DataUnavailable
+from ldjax._src.data.files import read_xy_npz
 
 Split = Literal["train", "test"]
 
@@ -137,15 +138,7 @@ def _verify_full_size(split: str, images: np.ndarray, labels: np.ndarray, source
 
 
 def _load_npz(file: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        with np.load(file, allow_pickle=False) as archive:
-            if "x" not in archive or "y" not in archive:
-                raise DataCorrupt(f"{file}: expected arrays 'x' and 'y', found {sorted(archive.files)}")
-            x, y = archive["x"], archive["y"]
-    except (OSError, ValueError, EOFError, zlib.error) as error:
-        if isinstance(error, DataCorrupt):
-            raise
-        raise DataCorrupt(f"{file}: not a readable .npz archive ({error})") from None
+    x, y = read_xy_npz(file)
     if x.dtype != np.uint8:
         raise DataCorrupt(f"{file}: x must be uint8 pixels, got dtype {x.dtype}")
     if not np.issubdtype(y.dtype, np.integer):
