@@ -30,21 +30,6 @@ import jax.extend.core as jex
 import jax.numpy as jnp
 import numpy as np
 
-# Equations that only rearrange a parameter: the result is still "the parameter", seen differently.
-_STRUCTURAL = frozenset(
-    {
-        "reshape",
-        "transpose",
-        "broadcast_in_dim",
-        "convert_element_type",
-        "squeeze",
-        "expand_dims",
-        "copy",
-        "copy_p",
-        "slice",
-        "reduce_precision",
-    }
-)
 # Element-count-preserving rearrangements: gradient inner products are unchanged through them.
 _ISOMETRIC = frozenset(
     {
@@ -58,6 +43,8 @@ _ISOMETRIC = frozenset(
         "copy_p",
     }
 )
+# Equations that only rearrange a parameter: the result is still "the parameter", seen differently.
+_STRUCTURAL = _ISOMETRIC | {"slice", "reduce_precision"}
 # Call-like primitives whose body is inlined so that parameters are followed inside them.
 _INLINE = frozenset({"pjit", "jit", "closed_call", "core_call", "remat", "checkpoint"})
 _ALL = "all"
