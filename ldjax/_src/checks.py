@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Any
 
 import jax
@@ -67,7 +66,7 @@ def check_same_examples(x1: Any, name1: str, x2: Any, name2: str) -> None:
     s1, s2 = example_shape(x1), example_shape(x2)
     if s1 != s2:
         raise ValueError(
-            f"{name1} holds examples of shape {_fmt(s1)} but {name2} holds examples of shape {_fmt(s2)}: "
+            f"{name1} holds examples of shape {str(s1)} but {name2} holds examples of shape {str(s2)}: "
             f"both must be batches [n, *d] of the same example shape"
         )
 
@@ -90,16 +89,16 @@ def logits_shape(apply_fn: ApplyFn, params: Params, x: Any, name: str) -> tuple[
     got = example_shape(x)
     if expected is not None and tuple(expected) != got:
         raise ValueError(
-            f"{name} has shape {_fmt(jax.tree.map(np.shape, x))} but apply_fn expects one example of shape "
-            f"{_fmt(tuple(expected))}: pass a batch [n, {', '.join(map(str, expected))}]"
+            f"{name} has shape {str(jax.tree.map(np.shape, x))} but apply_fn expects one example of shape "
+            f"{str(tuple(expected))}: pass a batch [n, {', '.join(map(str, expected))}]"
         )
     one = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(np.shape(leaf)[1:], jnp.result_type(leaf)), x)
     try:
         out = jax.eval_shape(apply_fn, params, one)
     except Exception as err:  # noqa: BLE001 - re-raised with context
         raise ValueError(
-            f"apply_fn failed on one example of {name} (example shape {_fmt(got)}, {name} has shape "
-            f"{_fmt(jax.tree.map(np.shape, x))}). apply_fn(params, x) takes ONE example without a batch "
+            f"apply_fn failed on one example of {name} (example shape {str(got)}, {name} has shape "
+            f"{str(jax.tree.map(np.shape, x))}). apply_fn(params, x) takes ONE example without a batch "
             f"axis; {name} must be a batch [n, *d] of such examples. The error was: {err}"
         ) from err
     if not isinstance(out, jax.ShapeDtypeStruct):
@@ -134,11 +133,3 @@ def check_learning_rate(learning_rate: Any) -> None:
         raise ValueError(f"learning_rate must be a positive finite scalar, got {learning_rate!r}")
 
 
-def _fmt(shape: Any) -> str:
-    if isinstance(shape, tuple) and all(isinstance(s, int) for s in shape):
-        return str(shape)
-    return str(shape)
-
-
-def n_elements(shape: tuple[int, ...]) -> int:
-    return math.prod(shape)
