@@ -1,4 +1,4 @@
-"""The loss protocol: with_target_check, bind, softmax_minus_one_hot and token_log_probs (float64 references)."""
+"""The loss protocol: with_target_check and bind (softmax_minus_one_hot is tested in test_terms.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -7,37 +7,6 @@ import pytest
 
 import ldjax
 from ldjax import losses
-
-
-def _slow_softmax_minus_one_hot(logits, labels):
-    """π − e_y written out row by row in numpy."""
-    z = np.asarray(logits).reshape(-1, logits.shape[-1])
-    y = np.asarray(labels).reshape(-1)
-    out = np.empty_like(z)
-    for row, (zi, yi) in enumerate(zip(z, y, strict=True)):
-        p = np.exp(zi - zi.max())
-        p /= p.sum()
-        p[yi] -= 1.0
-        out[row] = p
-    return out.reshape(logits.shape)
-
-
-@pytest.mark.parametrize("shape", [(5, 4), (3, 6, 7)])
-def test_softmax_minus_one_hot_and_token_log_probs_match_loops(shape):
-    with jax.enable_x64(True):
-        k1, k2 = jax.random.split(jax.random.key(0))
-        logits = jax.random.normal(k1, shape, jnp.float64) * 3
-        labels = jax.random.randint(k2, shape[:-1], 0, shape[-1])
-        got = jax.jit(losses.softmax_minus_one_hot)(logits, labels)
-        np.testing.assert_allclose(got, _slow_softmax_minus_one_hot(logits, labels), rtol=1e-12, atol=1e-15)
-        # it is the gradient of -log π_y, and token_log_probs is log π_y
-        logp = jax.jit(losses.token_log_probs)(logits, labels)
-        want = np.log(
-            np.take_along_axis(np.asarray(jax.nn.softmax(logits)), np.asarray(labels)[..., None], -1)
-        )
-        np.testing.assert_allclose(logp, want[..., 0], rtol=1e-12)
-        grad = jax.grad(lambda z: -jnp.sum(losses.token_log_probs(z, labels)))(logits)
-        np.testing.assert_allclose(got, grad, rtol=1e-12, atol=1e-15)
 
 
 def test_bind_keeps_the_check_and_the_value():
