@@ -3,12 +3,13 @@
 from ldjax._src.data.cifar3 import Cifar3
 from ldjax._src.data.cifar3 import load_cifar3
 from ldjax._src.data.cifar3 import renormalise
-from ldjax._src.data.cifar10 import RestrictedUnpickler
 from ldjax._src.data.cifar10 import load_cifar10
 from ldjax._src.data.cifar10 import load_cifar10h
 from ldjax._src.data.cifar10 import read_cifar_batch
+from ldjax._src.data.dataset import DataFile
 from ldjax._src.data.dataset import Dataset
 from ldjax._src.data.dataset import SoftLabels
+from ldjax._src.data.dataset import provenance
 from ldjax._src.data.errors import DataCorrupt
 from ldjax._src.data.errors import DataUnavailable
 from ldjax._src.data.files import cache_dir
@@ -25,11 +26,13 @@ from ldjax._src.data.mnist import load_digits
 from ldjax._src.data.mnist import load_mnist
 from ldjax._src.data.mnist import load_mnist_or_digits
 from ldjax._src.data.mnist import parse_idx
+from ldjax._src.data.pickles import RestrictedUnpickler
 
 # One import line per public name; each data module adds its own lines below.
 
 __all__: tuple[str, ...] = ("DataCorrupt", "DataUnavailable")
 __all__ += ("Dataset", "SoftLabels", "RestrictedUnpickler", "cache_dir", "parse_idx", "read_cifar_batch")
+__all__ += ("DataFile", "provenance")
 __all__ += ("load_cifar10", "load_cifar10h", "load_digits", "load_mnist", "load_mnist_or_digits")
 __all__ += ("Cifar3", "GaussianToy", "gaussian_p_star", "gaussian_toy", "load_cifar3", "renormalise")
 __all__ += ("split_toy", "symmetric_label_noise")
