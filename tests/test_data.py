@@ -27,6 +27,7 @@ from ldjax.data import load_digits
 from ldjax.data import load_mnist
 from ldjax.data import load_mnist_or_digits
 from ldjax.data import parse_idx
+from ldjax.data import provenance
 from ldjax.data import read_cifar_batch
 
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -547,3 +548,47 @@ def test_real_cifar10_and_cifar10h():
     np.testing.assert_allclose(human.probs.sum(axis=1), 1.0, rtol=0, atol=1e-12)
     agreement = float(np.mean(human.probs.argmax(axis=1) == test.y))
     assert agreement == pytest.approx(0.9921, abs=5e-5)
+
+
+# ---------------------------------------------------------------- provenance: which files, with which checksums
+
+
+def test_every_loader_records_the_files_it_read(isolated):
+    x, y = small_mnist()
+    images, labels = write_mnist(isolated / "d", "test", x, y, gz=True)
+    ds = load_mnist("test", path=isolated / "d", download=False, allow_subset=True)
+    expected = [
+        {"path": str(f), "sha256": hashlib.sha256(f.read_bytes()).hexdigest(), "bytes": f.stat().st_size}
+        for f in (images, labels)
+    ]
+    assert provenance(ds) == expected
+    assert provenance(ds, ds, *ds.files) == expected  # each file once
+    batches = isolated / "c" / "cifar-10-batches-py"
+    batches.mkdir(parents=True)
+    for i in range(1, 6):
+        (batches / f"data_batch_{i}").write_bytes(cifar_batch(*small_cifar(2, seed=i)))
+    train = load_cifar10("train", path=isolated / "c", download=False, allow_subset=True)
+    assert [f.path for f in train.files] == [str(batches / f"data_batch_{i}") for i in range(1, 6)]
+    assert train.files[2].sha256 == hashlib.sha256((batches / "data_batch_3").read_bytes()).hexdigest()
+    digits = load_digits("test").files
+    assert len(digits) == 1 and digits[0].path.endswith("sklearn/datasets/data/digits.csv.gz")
+
+
+@real_data
+def test_real_files_have_the_published_sha256():
+    # The sha256 values published in shared/data/README.md, an independent record of the files.
+    readme = {
+        "mnist_test.npz": "3ba302235efdc3e7e4e84db9ce6a6d6cbc9dd1162d4e79dd0b6a606afc745423",
+        "cifar10_test.npz": "29ed15383e9755d0c850c2fac972af7871370282c0cbab386bb33f9eb7710408",
+        "cifar10h_probs.npy": "436ae98620e00073f9d08585ac870573b588853e7af9f54eb1647408114af77d",
+    }
+    loaded = [
+        load_mnist("test", download=False),
+        load_cifar10("test", download=False),
+        load_cifar10h(download=False),
+    ]
+    records = provenance(*loaded)
+    assert {Path(r["path"]).name: r["sha256"] for r in records} == readme
+    assert all(
+        Path(r["path"]).is_absolute() and r["bytes"] == Path(r["path"]).stat().st_size for r in records
+    )

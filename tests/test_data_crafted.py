@@ -706,7 +706,12 @@ CASES: list[Case] = [
             d,
             BATCH,
             b"\x80\x02}(" + u("data") + b"cnumpy\nndarray\n"
-            b"M\x10'M\x00\x0c\x86\x85R" + u("labels") + pickle.dumps([0] * 10000, protocol=2)[2:-1] + b"u.",
+            b"M\x10'M\x00\x0c\x86"
+            + u("u1")
+            + b"\x86R"
+            + u("labels")
+            + pickle.dumps([0] * 10000, protocol=2)[2:-1]
+            + b"u.",
         ),
         cifar,
         C,
@@ -1072,6 +1077,7 @@ def run_isolated(
     mode = "unprivileged" if unprivileged else "plain"
     return subprocess.run(
         [sys.executable, "-c", DRIVER, str(HERE), payload, mode],
+        cwd=HERE,  # "-c" puts the working directory first on sys.path: not a checkout's root
         env=env,
         capture_output=True,
         text=True,

@@ -1,4 +1,12 @@
-"""Data sets: real MNIST / CIFAR-10 / CIFAR-10H from official files, offline fallbacks, synthetic tasks."""
+"""Data sets: real MNIST / CIFAR-10 / CIFAR-10H from official files, offline fallbacks, synthetic tasks.
+
+Every real-data loader checks each file's header before reading its data, refuses anything that is
+not the official data set (a smaller "subset" only with ``allow_subset=True``), raises
+:class:`DataCorrupt` or :class:`DataUnavailable` naming the file, and records the files it read:
+``Dataset.files`` / ``SoftLabels.files`` / ``Cifar3.files`` hold :class:`DataFile` records (absolute
+path, SHA-256, size), and ``provenance(train, test, ...)`` turns them into JSON-ready dicts for
+``results.json``.
+"""
 
 from ldjax._src.data.cifar3 import Cifar3
 from ldjax._src.data.cifar3 import load_cifar3
