@@ -105,8 +105,10 @@ def read_cifar_batch(file: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
       ``x`` uint8 ``[n, 32, 32, 3]`` (HWC, RGB) and ``y`` uint8 ``[n]``, ``n <= 10000``.
 
     Raises:
+      DataUnavailable: there is no file at ``file``.
       DataCorrupt: not a pickle of the expected layout, a refused global or structure, wrong sizes,
-        labels outside 0..9; the message names the file.
+        labels outside 0..9, or something unusable at ``file`` (a directory, a dangling link, ...);
+        the message names the file.
 
     Example:
       >>> from ldjax.data import read_cifar_batch
@@ -127,7 +129,8 @@ def read_cifar_batch(file: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     data, labels = _key(batch, "data"), _key(batch, "labels")
     if data is None or labels is None:
         keys = sorted(repr(k)[:40] for k in batch)
-        raise DataCorrupt(f"{file}: expected keys 'data' and 'labels', found {keys}")
+        shown = f"{keys[:10]} and {len(keys) - 10} more" if len(keys) > 10 else f"{keys}"
+        raise DataCorrupt(f"{file}: expected keys 'data' and 'labels', found {shown}")
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         shape = getattr(data, "shape", None)
         dtype = getattr(data, "dtype", type(data).__name__)

@@ -49,7 +49,9 @@ class _ArrayType:
     """Stands for ``numpy.ndarray`` inside a pickle: an argument of the reconstructor, not a callable."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise RefusedGlobal("refusing to call numpy.ndarray directly (it would allocate uninitialised memory)")
+        raise RefusedGlobal(
+            "refusing to call numpy.ndarray directly (it would allocate uninitialised memory)"
+        )
 
 
 _ARRAY_TYPE = _ArrayType()
