@@ -185,13 +185,14 @@ def empirical_ntk_fn(
       matrix of ``x1``, whose Jacobians (or cotangents) are computed once.
 
     Example:
-      >>> import jax, jax.numpy as jnp, ldjax
-      >>> f = lambda p, x: jnp.tanh(x @ p["w1"]) @ p["w2"]
-      >>> k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
-      >>> p = {"w1": jax.random.normal(k1, (5, 8)), "w2": jax.random.normal(k2, (8, 3))}
-      >>> kernel_fn = ldjax.empirical_ntk_fn(f, method="structured", trace=True)
-      >>> kernel_fn(p, jax.random.normal(k3, (4, 5))).shape, kernel_fn(p, jnp.ones((2, 5)), jnp.ones((6, 5))).shape
+      >>> import jax.numpy as jnp, ldjax
+      >>> model = lambda w, x: jnp.tanh(x @ w)
+      >>> kernel_fn = ldjax.empirical_ntk_fn(model, method="structured", trace=True)
+      >>> w, x = jnp.full((5, 3), 0.1), jnp.linspace(0.0, 1.0, 20).reshape(4, 5)
+      >>> kernel_fn(w, x).shape, kernel_fn(w, x[:2], jnp.ones((6, 5))).shape
       ((4, 4), (2, 6))
+      >>> bool(jnp.allclose(kernel_fn(w, x), ldjax.empirical_ntk(model, w, x, trace=True), rtol=1e-5))
+      True
     """
     _check_method(method)
     checks.precision_scope(precision)  # a bad precision fails here, not at the first call
