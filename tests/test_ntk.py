@@ -94,9 +94,9 @@ def test_per_example_gradients_sum_to_batch_gradient():
         jac = ldjax.jacobian(mlp_apply, params, x)  # leaves [n, k, *leaf]
         g = ldjax.losses.cross_entropy_g(jax.vmap(mlp_apply, (None, 0))(params, x), labels)
         per_example = jax.tree.map(lambda j: jnp.einsum("nk,nk...->n...", g, j), jac)
-        batch = jax.grad(
-            lambda p: ldjax.losses.cross_entropy(jax.vmap(mlp_apply, (None, 0))(p, x), labels)
-        )(params)
+        batch = jax.grad(lambda p: ldjax.losses.cross_entropy(jax.vmap(mlp_apply, (None, 0))(p, x), labels))(
+            params
+        )
         for a, b in zip(jax.tree.leaves(per_example), jax.tree.leaves(batch), strict=True):
             np.testing.assert_allclose(a.sum(0), b, rtol=1e-10, atol=1e-14)
 
@@ -106,14 +106,18 @@ def test_precision_is_highest_by_default_and_can_be_left_to_the_platform():
     text = jax.jit(functools.partial(ldjax.empirical_ntk, mlp_apply)).lower(params, x1, x2).as_text()
     assert "precision = [HIGHEST, HIGHEST]" in text
     text = (
-        jax.jit(functools.partial(ldjax.empirical_ntk, mlp_apply, precision=None)).lower(params, x1, x2).as_text()
+        jax.jit(functools.partial(ldjax.empirical_ntk, mlp_apply, precision=None))
+        .lower(params, x1, x2)
+        .as_text()
     )
     assert "HIGHEST" not in text
 
 
 def test_ntk_errors_name_the_argument():
     params, x1, x2 = mlp_problem(jax.random.key(8), dtype=jnp.float32)
-    with pytest.raises(ValueError, match=r"x1 holds examples of shape \(5,\) but x2 holds examples of shape \(3,\)"):
+    with pytest.raises(
+        ValueError, match=r"x1 holds examples of shape \(5,\) but x2 holds examples of shape \(3,\)"
+    ):
         ldjax.empirical_ntk(mlp_apply, params, x1, x2[:, :3])
     with pytest.raises(ValueError, match="method must be 'jacobian' or 'vector_products'"):
         ldjax.empirical_ntk(mlp_apply, params, x1, method="magic")

@@ -133,7 +133,9 @@ def use_agg() -> None:
     matplotlib.use("Agg", force=True)
 
 
-def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", enabled: bool = True):
+def progress(
+    iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", enabled: bool = True
+):
     """A tqdm progress bar, or the plain iterable when disabled."""
     if not enabled:
         return iterable if iterable is not None else _NullBar()
@@ -258,7 +260,9 @@ def config_from_args(module: ModuleType, args: argparse.Namespace) -> Any:
 def main(module: ModuleType, argv: Sequence[str] | None = None) -> int:
     """CLI of one experiment: flags from ``Config``; writes results.json and figures."""
     name = module.__name__.rsplit(".", 1)[-1]
-    parser = config_parser(module.Config, prog=f"python -m ldjax.experiments.{name}", description=module.__doc__)
+    parser = config_parser(
+        module.Config, prog=f"python -m ldjax.experiments.{name}", description=module.__doc__
+    )
     args = parser.parse_args(argv)
     config = config_from_args(module, args)
     out_dir = Path(args.out or Path("results") / name)
