@@ -25,6 +25,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ldjax._src.experiments import claims
+
 RESULTS_FILE = "results.json"
 
 
@@ -268,7 +270,10 @@ def main(module: ModuleType, argv: Sequence[str] | None = None) -> int:
     out_dir = Path(args.out or Path("results") / name)
     record = run_and_save(module, config, out_dir, data_dir=args.data_dir, progress=not args.no_progress)
     print(f"{name}: {record['dataset']}; {record['wall_seconds']:.1f} s; results in {out_dir}")
-    for row in record["fidelity"]:
+    for row in map(claims.normalise, record["fidelity"]):
         mark = "holds" if row["holds"] else "MISSED"
-        print(f"  [{mark}] {row['claim']}: {row['value']} (paper/target {row['paper']})")
+        spread = f" ± {row['spread']:.2g}" if isinstance(row.get("spread"), int | float) else ""
+        print(
+            f"  [{row['kind']} {mark}] {row['id']} {row['statement']}: {row['value']}{spread} ({row['criterion']})"
+        )
     return 0
