@@ -1,7 +1,5 @@
 """Adapters from flax NNX / linen models to ldjax's ``apply_fn(params, x)`` for ONE example."""
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any

@@ -1,7 +1,5 @@
 """Early validation with messages that name the argument and what was expected."""
 
-from __future__ import annotations
-
 import contextlib
 from typing import Any
 

@@ -19,8 +19,7 @@ preconditioner (the Adam/RMSprop linearisation of :mod:`ldjax._src.optimizer_ker
 matmul precision to the caller (``checks.precision_scope``), except :func:`split_change`.
 """
 
-from __future__ import annotations
-
+from collections.abc import Callable
 from typing import Any
 from typing import NamedTuple
 
@@ -28,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import ArrayLike
 from jaxtyping import Array
 from jaxtyping import Float
 from jaxtyping import Shaped
@@ -80,7 +80,7 @@ class FirstOrderStep(NamedTuple):
 def batch_update(
     apply_fn: ApplyFn,
     params: Params,
-    x_u: Shaped[Array, " n_u *d"],
+    x_u: Shaped[ArrayLike, " n_u *d"],
     y_u: Any,
     loss: LossFn,
     optimizer: optax.GradientTransformation,
@@ -117,12 +117,13 @@ def batch_update(
     (grads,) = pullback(g)
     if opt_state is None:
         opt_state = optimizer.init(params)
-    updates, new_state = optimizer.update(grads, opt_state, params)
+    with jax.numpy_dtype_promotion("standard"):  # optax's Adam takes 1 - b1**count with an int count
+        updates, new_state = optimizer.update(grads, opt_state, params)
     return BatchUpdate(loss=loss_value, g=g, grads=grads, updates=updates, opt_state=new_state)
 
 
 def probe_change(
-    apply_fn: ApplyFn, params: Params, updates: Params, x_o: Shaped[Array, " n_o *d"]
+    apply_fn: ApplyFn, params: Params, updates: Params, x_o: Shaped[ArrayLike, " n_o *d"]
 ) -> tuple[Float[Array, " n_o *o"], Float[Array, " n_o *o"]]:
     r"""The first-order change of log π at ``x_o`` for a parameter update: :math:`A(x_o)\, J(x_o)\, u`.
 
@@ -152,8 +153,8 @@ def actual_change(
     apply_fn: ApplyFn,
     params: Params,
     updates: Params,
-    x_o: Shaped[Array, " n_o *d"],
-    z_o: Float[Array, " n_o *o"] | None = None,
+    x_o: Shaped[ArrayLike, " n_o *d"],
+    z_o: Float[ArrayLike, " n_o *o"] | None = None,
 ) -> Float[Array, " n_o *o"]:
     """log π at ``x_o`` after applying ``updates`` minus log π before.
 
@@ -184,8 +185,8 @@ def actual_change(
 def first_order_step(
     apply_fn: ApplyFn,
     params: Params,
-    x_o: Shaped[Array, " n_o *d"],
-    x_u: Shaped[Array, " n_u *d"],
+    x_o: Shaped[ArrayLike, " n_o *d"],
+    x_u: Shaped[ArrayLike, " n_u *d"],
     y_u: Any,
     loss: LossFn,
     optimizer: optax.GradientTransformation,
@@ -227,8 +228,73 @@ def first_order_step(
     )
 
 
+def first_order_step_fn(
+    apply_fn: ApplyFn,
+    loss: LossFn,
+    finish: Callable[[Params, Any, Any, FirstOrderStep], Any],
+    *,
+    optimizer: optax.GradientTransformation | None,
+    precision: Precision,
+    probe_name: str = "x_o",
+) -> Callable[..., Any]:
+    r"""A held, compiled :func:`first_order_step` whose result ``finish`` turns into what the caller returns.
+
+    The factory behind :func:`ldjax.one_step_fn` and :func:`ldjax.predict_fn`. The returned
+    ``call(params, x_o, x_u, y_u, *, learning_rate=None, opt_state=None)`` validates its arguments outside
+    ``jax.jit`` (:func:`checks.validate_step`: shape checks once per shape signature, value checks on every
+    call), then runs one jitted program: :func:`first_order_step` with ``optimizer`` (plain SGD at the
+    call's ``learning_rate`` when ``None``, so a new rate does not recompile), then
+    ``finish(params, x_o, x_u, step)``, all under the matmul ``precision``.
+
+    Args:
+      apply_fn: un-batched model, ``apply_fn(params, x) -> [*o]``.
+      loss: ``loss(logits[n_u, *o], y_u) -> scalar``.
+      finish: ``finish(params, x_o, x_u, step: FirstOrderStep) -> result``, traced inside the program.
+      optimizer: any ``optax.GradientTransformation``, or ``None`` for plain SGD.
+      precision: matmul precision.
+      probe_name: the probes' name in error messages.
+
+    Returns:
+      ``call(params, x_o, x_u, y_u, *, learning_rate=None, opt_state=None) -> result``.
+
+    Example:
+      >>> import jax.numpy as jnp, ldjax
+      >>> from ldjax._src.first_order import first_order_step_fn
+      >>> call = first_order_step_fn(lambda p, x: x @ p, ldjax.losses.cross_entropy,
+      ...                            lambda p, x_o, x_u, step: step.loss, optimizer=None, precision="highest")
+      >>> round(float(call(jnp.zeros((3, 2)), jnp.eye(3), jnp.ones((1, 3)), jnp.array([0]), learning_rate=0.1)), 4)
+      0.6931
+    """
+    checks.precision_scope(precision)  # an unknown precision fails here, not at the first call
+    known_shapes: dict = {}
+
+    @jax.jit
+    def run(params, x_o, x_u, y_u, opt_state, rate):
+        opt = optax.sgd(rate) if optimizer is None else optimizer
+        with checks.precision_scope(precision):
+            step = first_order_step(apply_fn, params, x_o, x_u, y_u, loss, opt, opt_state)
+            return finish(params, x_o, x_u, step)
+
+    def call(params, x_o, x_u, y_u, *, learning_rate=None, opt_state=None):
+        checks.validate_step(
+            apply_fn,
+            params,
+            x_o,
+            x_u,
+            y_u,
+            loss,
+            learning_rate,
+            optimizer,
+            probe_name=probe_name,
+            known_shapes=known_shapes,
+        )
+        return run(params, x_o, x_u, y_u, opt_state, 0.0 if learning_rate is None else learning_rate)
+
+    return call
+
+
 def force_gradient(
-    apply_fn: ApplyFn, params: Params, x_u: Shaped[Array, " n_u *d"], g: Float[Array, " n_u *o"]
+    apply_fn: ApplyFn, params: Params, x_u: Shaped[ArrayLike, " n_u *d"], g: Float[ArrayLike, " n_u *o"]
 ) -> Params:
     r""":math:`J(x_u)^\top G`: the parameter gradient that the force ``g`` on ``x_u`` produces (one VJP).
 
@@ -301,11 +367,11 @@ def gradient_update(
 def split_change(
     apply_fn: ApplyFn,
     params: Params,
-    x_o: Shaped[Array, " n_o *d"],
-    x_u: Shaped[Array, " n_u *d"],
-    parts: Float[Array, "m n_u *o"] | Shaped[Array, "m n_u"],
+    x_o: Shaped[ArrayLike, " n_o *d"],
+    x_u: Shaped[ArrayLike, " n_u *d"],
+    parts: Shaped[ArrayLike, "m n_u ..."],
     *,
-    g: Float[Array, " n_u *o"] | None = None,
+    g: Float[ArrayLike, " n_u *o"] | None = None,
     learning_rate: Any = None,
     preconditioner: Params | None = None,
     coefficient: Any = None,

@@ -5,15 +5,15 @@ Every other NTK method is checked against this one, and the structured kernel fa
 for the parameters it cannot see through.
 """
 
-from __future__ import annotations
-
 import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 from jaxtyping import Array
 from jaxtyping import Float
+from jaxtyping import Shaped
 
 from ldjax._src import checks
 from ldjax._src.typing import ApplyFn
@@ -22,7 +22,7 @@ from ldjax._src.typing import Precision
 
 
 def jacobian(
-    apply_fn: ApplyFn, params: Params, x: Float[Array, " n *d"], *, precision: Precision = "highest"
+    apply_fn: ApplyFn, params: Params, x: Shaped[ArrayLike, " n *d"], *, precision: Precision = "highest"
 ) -> Any:
     r"""Per-example Jacobians :math:`\partial z(x_i) / \partial \theta` of the logits.
 
@@ -58,7 +58,7 @@ def flat_jacobian(apply_fn: ApplyFn, params: Params, x: Any) -> list[Float[Array
 
 
 def contract(
-    j1: Float[Array, "n1 O p"], j2: Float[Array, "n2 O p"], trace: bool
+    j1: Float[ArrayLike, "n1 O p"], j2: Float[ArrayLike, "n2 O p"], trace: bool
 ) -> Float[Array, "n1 n2 O O"] | Float[Array, "n1 n2"]:
     """``K[i, j, a, b] = Σ_p j1[i, a, p] j2[j, b, p]``; with ``trace`` only ``Σ_a K[i, j, a, a]``."""
     return jnp.einsum("iap,jap->ij" if trace else "iap,jbp->ijab", j1, j2)

@@ -8,8 +8,6 @@ entry for everything). Adding a method = that function, its entry in the table, 
 :data:`NtkMethod` and in the tests' method list (``tests/problems.py``).
 """
 
-from __future__ import annotations
-
 import math
 import typing
 from collections.abc import Callable
@@ -18,8 +16,10 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 from jaxtyping import Array
 from jaxtyping import Float
+from jaxtyping import Shaped
 
 from ldjax._src import checks
 from ldjax._src import jacobians
@@ -49,9 +49,9 @@ def batched(apply_fn: ApplyFn):
 def ntk_vector_product(
     apply_fn: ApplyFn,
     params: Params,
-    x1: Float[Array, " n1 *d"],
-    x2: Float[Array, " n2 *d"],
-    v: Float[Array, " n2 *o"],
+    x1: Shaped[ArrayLike, " n1 *d"],
+    x2: Shaped[ArrayLike, " n2 *d"],
+    v: Float[ArrayLike, " n2 *o"],
     *,
     precision: Precision = "highest",
 ) -> Float[Array, " n1 *o"]:
@@ -168,7 +168,7 @@ def empirical_ntk_fn(
     trace: bool = False,
     per_layer: bool = False,
     precision: Precision = "highest",
-) -> Callable[..., Float[Array, "n1 n2 *o *o"] | dict[str, Float[Array, "n1 n2 *o *o"]]]:
+) -> Callable[..., Float[Array, "n1 n2 *oo"] | dict[str, Float[Array, "n1 n2 *oo"]]]:
     """A jitted ``kernel_fn(params, x1, x2=None)`` computing :func:`ldjax.empirical_ntk` for ``apply_fn``.
 
     Hold on to it and call it again: it compiles once per input shape (``empirical_ntk`` builds a
@@ -216,14 +216,14 @@ def empirical_ntk_fn(
 def empirical_ntk(
     apply_fn: ApplyFn,
     params: Params,
-    x1: Float[Array, " n1 *d"],
-    x2: Float[Array, " n2 *d"] | None = None,
+    x1: Shaped[ArrayLike, " n1 *d"],
+    x2: Shaped[ArrayLike, " n2 *d"] | None = None,
     *,
     method: NtkMethod = DEFAULT_METHOD,
     trace: bool = False,
     per_layer: bool = False,
     precision: Precision = "highest",
-) -> Float[Array, "n1 n2 *o *o"] | dict[str, Float[Array, "n1 n2 *o *o"]]:
+) -> Float[Array, "n1 n2 *oo"] | dict[str, Float[Array, "n1 n2 *oo"]]:
     r"""Empirical neural tangent kernel :math:`K_{ij}^{ab} = \nabla_\theta z_a(x1_i) \cdot \nabla_\theta z_b(x2_j)`.
 
     ``apply_fn`` is written for ONE example; ldjax vmaps it. For a classifier (``[k]`` logits)

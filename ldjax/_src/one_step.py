@@ -1,21 +1,19 @@
 """The one-step decomposition Δ log π(x_o) = −η · A(x_o) · K(x_o, x_u) · G(x_u) + O(η²)."""
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from typing import Any
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import ArrayLike
 from jaxtyping import Array
 from jaxtyping import Float
 from jaxtyping import Shaped
 
-from ldjax._src import checks
+from ldjax._src.first_order import FirstOrderStep
 from ldjax._src.first_order import actual_change
-from ldjax._src.first_order import first_order_step
+from ldjax._src.first_order import first_order_step_fn
 from ldjax._src.ntk import DEFAULT_METHOD
 from ldjax._src.ntk import NtkMethod
 from ldjax._src.ntk import empirical_ntk
@@ -52,8 +50,8 @@ class OneStepResult(NamedTuple):
 def one_step(
     apply_fn: ApplyFn,
     params: Params,
-    x_o: Shaped[Array, " n_o *d"],
-    x_u: Shaped[Array, " n_u *d"],
+    x_o: Shaped[ArrayLike, " n_o *d"],
+    x_u: Shaped[ArrayLike, " n_u *d"],
     y_u: Any,
     *,
     loss: LossFn,
@@ -148,33 +146,13 @@ def one_step_fn(
       >>> small.predicted.shape, bool(jnp.allclose(10 * small.predicted, large.predicted, rtol=1e-4))
       ((6, 3), True)
     """
-    checks.precision_scope(precision)  # an unknown precision fails here, not at the first call
-    known_shapes: dict = {}
-    run = jax.jit(_one_step_program(apply_fn, loss, optimizer, terms, method, precision))
 
-    def step(params, x_o, x_u, y_u, *, learning_rate=None, opt_state=None) -> OneStepResult:
-        """Predicted and actual Δ log π on ``x_o`` after one update on ``(x_u, y_u)`` (see :func:`one_step`)."""
-        checks.validate_step(
-            apply_fn, params, x_o, x_u, y_u, loss, learning_rate, optimizer, known_shapes=known_shapes
-        )
-        rate = 0.0 if learning_rate is None else learning_rate
-        return run(params, x_o, x_u, y_u, opt_state, rate)
-
-    return step
-
-
-def _one_step_program(apply_fn, loss, optimizer, terms, method, precision):
-    """The computation of :func:`one_step` after validation (``optimizer=None``: SGD at ``rate``)."""
-
-    def run(params, x_o, x_u, y_u, opt_state, rate):
-        opt = optax.sgd(rate) if optimizer is None else optimizer
-        with checks.precision_scope(precision):
-            step = first_order_step(apply_fn, params, x_o, x_u, y_u, loss, opt, opt_state)
-            actual = actual_change(apply_fn, params, step.updates, x_o, step.z_o)
-            a = k = None
-            if terms:
-                a = a_term(step.z_o)
-                k = empirical_ntk(apply_fn, params, x_o, x_u, method=method, precision=precision)
+    def finish(params, x_o, x_u, step: FirstOrderStep) -> OneStepResult:
+        actual = actual_change(apply_fn, params, step.updates, x_o, step.z_o)
+        a = k = None
+        if terms:
+            a = a_term(step.z_o)
+            k = empirical_ntk(apply_fn, params, x_o, x_u, method=method, precision=precision)
         return OneStepResult(
             predicted=step.predicted,
             actual=actual,
@@ -185,11 +163,14 @@ def _one_step_program(apply_fn, loss, optimizer, terms, method, precision):
             loss=step.loss,
         )
 
-    return run
+    return first_order_step_fn(apply_fn, loss, finish, optimizer=optimizer, precision=precision)
 
 
 def decomposition(
-    a: Float[Array, "n_o k k"], k: Float[Array, "n_o n_u k k"], g: Float[Array, "n_u k"], learning_rate: float
+    a: Float[ArrayLike, "n_o k k"],
+    k: Float[ArrayLike, "n_o n_u k k"],
+    g: Float[ArrayLike, "n_u k"],
+    learning_rate: float,
 ) -> Float[Array, "n_o k"]:
     r"""Assemble :math:`-\eta\, A(x_o) \sum_u K(x_o, x_u)\, G(x_u)` from explicit terms (classifiers).
 

@@ -28,8 +28,6 @@ with :math:`\nu' = \text{decay}\,\nu + (1-\text{decay})\,g^2` and :math:`t` the 
 the update.
 """
 
-from __future__ import annotations
-
 from typing import Any
 from typing import Literal
 from typing import NamedTuple
@@ -37,6 +35,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import ArrayLike
 from jaxtyping import Array
 from jaxtyping import Float
 from jaxtyping import Shaped
@@ -179,14 +178,14 @@ def optimizer_update(
 def preconditioned_ntk(
     apply_fn: ApplyFn,
     params: Params,
-    x1: Shaped[Array, " n1 *d"],
-    x2: Shaped[Array, " n2 *d"] | None = None,
+    x1: Shaped[ArrayLike, " n1 *d"],
+    x2: Shaped[ArrayLike, " n2 *d"] | None = None,
     *,
     preconditioner: Any,
     method: NtkMethod = DEFAULT_METHOD,
     trace: bool = False,
     precision: Precision = "highest",
-) -> Float[Array, "n1 n2 *o *o"]:
+) -> Float[Array, "n1 n2 *oo"]:
     r"""The preconditioned kernel :math:`K_P = J(x_1)\, \mathrm{diag}(P)\, J(x_2)^\top`.
 
     Computed as the ordinary empirical NTK of the model reparametrised by
@@ -234,8 +233,8 @@ def preconditioned_ntk(
 def preconditioned_one_step(
     apply_fn: ApplyFn,
     params: Params,
-    x_o: Shaped[Array, " n_o *d"],
-    x_u: Shaped[Array, " n_u *d"],
+    x_o: Shaped[ArrayLike, " n_o *d"],
+    x_u: Shaped[ArrayLike, " n_u *d"],
     y_u: Any,
     *,
     loss: LossFn,

@@ -6,13 +6,12 @@ an example whose label ``e_y`` disagrees with its true distribution ``p*`` first
 (pulled by similar examples) and is memorised towards ``e_y`` only later: a zig-zag.
 """
 
-from __future__ import annotations
-
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 from jaxtyping import Array
 from jaxtyping import Float
 from jaxtyping import Int
@@ -21,7 +20,7 @@ from jaxtyping import Int
 SIMPLEX_CORNERS = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, np.sqrt(0.75)]])
 
 
-def simplex_coordinates(probs: Float[Array, "*b 3"]) -> Float[Array, "*b 2"]:
+def simplex_coordinates(probs: Float[ArrayLike, "*b 3"]) -> Float[np.ndarray, "*b 2"]:
     """Map 3-class distributions to the plane: corners (0, 0), (1, 0), (0.5, √0.75).
 
     Example:
@@ -36,7 +35,7 @@ def simplex_coordinates(probs: Float[Array, "*b 3"]) -> Float[Array, "*b 2"]:
     return probs @ SIMPLEX_CORNERS
 
 
-def distances(paths: Float[Array, "t n k"], target: Float[Array, "n k"]) -> Float[Array, "t n"]:
+def distances(paths: Float[ArrayLike, "t n k"], target: Float[ArrayLike, "n k"]) -> Float[Array, "t n"]:
     """Euclidean distance of every point of every path to a per-example target distribution.
 
     Example:
@@ -72,9 +71,9 @@ class ZigZag(NamedTuple):
 
 
 def zigzag(
-    paths: Float[Array, "t n k"],
-    p_star: Float[Array, "n k"],
-    labels: Int[Array, " n"],
+    paths: Float[ArrayLike, "t n k"],
+    p_star: Float[ArrayLike, "n k"],
+    labels: Int[ArrayLike, " n"],
     *,
     margin: float = 0.0,
 ) -> ZigZag:
@@ -115,7 +114,7 @@ def zigzag(
 
 
 def expected_calibration_error(
-    probs: Float[Array, "n k"], labels: Int[Array, " n"], *, num_bins: int = 15
+    probs: Float[ArrayLike, "n k"], labels: Int[ArrayLike, " n"], *, num_bins: int = 15
 ) -> Float[Array, ""]:
     r"""Top-label ECE :math:`\sum_b \frac{|B_b|}{n}\,|\mathrm{acc}(B_b) - \mathrm{conf}(B_b)|` over equal-width bins.
 
@@ -133,14 +132,15 @@ def expected_calibration_error(
     if num_bins < 1:
         raise ValueError(f"num_bins must be >= 1, got {num_bins}")
     conf = jnp.max(probs, axis=-1)
-    correct = (jnp.argmax(probs, axis=-1) == labels).astype(probs.dtype)
+    predicted = jnp.argmax(probs, axis=-1)
+    correct = (predicted == labels.astype(predicted.dtype)).astype(probs.dtype)
     b = jnp.clip(jnp.ceil(conf * num_bins).astype(jnp.int32) - 1, 0, num_bins - 1)
     gap = jnp.zeros(num_bins, probs.dtype).at[b].add(correct - conf)
     return jnp.sum(jnp.abs(gap)) / probs.shape[0]
 
 
 def filter_targets(
-    records: Float[Array, "t n k"], *, decay: float = 0.95, initial: Float[Array, "n k"] | None = None
+    records: Float[ArrayLike, "t n k"], *, decay: float = 0.95, initial: Float[ArrayLike, "n k"] | None = None
 ) -> Float[Array, "n k"]:
     r"""Filter-KD targets: the exponential moving average :math:`q \leftarrow \alpha q + (1-\alpha)\,\pi_t` over records.
 

@@ -6,19 +6,16 @@ computed from the gradient at the update batch (one VJP) and ONE JVP at the prob
 ``[n_o, n_u, T, V, T, V]`` is never formed, so the cost is about that of a training step.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from typing import Any
 from typing import NamedTuple
 
-import jax
 import optax
 from jaxtyping import Array
 
-from ldjax._src import checks
+from ldjax._src.first_order import FirstOrderStep
 from ldjax._src.first_order import actual_change
-from ldjax._src.first_order import first_order_step
+from ldjax._src.first_order import first_order_step_fn
 from ldjax._src.typing import ApplyFn
 from ldjax._src.typing import LossFn
 from ldjax._src.typing import Params
@@ -130,31 +127,11 @@ def predict_fn(
       >>> predict(emb, tokens, tokens[:1], target, learning_rate=1e-3).predicted.shape
       (2, 3, 5)
     """
-    checks.precision_scope(precision)  # an unknown precision fails here, not at the first call
-    known_shapes: dict = {}
 
-    @jax.jit
-    def run(params, x_probe, x_u, y_u, opt_state, rate):
-        opt = optax.sgd(rate) if optimizer is None else optimizer
-        with checks.precision_scope(precision):
-            step = first_order_step(apply_fn, params, x_probe, x_u, y_u, loss, opt, opt_state)
-            change = actual_change(apply_fn, params, step.updates, x_probe, step.z_o) if actual else None
+    def finish(params, x_probe, x_u, step: FirstOrderStep) -> LogProbChange:
+        change = actual_change(apply_fn, params, step.updates, x_probe, step.z_o) if actual else None
         return LogProbChange(predicted=step.predicted, actual=change, loss=step.loss)
 
-    def predict(params, x_probe, x_u, y_u, *, learning_rate=None, opt_state=None) -> LogProbChange:
-        """Δ log π at ``x_probe`` after one update on ``(x_u, y_u)`` (see :func:`predict_log_prob_change`)."""
-        checks.validate_step(
-            apply_fn,
-            params,
-            x_probe,
-            x_u,
-            y_u,
-            loss,
-            learning_rate,
-            optimizer,
-            probe_name="x_probe",
-            known_shapes=known_shapes,
-        )
-        return run(params, x_probe, x_u, y_u, opt_state, 0.0 if learning_rate is None else learning_rate)
-
-    return predict
+    return first_order_step_fn(
+        apply_fn, loss, finish, optimizer=optimizer, precision=precision, probe_name="x_probe"
+    )

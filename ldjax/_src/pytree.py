@@ -1,7 +1,5 @@
 """Small pytree helpers: names of parameter leaves and a model seen as a function of some leaves."""
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any

@@ -7,8 +7,6 @@ device, sharded along its first axis. A probe count that does not divide evenly 
 copies of the first probe) and the padding is dropped from the result.
 """
 
-from __future__ import annotations
-
 from typing import Any
 
 import jax
@@ -16,6 +14,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec
+from jax.typing import ArrayLike
 from jaxtyping import Array
 from jaxtyping import Float
 from jaxtyping import Shaped
@@ -53,8 +52,8 @@ def _pad(x: Any, multiple: int) -> tuple[Any, int]:
 def sharded_ntk(
     apply_fn: ApplyFn,
     params: Params,
-    x1: Shaped[Array, " n1 *d"],
-    x2: Shaped[Array, " n2 *d"] | None = None,
+    x1: Shaped[ArrayLike, " n1 *d"],
+    x2: Shaped[ArrayLike, " n2 *d"] | None = None,
     *,
     mesh: Mesh,
     axis: str | None = None,
@@ -62,7 +61,7 @@ def sharded_ntk(
     trace: bool = False,
     per_layer: bool = False,
     precision: Precision = "highest",
-) -> Float[Array, "n1 n2 *o *o"] | dict[str, Array]:
+) -> Float[Array, "n1 n2 *oo"] | dict[str, Array]:
     """:func:`ldjax.empirical_ntk` with the rows (``x1``) split over ``mesh``'s ``axis``.
 
     Args:
@@ -107,8 +106,8 @@ def sharded_ntk(
 def sharded_log_prob_change(
     apply_fn: ApplyFn,
     params: Params,
-    x_probe: Shaped[Array, " n_probe *d"],
-    x_u: Shaped[Array, " n_u *d"],
+    x_probe: Shaped[ArrayLike, " n_probe *d"],
+    x_u: Shaped[ArrayLike, " n_u *d"],
     y_u: Any,
     *,
     mesh: Mesh,

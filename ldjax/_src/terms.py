@@ -1,11 +1,10 @@
 """The A and G terms of the one-step decomposition."""
 
-from __future__ import annotations
-
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 from jaxtyping import Array
 from jaxtyping import Float
 
@@ -13,7 +12,7 @@ from ldjax._src import checks
 from ldjax._src.typing import LossFn
 
 
-def a_term(logits: Float[Array, "*batch k"]) -> Float[Array, "*batch k k"]:
+def a_term(logits: Float[ArrayLike, "*batch k"]) -> Float[Array, "*batch k k"]:
     r"""Jacobian of log-softmax with respect to the logits: :math:`A = I - \mathbf{1}\pi^\top`.
 
     ``A[..., a, b] = δ_ab − π_b``: every row sums to zero, so A removes the part of a logit change
@@ -36,13 +35,15 @@ def a_term(logits: Float[Array, "*batch k"]) -> Float[Array, "*batch k k"]:
     return eye - probs[..., None, :]
 
 
-def apply_a_term(logits: Float[Array, "*batch k"], dz: Float[Array, "*batch k"]) -> Float[Array, "*batch k"]:
+def apply_a_term(
+    logits: Float[ArrayLike, "*batch k"], dz: Float[ArrayLike, "*batch k"]
+) -> Float[Array, "*batch k"]:
     r""":math:`A \cdot \Delta z` without forming A: ``dz − Σ_b π_b dz_b`` along the last axis."""
     probs = jax.nn.softmax(logits, axis=-1)
     return dz - jnp.sum(probs * dz, axis=-1, keepdims=True)
 
 
-def g_term(loss_fn: LossFn, logits: Float[Array, " n *o"], target: Any) -> Float[Array, " n *o"]:
+def g_term(loss_fn: LossFn, logits: Float[ArrayLike, " n *o"], target: Any) -> Float[Array, " n *o"]:
     r"""The force :math:`G = \partial L / \partial z`, by automatic differentiation.
 
     Any loss works: ``loss_fn(logits, target)`` must return a scalar (the built-in losses return

@@ -7,8 +7,6 @@ force on a probe set). Both run inside the jitted scan, so recording costs one e
 per record instead of a host round trip.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from typing import Any
 from typing import NamedTuple
@@ -144,7 +142,8 @@ def train(
     def update(carry, batch, data):
         params, opt_state = carry
         loss, grads = jax.value_and_grad(lambda p: _call(loss_fn, (p, batch), data))(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
+        with jax.numpy_dtype_promotion("standard"):  # optax's Adam takes 1 - b1**count with an int count
+            updates, opt_state = optimizer.update(grads, opt_state, params)
         acc = None if accumulate is None else _call(accumulate, (params, batch, updates), data)
         return (optax.apply_updates(params, updates), opt_state), (loss, acc)
 

@@ -5,8 +5,6 @@ Dimension names used everywhere: ``n`` examples, ``k`` classes/logits, ``V`` voc
 shape of one example's logits (``[k]`` for classifiers, ``[T, V]`` for sequence models).
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from typing import Any
 from typing import Literal

@@ -7,8 +7,6 @@ loaded, so they are read with :class:`RestrictedUnpickler`, which admits only th
 globals that the format needs.
 """
 
-from __future__ import annotations
-
 import hashlib
 import io
 import os
@@ -286,14 +284,17 @@ def load_cifar10(
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     npz_name = f"cifar10_{split}.npz"
     dirs = files.search_dirs(path, "cifar10")
-    for directory in dirs:
-        npz = directory / npz_name
-        if files.probe(npz):
-            x, y = _load_npz(npz, split, allow_subset)
-            return _dataset(split, x, y, str(npz), (npz,))
+
+    def load_npz(npz: Path) -> Dataset:
+        return _dataset(split, *_load_npz(npz, split, allow_subset), str(npz), (npz,))
+
+    def load_batches(directory: Path) -> Dataset | None:
         batch_dir = _batch_dir(directory, split)
-        if batch_dir is not None:
-            return _from_batches(split, batch_dir, allow_subset)
+        return None if batch_dir is None else _from_batches(split, batch_dir, allow_subset)
+
+    found = files.load_local(dirs, npz_name, load_npz, load_batches)
+    if found is not None:
+        return found
     target = files.download_dir(path, "cifar10")
     names = [npz_name, f"{CIFAR10_DIR}/{CIFAR10_BATCHES[split][0]}"]
     if not download:

@@ -5,8 +5,6 @@ annotations give an estimate of the true label distribution p*. Restricted to th
 p* is renormalised over them and every prediction lives on a 2-simplex.
 """
 
-from __future__ import annotations
-
 import os
 from collections.abc import Sequence
 from typing import NamedTuple

@@ -1,7 +1,5 @@
 """The labelled data set returned by every real-data loader, and the record of the files it came from."""
 
-from __future__ import annotations
-
 from typing import Any
 from typing import NamedTuple
 

@@ -14,8 +14,6 @@ directory, a FIFO or device, an unreadable file) is :class:`DataCorrupt`, never 
 or another data set. Every file a loader reads is recorded with its SHA-256 (:func:`record`).
 """
 
-from __future__ import annotations
-
 import errno
 import hashlib
 import os
@@ -28,6 +26,7 @@ from collections.abc import Iterator
 from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
+from typing import TypeVar
 
 import numpy as np
 
@@ -38,6 +37,8 @@ from ldjax._src.data.errors import DataUnavailable
 DATA_DIR_ENV = "LDJAX_DATA_DIR"
 CACHE_DIR_ENV = "LDJAX_CACHE_DIR"
 _CHUNK = 1 << 20
+
+LoadedT = TypeVar("LoadedT")
 
 
 def cache_dir() -> Path:
@@ -147,6 +148,27 @@ def find_first(dirs: Sequence[Path], names: Sequence[str]) -> Path | None:
             candidate = directory / name
             if probe(candidate):
                 return candidate
+    return None
+
+
+def load_local(
+    dirs: Sequence[Path],
+    npz_name: str,
+    load_npz: Callable[[Path], LoadedT],
+    load_official: Callable[[Path], LoadedT | None],
+) -> LoadedT | None:
+    """The first local copy of a data set in ``dirs``, searched in order; ``None`` when there is none.
+
+    In each directory a usable ``npz_name`` is read with ``load_npz(path)``; otherwise
+    ``load_official(directory)`` reads the official files there, or returns ``None`` when they are absent.
+    """
+    for directory in dirs:
+        npz = directory / npz_name
+        if probe(npz):
+            return load_npz(npz)
+        found = load_official(directory)
+        if found is not None:
+            return found
     return None
 
 

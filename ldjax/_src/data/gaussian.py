@@ -6,12 +6,11 @@ label ``y`` is the class that generated ``x``, so it disagrees with ``argmax p*`
 fraction of samples: the toy has label "noise" built in.
 """
 
-from __future__ import annotations
-
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 from jaxtyping import Array
 from jaxtyping import Float
 from jaxtyping import Int
@@ -42,7 +41,7 @@ class Split(NamedTuple):
 
 
 def gaussian_p_star(
-    x: Float[Array, "n d"], means: Float[Array, "k d"], variance: float = 6.0
+    x: Float[ArrayLike, "n d"], means: Float[ArrayLike, "k d"], variance: float = 6.0
 ) -> Float[Array, "n k"]:
     r"""Exact posterior :math:`p^*_k(x) = \mathrm{softmax}_k(-\|x-\mu_k\|^2 / 2\sigma^2)` under equal priors.
 
@@ -127,7 +126,7 @@ def split_toy(toy: GaussianToy, fractions: tuple[float, float] = (0.05, 0.05)) -
 
 
 def symmetric_label_noise(
-    labels: Int[Array, " n"], num_classes: int, rate: float, *, key: jax.Array
+    labels: Int[ArrayLike, " n"], num_classes: int, rate: float, *, key: jax.Array
 ) -> tuple[Int[Array, " n"], Array]:
     """Flip exactly ``round(rate * n)`` labels, each to a uniformly drawn DIFFERENT class.
 

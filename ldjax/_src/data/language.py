@@ -55,8 +55,6 @@ Tokenizer: word level, fixed vocabulary (:attr:`Language.vocab`), id 0 is ``<pad
 Sequences are ``<bos> prompt <sep> response <eos>`` right-padded to :data:`MAX_LEN` = 17 (model inputs: 16 tokens).
 """
 
-from __future__ import annotations
-
 import itertools
 from collections.abc import Sequence
 from typing import NamedTuple

@@ -5,8 +5,6 @@ followed by the unsigned bytes. Images have magic 2051 (``0x00000803``: ubyte, 3
 labels 2049 (``0x00000801``: ubyte, 1 dimension). Files may be gzip-compressed (``.gz``).
 """
 
-from __future__ import annotations
-
 import contextlib
 import gzip
 import hashlib
@@ -277,14 +275,19 @@ def load_mnist(
     image_stem, label_stem = MNIST_FILES[split]
     npz_name = f"mnist_{split}.npz"
     dirs = files.search_dirs(path, "mnist")
-    for directory in dirs:
-        npz = directory / npz_name
-        if files.probe(npz):
-            x, y = _load_npz(npz, split, allow_subset)
-            return _dataset(split, x, y, str(npz), (npz,))
+
+    def load_npz(npz: Path) -> Dataset:
+        return _dataset(split, *_load_npz(npz, split, allow_subset), str(npz), (npz,))
+
+    def load_idx(directory: Path) -> Dataset | None:
         images_file, labels_file = _find_idx(directory, image_stem), _find_idx(directory, label_stem)
-        if images_file is not None and labels_file is not None:
-            return _from_idx(split, images_file, labels_file, allow_subset)
+        if images_file is None or labels_file is None:
+            return None
+        return _from_idx(split, images_file, labels_file, allow_subset)
+
+    found = files.load_local(dirs, npz_name, load_npz, load_idx)
+    if found is not None:
+        return found
     target = files.download_dir(path, "mnist")
     if not download:
         raise files.unavailable(

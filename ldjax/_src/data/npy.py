@@ -7,8 +7,6 @@ hold; only an accepted header is read, into an array of exactly the declared siz
 must end exactly where its header says.
 """
 
-from __future__ import annotations
-
 import math
 import os
 import zipfile

@@ -14,8 +14,6 @@ bytes of Python object per byte. :class:`RestrictedUnpickler` therefore
    a container that holds itself, and arrays of Python objects.
 """
 
-from __future__ import annotations
-
 import math
 import pickle
 import pickletools

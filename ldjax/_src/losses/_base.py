@@ -17,6 +17,7 @@ from typing import TypeVar
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 from jaxtyping import Array
 from jaxtyping import Float
 from jaxtyping import Int
@@ -85,7 +86,9 @@ def bind(loss: Callable[..., Array], /, **hyper: Any) -> Loss:
     return with_target_check(check)(bound) if check is not None else bound
 
 
-def softmax_minus_one_hot(logits: Float[Array, "*b k"], labels: Int[Array, "*b"]) -> Float[Array, "*b k"]:
+def softmax_minus_one_hot(
+    logits: Float[ArrayLike, "*b k"], labels: Int[ArrayLike, "*b"]
+) -> Float[Array, "*b k"]:
     r""":math:`\pi - e_y`, the gradient of :math:`-\log\pi_y` with respect to the logits.
 
     Every closed-form force of a (weighted) log-likelihood term is this times its weight.
@@ -99,7 +102,7 @@ def softmax_minus_one_hot(logits: Float[Array, "*b k"], labels: Int[Array, "*b"]
     return probs - jax.nn.one_hot(labels, logits.shape[-1], dtype=probs.dtype)
 
 
-def token_log_probs(logits: Float[Array, "*b k"], tokens: Int[Array, "*b"]) -> Float[Array, "*b"]:
+def token_log_probs(logits: Float[ArrayLike, "*b k"], tokens: Int[ArrayLike, "*b"]) -> Float[Array, "*b"]:
     r"""Per-position :math:`\log\pi(y)` of the given tokens or class labels.
 
     Example:

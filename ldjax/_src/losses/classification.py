@@ -1,10 +1,12 @@
 """Classification losses and their closed-form forces G = ∂L/∂z."""
 
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 from jaxtyping import Array
 from jaxtyping import Float
 from jaxtyping import Int
@@ -42,7 +44,7 @@ def check_probability_targets(out_shape: tuple[int, ...], targets: Any, name: st
 
 
 @with_target_check(check_integer_labels)
-def cross_entropy(logits: Float[Array, "n *t k"], labels: Int[Array, " n *t"]) -> Float[Array, ""]:
+def cross_entropy(logits: Float[ArrayLike, "n *t k"], labels: Int[ArrayLike, " n *t"]) -> Float[Array, ""]:
     r"""Mean cross-entropy :math:`-\frac1n\sum_i \log \pi_{y_i}(x_i)` with integer labels.
 
     Logits may carry extra axes before ``k`` (``[n, T, V]`` with labels ``[n, T]``); the mean is
@@ -56,7 +58,9 @@ def cross_entropy(logits: Float[Array, "n *t k"], labels: Int[Array, " n *t"]) -
     return -jnp.mean(token_log_probs(logits, labels))
 
 
-def cross_entropy_g(logits: Float[Array, "n *t k"], labels: Int[Array, " n *t"]) -> Float[Array, "n *t k"]:
+def cross_entropy_g(
+    logits: Float[ArrayLike, "n *t k"], labels: Int[ArrayLike, " n *t"]
+) -> Float[Array, "n *t k"]:
     r"""Closed form of :math:`\partial L/\partial z` for :func:`cross_entropy`: :math:`(\pi - e_y)/m`.
 
     ``m`` is the number of labelled positions (``n`` for a classifier).
@@ -65,22 +69,24 @@ def cross_entropy_g(logits: Float[Array, "n *t k"], labels: Int[Array, " n *t"])
 
 
 @with_target_check(check_probability_targets)
-def soft_cross_entropy(logits: Float[Array, "n k"], targets: Float[Array, "n k"]) -> Float[Array, ""]:
+def soft_cross_entropy(logits: Float[ArrayLike, "n k"], targets: Float[ArrayLike, "n k"]) -> Float[Array, ""]:
     r"""Mean cross-entropy against target distributions :math:`-\frac1n\sum_i q_i^\top \log\pi(x_i)`.
 
     Used for label smoothing (:func:`smooth_labels`), distillation and training on :math:`p^*`.
     """
     logp = jax.nn.log_softmax(logits, axis=-1)
-    return -jnp.sum(targets * logp) / np.prod(logits.shape[:-1])
+    return -jnp.sum(targets * logp) / math.prod(logits.shape[:-1])
 
 
-def soft_cross_entropy_g(logits: Float[Array, "n k"], targets: Float[Array, "n k"]) -> Float[Array, "n k"]:
+def soft_cross_entropy_g(
+    logits: Float[ArrayLike, "n k"], targets: Float[ArrayLike, "n k"]
+) -> Float[Array, "n k"]:
     r"""Closed form for :func:`soft_cross_entropy`: :math:`(\pi - q)/n` (targets summing to one)."""
     probs = jax.nn.softmax(logits, axis=-1)
-    return (probs - targets) / np.prod(logits.shape[:-1])
+    return (probs - targets) / math.prod(logits.shape[:-1])
 
 
-def smooth_labels(labels: Int[Array, " n"], num_classes: int, smoothing: float) -> Float[Array, "n k"]:
+def smooth_labels(labels: Int[ArrayLike, " n"], num_classes: int, smoothing: float) -> Float[Array, "n k"]:
     r"""Label-smoothed targets :math:`(1-\epsilon) e_y + \epsilon / k`.
 
     Example:

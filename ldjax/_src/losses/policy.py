@@ -32,6 +32,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 from jaxtyping import Array
 from jaxtyping import Float
 from jaxtyping import Int
@@ -72,7 +73,7 @@ def check_policy_target(out_shape: tuple[int, ...], target: Any, name: str) -> N
 
 
 def group_advantages(
-    rewards: Float[Array, " n"], group_size: int, *, eps: float = 1e-6
+    rewards: Float[ArrayLike, " n"], group_size: int, *, eps: float = 1e-6
 ) -> Float[Array, " n"]:
     r"""GRPO advantages: rewards standardised within consecutive groups of ``group_size`` responses.
 
@@ -102,7 +103,7 @@ def _policy_loss(ell: Array, target: PolicyTarget) -> Array:
 
 
 @with_target_check(check_policy_target)
-def grpo(logits: Float[Array, "n T V"], target: PolicyTarget) -> Float[Array, ""]:
+def grpo(logits: Float[ArrayLike, "n T V"], target: PolicyTarget) -> Float[Array, ""]:
     r"""On-policy GRPO loss :math:`-\frac1n\sum_i A_i \frac1{|o_i|}\sum_t \text{mask}_{it}\log\pi_t(y_{it})`.
 
     Example:
@@ -114,7 +115,7 @@ def grpo(logits: Float[Array, "n T V"], target: PolicyTarget) -> Float[Array, ""
     return _policy_loss(token_log_probs(logits, target.tokens), target)
 
 
-def grpo_g(logits: Float[Array, "n T V"], target: PolicyTarget) -> Float[Array, "n T V"]:
+def grpo_g(logits: Float[ArrayLike, "n T V"], target: PolicyTarget) -> Float[Array, "n T V"]:
     r"""Closed form for :func:`grpo`: :math:`G_{it} = \frac{A_i}{n |o_i|}\,\text{mask}_{it}(\pi_t - e_{y_{it}})`."""
     length = jnp.maximum(jnp.sum(target.mask, axis=-1), 1.0)
     weight = target.mask * (target.advantages / (length * logits.shape[0]))[:, None]
@@ -123,7 +124,7 @@ def grpo_g(logits: Float[Array, "n T V"], target: PolicyTarget) -> Float[Array, 
 
 @with_target_check(check_policy_target)
 def simko(
-    logits: Float[Array, "n T V"],
+    logits: Float[ArrayLike, "n T V"],
     target: PolicyTarget,
     *,
     top_k: int = 3,
@@ -153,7 +154,7 @@ def simko(
 
 
 def simko_token_terms(
-    logits: Float[Array, "n T V"],
+    logits: Float[ArrayLike, "n T V"],
     target: PolicyTarget,
     *,
     top_k: int,
@@ -174,7 +175,7 @@ def simko_token_terms(
     high = (entropy > threshold) & (target.mask > 0)
     _, top = jax.lax.top_k(frozen, top_k)
     top_mean = jnp.mean(jnp.take_along_axis(logp, top, axis=-1), axis=-1)
-    is_top1 = target.tokens == jnp.argmax(frozen, axis=-1)
+    is_top1 = target.tokens == jnp.argmax(frozen, axis=-1).astype(target.tokens.dtype)
     adv = target.advantages[:, None]
     positive = high & (adv > 0)
     negative = high & (adv < 0) & is_top1

@@ -40,9 +40,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 from jaxtyping import Array
 from jaxtyping import Float
 from jaxtyping import Int
+from jaxtyping import Shaped
 
 from ldjax._src import checks
 from ldjax._src.losses._base import bind
@@ -80,13 +82,13 @@ class PreferenceTarget(NamedTuple):
 
 
 def next_token_target(
-    sequences: Int[Array, "n L"], response_mask: Float[Array, "n L"]
+    sequences: Int[ArrayLike, "n L"], response_mask: Shaped[ArrayLike, "n L"]
 ) -> tuple[Int[Array, "n L-1"], SequenceTarget]:
     """Split full sequences into model inputs and aligned next-token targets.
 
     Args:
       sequences: ``[n, L]`` token ids (prompt, response, padding).
-      response_mask: ``[n, L]``, 1 where the token belongs to the response.
+      response_mask: ``[n, L]``, 1 where the token belongs to the response (any dtype; returned as float).
 
     Returns:
       ``(inputs[n, L-1], SequenceTarget(tokens[n, L-1], mask[n, L-1]))`` with ``inputs =
@@ -112,7 +114,7 @@ def next_token_target(
 
 
 def sequence_log_prob(
-    logits: Float[Array, "n T V"], tokens: Int[Array, "n T"], mask: Float[Array, "n T"]
+    logits: Float[ArrayLike, "n T V"], tokens: Int[ArrayLike, "n T"], mask: Float[ArrayLike, "n T"]
 ) -> Float[Array, " n"]:
     r"""Summed response log-probability :math:`\sum_t \text{mask}_t \log\pi_t(y_t)` per sequence.
 
@@ -186,7 +188,7 @@ def check_preference_target(out_shape: tuple[int, ...], target: Any, name: str) 
 
 
 @with_target_check(check_sequence_target)
-def sft(logits: Float[Array, "n T V"], target: SequenceTarget) -> Float[Array, ""]:
+def sft(logits: Float[ArrayLike, "n T V"], target: SequenceTarget) -> Float[Array, ""]:
     r"""Token-level supervised fine-tuning loss, masked to the response.
 
     .. math:: L = -\frac{1}{N} \sum_{i,t} \text{mask}_{it} \log \pi_t(y_{it}),\qquad N = \max(1, \textstyle\sum_{i,t}\text{mask}_{it})
@@ -208,7 +210,7 @@ def sft(logits: Float[Array, "n T V"], target: SequenceTarget) -> Float[Array, "
     return -jnp.sum(target.mask * picked) / _normaliser(target.mask)
 
 
-def sft_g(logits: Float[Array, "n T V"], target: SequenceTarget) -> Float[Array, "n T V"]:
+def sft_g(logits: Float[ArrayLike, "n T V"], target: SequenceTarget) -> Float[Array, "n T V"]:
     r"""Closed form of :math:`\partial L/\partial z` for :func:`sft`: :math:`(\pi - e_y)\,\text{mask}/N`."""
     weight = target.mask / _normaliser(target.mask)
     return softmax_minus_one_hot(logits, target.tokens) * weight[..., None]
@@ -241,7 +243,9 @@ def _response_force(logits: Array, target: PreferenceTarget, dloss_dlogp: Array)
 
 
 @with_target_check(check_preference_target)
-def dpo(logits: Float[Array, "n T V"], target: PreferenceTarget, *, beta: float = 0.1) -> Float[Array, ""]:
+def dpo(
+    logits: Float[ArrayLike, "n T V"], target: PreferenceTarget, *, beta: float = 0.1
+) -> Float[Array, ""]:
     r"""Direct preference optimisation loss :math:`-\frac1m \sum_i \log\sigma(\beta h_i)`.
 
     Args:
@@ -262,7 +266,9 @@ def dpo(logits: Float[Array, "n T V"], target: PreferenceTarget, *, beta: float 
     return -jnp.mean(jax.nn.log_sigmoid(beta * h))
 
 
-def dpo_g(logits: Float[Array, "n T V"], target: PreferenceTarget, *, beta: float) -> Float[Array, "n T V"]:
+def dpo_g(
+    logits: Float[ArrayLike, "n T V"], target: PreferenceTarget, *, beta: float
+) -> Float[Array, "n T V"]:
     r"""Closed form for :func:`dpo`.
 
     .. math::
@@ -276,7 +282,7 @@ def dpo_g(logits: Float[Array, "n T V"], target: PreferenceTarget, *, beta: floa
 
 
 @with_target_check(check_preference_target)
-def ipo(logits: Float[Array, "n T V"], target: PreferenceTarget, *, tau: float = 0.1) -> Float[Array, ""]:
+def ipo(logits: Float[ArrayLike, "n T V"], target: PreferenceTarget, *, tau: float = 0.1) -> Float[Array, ""]:
     r"""Identity preference optimisation loss :math:`\frac1m \sum_i (h_i - \frac{1}{2\tau})^2`.
 
     Example:
@@ -289,7 +295,9 @@ def ipo(logits: Float[Array, "n T V"], target: PreferenceTarget, *, tau: float =
     return jnp.mean((h - 1.0 / (2.0 * tau)) ** 2)
 
 
-def ipo_g(logits: Float[Array, "n T V"], target: PreferenceTarget, *, tau: float) -> Float[Array, "n T V"]:
+def ipo_g(
+    logits: Float[ArrayLike, "n T V"], target: PreferenceTarget, *, tau: float
+) -> Float[Array, "n T V"]:
     r"""Closed form for :func:`ipo`: :math:`\partial L/\partial h_i = \frac2m (h_i - \frac1{2\tau})`, then as DPO."""
     h, m = _margin(logits, target)
     return _pair_force(logits, target, (2.0 / m) * (h - 1.0 / (2.0 * tau)))
@@ -297,7 +305,7 @@ def ipo_g(logits: Float[Array, "n T V"], target: PreferenceTarget, *, tau: float
 
 @with_target_check(check_preference_target)
 def slic(
-    logits: Float[Array, "n T V"],
+    logits: Float[ArrayLike, "n T V"],
     target: PreferenceTarget,
     *,
     delta: float = 1.0,
@@ -323,7 +331,7 @@ def slic(
 
 
 def slic_g(
-    logits: Float[Array, "n T V"], target: PreferenceTarget, *, delta: float, regularization: float
+    logits: Float[ArrayLike, "n T V"], target: PreferenceTarget, *, delta: float, regularization: float
 ) -> Float[Array, "n T V"]:
     r"""Closed form for :func:`slic`: active hinge pairs push :math:`y^+` up and :math:`y^-` down by 1/m each."""
     m = logits.shape[0] // 2

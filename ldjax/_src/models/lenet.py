@@ -1,9 +1,8 @@
 """LeNet-5 (flax NNX), channels last."""
 
-from __future__ import annotations
-
 import jax
 from flax import nnx
+from jax.typing import ArrayLike
 from jaxtyping import Array
 from jaxtyping import Float
 
@@ -61,7 +60,7 @@ class LeNet5(nnx.Module):
         self.fc2 = nnx.Linear(120, 84, rngs=rngs)
         self.fc3 = nnx.Linear(84, num_classes, rngs=rngs)
 
-    def __call__(self, x: Float[Array, "b h w c"]) -> Float[Array, "b k"]:
+    def __call__(self, x: Float[ArrayLike, "b h w c"]) -> Float[Array, "b k"]:
         expected = (self.input_size, self.input_size, self.in_channels)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(

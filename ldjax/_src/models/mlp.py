@@ -1,12 +1,11 @@
 """A multilayer perceptron (flax NNX)."""
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from collections.abc import Sequence
 
 import jax
 from flax import nnx
+from jax.typing import ArrayLike
 from jaxtyping import Array
 from jaxtyping import Float
 
@@ -56,7 +55,7 @@ class MLP(nnx.Module):
         )
         self.activation = activation
 
-    def __call__(self, x: Float[Array, " b *d"]) -> Float[Array, "b k"]:
+    def __call__(self, x: Float[ArrayLike, " b *d"]) -> Float[Array, "b k"]:
         x = x.reshape(x.shape[0], -1)
         if x.shape[1] != self.in_features:
             raise ValueError(

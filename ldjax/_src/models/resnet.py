@@ -10,8 +10,6 @@ update of this model); matrix products do not suffer from it. The result is the 
 (tested against ``jax.lax.conv_general_dilated``).
 """
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 
 import jax

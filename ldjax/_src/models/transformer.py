@@ -4,11 +4,10 @@ Attention is written with plain ``nnx.Linear`` projections and ``jnp.einsum``, s
 product of the model is a visible ``dot_general`` in its jaxpr (structured kernels can see them).
 """
 
-from __future__ import annotations
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.typing import ArrayLike
 from jaxtyping import Array
 from jaxtyping import Float
 from jaxtyping import Int
@@ -26,7 +25,7 @@ class CausalSelfAttention(nnx.Module):
         self.value = nnx.Linear(d_model, d_model, rngs=rngs)
         self.out = nnx.Linear(d_model, d_model, rngs=rngs)
 
-    def __call__(self, x: Float[Array, "b T d"]) -> Float[Array, "b T d"]:
+    def __call__(self, x: Float[ArrayLike, "b T d"]) -> Float[Array, "b T d"]:
         b, t, d = x.shape
         h = self.n_heads
         q = self.query(x).reshape(b, t, h, d // h)
@@ -50,7 +49,7 @@ class Block(nnx.Module):
         self.fc1 = nnx.Linear(d_model, d_ff, rngs=rngs)
         self.fc2 = nnx.Linear(d_ff, d_model, rngs=rngs)
 
-    def __call__(self, x: Float[Array, "b T d"]) -> Float[Array, "b T d"]:
+    def __call__(self, x: Float[ArrayLike, "b T d"]) -> Float[Array, "b T d"]:
         x = x + self.attn(self.ln1(x))
         return x + self.fc2(jax.nn.gelu(self.fc1(self.ln2(x))))
 
@@ -115,7 +114,7 @@ class TinyTransformer(nnx.Module):
         self.ln_final = nnx.LayerNorm(d_model, rngs=rngs)
         self.head = nnx.Linear(d_model, vocab_size, rngs=rngs)
 
-    def __call__(self, tokens: Int[Array, "b T"]) -> Float[Array, "b T V"]:
+    def __call__(self, tokens: Int[ArrayLike, "b T"]) -> Float[Array, "b T V"]:
         if tokens.ndim != 2:
             raise ValueError(f"tokens must be [b, T] integer ids, got shape {tuple(tokens.shape)}")
         t = tokens.shape[1]

@@ -32,8 +32,6 @@ The package, one job per file:
   contractions, the Jacobian fallback.
 """
 
-from __future__ import annotations
-
 from typing import Any
 
 import jax

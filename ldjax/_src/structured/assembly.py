@@ -7,8 +7,6 @@ r"""Assembly: every leaf's kernel from the site values of both batches.
 - the leaves used in any other way: Jacobian contraction (the fallback).
 """
 
-from __future__ import annotations
-
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +14,7 @@ from typing import TypeVar
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 from jaxtyping import Array
 from jaxtyping import Float
 
@@ -122,9 +121,9 @@ def _input_gram(plan: Plan, x_in1: jax.Array, x_in2: jax.Array) -> Float[Array, 
 
 
 def bilinear_kernel(
-    input_gram: Float[Array, "n1 n2 B S T"],
-    cotangent1: Float[Array, "n1 O B S F"],
-    cotangent2: Float[Array, "n2 O B T F"],
+    input_gram: Float[ArrayLike, "n1 n2 B S T"],
+    cotangent1: Float[ArrayLike, "n1 O B S F"],
+    cotangent2: Float[ArrayLike, "n2 O B T F"],
     trace: bool,
 ) -> Float[Array, "n1 n2 O O"] | Float[Array, "n1 n2"]:
     """``K[i,j,a,c] = Σ_{b,s,t} input_gram[i,j,b,s,t] Σ_f cotangent1[i,a,b,s,f] cotangent2[j,c,b,t,f]``."""

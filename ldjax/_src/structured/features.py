@@ -1,8 +1,6 @@
 """What one site contributes per example: its layer inputs and output cotangents in the
 ``[B, S, C]`` / ``[O, B, S, F]`` layout of its plan, or its materialised per-example gradients."""
 
-from __future__ import annotations
-
 from typing import Any
 
 import jax

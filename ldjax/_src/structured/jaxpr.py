@@ -4,8 +4,6 @@ sites (equations linear in a parameter leaf) and evaluate the program with probe
 Only the public :func:`jax.make_jaxpr` and :mod:`jax.extend.core` are used.
 """
 
-from __future__ import annotations
-
 import dataclasses
 import itertools
 import math

@@ -6,8 +6,6 @@ projections), ``S`` the positions that share the weight (tokens, pixels), ``C`` 
 features (for a convolution: channels x filter taps) and ``F`` the output features.
 """
 
-from __future__ import annotations
-
 import dataclasses
 from typing import Literal
 from typing import NamedTuple

@@ -1,8 +1,6 @@
 """The one preparation shared by :func:`structured_ntk` and :func:`site_report`: trace the model,
 find its sites, plan them and route every parameter leaf."""
 
-from __future__ import annotations
-
 import dataclasses
 from typing import Any
 

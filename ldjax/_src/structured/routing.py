@@ -9,8 +9,6 @@ logits and ``p`` parameters:
   bilinear contraction with the cotangents (:func:`bilinear_costs`).
 """
 
-from __future__ import annotations
-
 from typing import Literal
 
 from ldjax._src.structured.jaxpr import Site
