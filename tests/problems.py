@@ -11,6 +11,21 @@ from jax.flatten_util import ravel_pytree
 NTK_METHODS = ("jacobian", "vector_products", "structured")
 
 
+def optax_update(optimizer, grads, state, params):
+    """``optimizer.update`` under JAX's standard promotion (optax's Adam takes 1 - b1**count, count an int).
+
+    The tests run with strict promotion (conftest.py); ldjax runs optax's update the same way.
+    """
+    with jax.numpy_dtype_promotion("standard"):
+        return optimizer.update(grads, state, params)
+
+
+def layer_norm(norm, h):
+    """``norm(h)`` for a flax LayerNorm, under standard promotion: it promotes float64 with float32 internally."""
+    with jax.numpy_dtype_promotion("standard"):
+        return norm(h)
+
+
 def mlp_apply(params, x):
     """One example ``[d] -> [k]``: tanh MLP."""
     h = jnp.tanh(x @ params["w1"] + params["b1"])

@@ -113,7 +113,7 @@ def test_demo_runs_as_the_ldjax_command(tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=3600,  # a hang guard, not a time limit
         check=False,
     )
     assert out.returncode == 0, out.stderr

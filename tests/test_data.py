@@ -30,6 +30,8 @@ from ldjax.data import parse_idx
 from ldjax.data import provenance
 from ldjax.data import read_cifar_batch
 
+from typechecking import ill_typed
+
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 
@@ -239,9 +241,9 @@ def test_lookup_order_path_then_env_then_cache(isolated, monkeypatch):
 
 
 def test_bad_split_is_a_value_error():
-    with pytest.raises(ValueError, match=r"split must be 'train' or 'test', got 'val'"):
+    with pytest.raises(ValueError, match=r"split must be 'train' or 'test', got 'val'"), ill_typed():
         load_mnist("val")
-    with pytest.raises(ValueError, match=r"split must be 'train' or 'test', got 'val'"):
+    with pytest.raises(ValueError, match=r"split must be 'train' or 'test', got 'val'"), ill_typed():
         load_cifar10("val")
 
 

@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pytest
 
+# The examples are user code as users run it: under JAX's standard promotion (optax's Adam, for one, is not
+# written for strict promotion).
+pytestmark = pytest.mark.standard_promotion
+
 SRC = Path(__file__).resolve().parents[1] / "ldjax" / "_src"
 MODULES = sorted(
     "ldjax._src." + ".".join(path.relative_to(SRC).with_suffix("").parts)

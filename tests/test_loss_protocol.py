@@ -9,28 +9,28 @@ import ldjax
 from ldjax import losses
 
 
+@pytest.mark.float64
 def test_bind_keeps_the_check_and_the_value():
-    with jax.enable_x64(True):
-        rng = np.random.default_rng(0)
-        logits = jnp.asarray(rng.normal(size=(4, 3, 5)))
-        target = losses.PreferenceTarget(
-            jnp.asarray(rng.integers(0, 5, (4, 3)), jnp.int32),
-            jnp.ones((4, 3)),
-            jnp.asarray(rng.normal(size=4)),
-        )
-        bound = losses.bind(losses.dpo, beta=0.7)
-        assert bound.__name__ == "dpo(beta=0.7)"
-        assert bound.check_target is losses.dpo.check_target
-        np.testing.assert_allclose(
-            jax.jit(bound)(logits, target), losses.dpo(logits, target, beta=0.7), rtol=1e-15
-        )
-        np.testing.assert_allclose(
-            jax.grad(bound)(logits, target), losses.dpo_g(logits, target, beta=0.7), rtol=1e-10, atol=1e-14
-        )
-        # a loss without a check stays without one
-        plain = losses.bind(lambda z, t, *, scale: scale * jnp.sum((z - t) ** 2), scale=2.0)
-        assert not hasattr(plain, "check_target")
-        assert float(plain(jnp.ones(3), jnp.zeros(3))) == 6.0
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.normal(size=(4, 3, 5)))
+    target = losses.PreferenceTarget(
+        jnp.asarray(rng.integers(0, 5, (4, 3)), jnp.int32),
+        jnp.ones((4, 3)),
+        jnp.asarray(rng.normal(size=4)),
+    )
+    bound = losses.bind(losses.dpo, beta=0.7)
+    assert bound.__name__ == "dpo(beta=0.7)"
+    assert bound.check_target is losses.dpo.check_target
+    np.testing.assert_allclose(
+        jax.jit(bound)(logits, target), losses.dpo(logits, target, beta=0.7), rtol=1e-15
+    )
+    np.testing.assert_allclose(
+        jax.grad(bound)(logits, target), losses.dpo_g(logits, target, beta=0.7), rtol=1e-10, atol=1e-14
+    )
+    # a loss without a check stays without one
+    plain = losses.bind(lambda z, t, *, scale: scale * jnp.sum((z - t) ** 2), scale=2.0)
+    assert not hasattr(plain, "check_target")
+    assert float(plain(jnp.ones(3), jnp.zeros(3))) == 6.0
 
 
 def test_with_target_check_is_what_one_step_calls():

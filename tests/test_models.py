@@ -12,6 +12,8 @@ import ldjax
 from ldjax.models import MLP
 from ldjax.models import LeNet5
 
+from typechecking import ill_typed
+
 # ---------------------------------------------------------------- MLP / LeNet5 (issue 4)
 
 
@@ -53,29 +55,29 @@ def numpy_lenet(p: dict, x: np.ndarray) -> np.ndarray:
     return h @ a["fc3"]["kernel"] + a["fc3"]["bias"]
 
 
+@pytest.mark.float64
 @pytest.mark.parametrize("activation", [jax.nn.relu, jnp.tanh])
 def test_mlp_matches_numpy_reference_float64(activation):
-    with jax.enable_x64(True):
-        model = MLP(12, (7, 5), 3, rngs=nnx.Rngs(0), activation=activation)
-        apply_fn, params = ldjax.from_nnx(model, example_shape=(3, 4))
-        params = jax.tree.map(lambda v: v.astype(jnp.float64), params)
-        x = np.random.default_rng(0).normal(size=(4, 3, 4))
-        got = jax.jit(jax.vmap(apply_fn, (None, 0)))(params, jnp.asarray(x))
-        np_act = (lambda v: np.maximum(v, 0.0)) if activation is jax.nn.relu else np.tanh
-        np.testing.assert_allclose(got, numpy_mlp(params, x, np_act), rtol=1e-12, atol=1e-12)
+    model = MLP(12, (7, 5), 3, rngs=nnx.Rngs(0), activation=activation)
+    apply_fn, params = ldjax.from_nnx(model, example_shape=(3, 4))
+    params = jax.tree.map(lambda v: v.astype(jnp.float64), params)
+    x = np.random.default_rng(0).normal(size=(4, 3, 4))
+    got = jax.jit(jax.vmap(apply_fn, (None, 0)))(params, jnp.asarray(x))
+    np_act = (lambda v: np.maximum(v, 0.0)) if activation is jax.nn.relu else np.tanh
+    np.testing.assert_allclose(got, numpy_mlp(params, x, np_act), rtol=1e-12, atol=1e-12)
     assert sorted(params["layers"]) == [0, 1, 2]
 
 
+@pytest.mark.float64
 @pytest.mark.parametrize("input_size, in_channels", [(28, 1)])
 def test_lenet_matches_numpy_reference_float64(input_size, in_channels):
-    with jax.enable_x64(True):
-        model = LeNet5(num_classes=10, in_channels=in_channels, rngs=nnx.Rngs(1), input_size=input_size)
-        apply_fn, params = ldjax.from_nnx(model, example_shape=(input_size, input_size, in_channels))
-        params = jax.tree.map(lambda v: v.astype(jnp.float64), params)
-        x = np.random.default_rng(1).uniform(size=(2, input_size, input_size, in_channels))
-        got = jax.jit(jax.vmap(apply_fn, (None, 0)))(params, jnp.asarray(x))
-        assert got.shape == (2, 10)
-        np.testing.assert_allclose(got, numpy_lenet(params, x), rtol=1e-10, atol=1e-12)
+    model = LeNet5(num_classes=10, in_channels=in_channels, rngs=nnx.Rngs(1), input_size=input_size)
+    apply_fn, params = ldjax.from_nnx(model, example_shape=(input_size, input_size, in_channels))
+    params = jax.tree.map(lambda v: v.astype(jnp.float64), params)
+    x = np.random.default_rng(1).uniform(size=(2, input_size, input_size, in_channels))
+    got = jax.jit(jax.vmap(apply_fn, (None, 0)))(params, jnp.asarray(x))
+    assert got.shape == (2, 10)
+    np.testing.assert_allclose(got, numpy_lenet(params, x), rtol=1e-10, atol=1e-12)
     assert params["fc1"]["kernel"].shape == (16 * ((input_size // 2 - 4) // 2) ** 2, 120)
 
 
@@ -83,8 +85,11 @@ def test_model_input_errors():
     assert LeNet5(3, 3, rngs=nnx.Rngs(0), input_size=16)(jnp.ones((2, 16, 16, 3))).shape == (2, 3)
     with pytest.raises(ValueError, match=r"input_size must be >= 12 .* got 8; upsample small images"):
         LeNet5(rngs=nnx.Rngs(0), input_size=8)
-    with pytest.raises(
-        ValueError, match=r"x must be a batch \[b, 28, 28, 1\] \(NHWC\), got shape \(2, 28, 28\)"
+    with (
+        pytest.raises(
+            ValueError, match=r"x must be a batch \[b, 28, 28, 1\] \(NHWC\), got shape \(2, 28, 28\)"
+        ),
+        ill_typed(),
     ):
         LeNet5(rngs=nnx.Rngs(0))(jnp.ones((2, 28, 28)))
     with pytest.raises(ValueError, match=r"x has 10 features per example .* expects in_features=12"):

@@ -15,6 +15,8 @@ import ldjax
 
 from problems import mlp_apply
 from problems import mlp_problem
+from problems import optax_update
+from typechecking import ill_typed
 
 CASES = [
     ("sgd", {}, lambda lr: optax.sgd(lr)),
@@ -33,7 +35,7 @@ def _trained_state(opt, params, x, y, steps=2):
         grads = jax.grad(lambda p: ldjax.losses.cross_entropy(jax.vmap(mlp_apply, (None, 0))(p, x), y))(
             params
         )
-        _, state = opt.update(grads, state, params)
+        _, state = optax_update(opt, grads, state, params)
     return state
 
 
@@ -43,21 +45,21 @@ def _problem(dtype=jnp.float64):
     return params, x_o, x_u, y_u
 
 
+@pytest.mark.float64
 @pytest.mark.parametrize(("kind", "hp", "make"), CASES, ids=IDS)
 def test_update_matches_optax(kind, hp, make):
-    with jax.enable_x64(True):
-        params, _, x_u, y_u = _problem()
-        opt = make(0.03)
-        state = _trained_state(opt, params, x_u, y_u[::-1])
-        grads = jax.grad(lambda p: ldjax.losses.cross_entropy(jax.vmap(mlp_apply, (None, 0))(p, x_u), y_u))(
-            params
-        )
-        up = ldjax.optimizer_update(grads, state, optimizer=kind, learning_rate=0.03, **hp)
-        mine = jax.tree.map(
-            lambda p, g, m: -up.coefficient * p * g + m, up.preconditioner, grads, up.momentum_update
-        )
-        real, _ = opt.update(grads, state, params)
-        np.testing.assert_allclose(ravel_pytree(mine)[0], ravel_pytree(real)[0], rtol=1e-12, atol=1e-15)
+    params, _, x_u, y_u = _problem()
+    opt = make(0.03)
+    state = _trained_state(opt, params, x_u, y_u[::-1])
+    grads = jax.grad(lambda p: ldjax.losses.cross_entropy(jax.vmap(mlp_apply, (None, 0))(p, x_u), y_u))(
+        params
+    )
+    up = ldjax.optimizer_update(grads, state, optimizer=kind, learning_rate=0.03, **hp)
+    mine = jax.tree.map(
+        lambda p, g, m: -up.coefficient * p * g + m, up.preconditioner, grads, up.momentum_update
+    )
+    real, _ = optax_update(opt, grads, state, params)
+    np.testing.assert_allclose(ravel_pytree(mine)[0], ravel_pytree(real)[0], rtol=1e-12, atol=1e-15)
 
 
 SLOW = pytest.mark.slow
@@ -69,95 +71,98 @@ DECOMPOSITION_CASES = [
 ]
 
 
+@pytest.mark.float64
 @pytest.mark.parametrize(
     ("kind", "hp", "make"), DECOMPOSITION_CASES, ids=["momentum", "nesterov", "rmsprop", "adam"]
 )
 def test_decomposition_matches_real_step(kind, hp, make):
-    with jax.enable_x64(True):
-        params, x_o, x_u, y_u = _problem()
-        lr = 1e-3
-        opt = make(lr)
-        state = _trained_state(opt, params, x_u, y_u[::-1])
-        step = jax.jit(
-            functools.partial(
-                ldjax.preconditioned_one_step,
-                mlp_apply,
-                loss=ldjax.losses.cross_entropy,
-                optimizer=kind,
-                learning_rate=lr,
-                **hp,
-            )
+    params, x_o, x_u, y_u = _problem()
+    lr = 1e-3
+    opt = make(lr)
+    state = _trained_state(opt, params, x_u, y_u[::-1])
+    step = jax.jit(
+        functools.partial(
+            ldjax.preconditioned_one_step,
+            mlp_apply,
+            loss=ldjax.losses.cross_entropy,
+            optimizer=kind,
+            learning_rate=lr,
+            **hp,
         )
-        r = step(params, x_o, x_u, y_u, opt_state=state)
-        # the two terms add up to the first-order change for the real optax update
-        ref = ldjax.one_step(
+    )
+    r = step(params, x_o, x_u, y_u, opt_state=state)
+    # the two terms add up to the first-order change for the real optax update
+    ref = ldjax.one_step(
+        mlp_apply,
+        params,
+        x_o,
+        x_u,
+        y_u,
+        loss=ldjax.losses.cross_entropy,
+        optimizer=opt,
+        opt_state=state,
+        terms=False,
+    )
+    np.testing.assert_allclose(r.predicted, ref.predicted, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(r.actual, ref.actual, rtol=1e-12, atol=1e-15)
+    if kind in ("momentum", "adam"):
+        assert float(jnp.abs(r.momentum_term).max()) > 1e-3 * float(jnp.abs(r.gradient_term).max())
+    # explicit reference for K_P = J(x_o) diag(P) J(x_u)^T and the gradient term −c·A·K_P·G
+    flat, unravel = ravel_pytree(params)
+    jac = lambda x: jax.vmap(jax.jacrev(lambda v, xi: mlp_apply(unravel(v), xi)), (None, 0))(flat, x)  # noqa: E731
+    p_flat = ravel_pytree(r.update.preconditioner)[0]
+    k_ref = jnp.einsum("iap,p,jbp->ijab", jac(x_o), p_flat, jac(x_u))
+    np.testing.assert_allclose(r.k, k_ref, rtol=1e-10, atol=1e-12)
+    z_o = jax.vmap(mlp_apply, (None, 0))(params, x_o)
+    force = jnp.einsum("ijab,jb->ia", k_ref, r.g)
+    grad_term = -r.update.coefficient * jnp.einsum("iab,ib->ia", ldjax.a_term(z_o), force)
+    np.testing.assert_allclose(r.gradient_term, grad_term, rtol=1e-9, atol=1e-14)
+
+
+@pytest.mark.float64
+@pytest.mark.parametrize(
+    ("kind", "hp", "make"), [CASES[1], CASES[3], CASES[4]], ids=["momentum", "rmsprop", "adam"]
+)
+def test_error_shrinks_like_eta_squared(kind, hp, make):
+    params, x_o, x_u, y_u = _problem()
+    errors = []
+    for lr in (2e-3, 1e-3):
+        state = _trained_state(make(lr), params, x_u, y_u[::-1])
+        r = ldjax.preconditioned_one_step(
             mlp_apply,
             params,
             x_o,
             x_u,
             y_u,
             loss=ldjax.losses.cross_entropy,
-            optimizer=opt,
+            optimizer=kind,
+            learning_rate=lr,
             opt_state=state,
             terms=False,
+            **hp,
         )
-        np.testing.assert_allclose(r.predicted, ref.predicted, rtol=1e-10, atol=1e-14)
-        np.testing.assert_allclose(r.actual, ref.actual, rtol=1e-12, atol=1e-15)
-        if kind in ("momentum", "adam"):
-            assert float(jnp.abs(r.momentum_term).max()) > 1e-3 * float(jnp.abs(r.gradient_term).max())
-        # explicit reference for K_P = J(x_o) diag(P) J(x_u)^T and the gradient term −c·A·K_P·G
-        flat, unravel = ravel_pytree(params)
-        jac = lambda x: jax.vmap(jax.jacrev(lambda v, xi: mlp_apply(unravel(v), xi)), (None, 0))(flat, x)  # noqa: E731
-        p_flat = ravel_pytree(r.update.preconditioner)[0]
-        k_ref = jnp.einsum("iap,p,jbp->ijab", jac(x_o), p_flat, jac(x_u))
-        np.testing.assert_allclose(r.k, k_ref, rtol=1e-10, atol=1e-12)
-        z_o = jax.vmap(mlp_apply, (None, 0))(params, x_o)
-        force = jnp.einsum("ijab,jb->ia", k_ref, r.g)
-        grad_term = -r.update.coefficient * jnp.einsum("iab,ib->ia", ldjax.a_term(z_o), force)
-        np.testing.assert_allclose(r.gradient_term, grad_term, rtol=1e-9, atol=1e-14)
+        errors.append(float(jnp.abs(r.actual - r.predicted).max()))
+    assert 3.0 < errors[0] / errors[1] < 5.0, errors
 
 
-@pytest.mark.parametrize(
-    ("kind", "hp", "make"), [CASES[1], CASES[3], CASES[4]], ids=["momentum", "rmsprop", "adam"]
-)
-def test_error_shrinks_like_eta_squared(kind, hp, make):
-    with jax.enable_x64(True):
-        params, x_o, x_u, y_u = _problem()
-        errors = []
-        for lr in (2e-3, 1e-3):
-            state = _trained_state(make(lr), params, x_u, y_u[::-1])
-            r = ldjax.preconditioned_one_step(
-                mlp_apply,
-                params,
-                x_o,
-                x_u,
-                y_u,
-                loss=ldjax.losses.cross_entropy,
-                optimizer=kind,
-                learning_rate=lr,
-                opt_state=state,
-                terms=False,
-                **hp,
-            )
-            errors.append(float(jnp.abs(r.actual - r.predicted).max()))
-        assert 3.0 < errors[0] / errors[1] < 5.0, errors
-
-
+@pytest.mark.float64
 @pytest.mark.slow
 def test_structured_preconditioned_kernel():
-    with jax.enable_x64(True):
-        params, x_o, x_u, _ = _problem()
-        p = jax.tree.map(lambda a: jnp.abs(a) + 0.5, params)
-        a = ldjax.preconditioned_ntk(mlp_apply, params, x_o, x_u, preconditioner=p, method="structured")
-        b = ldjax.preconditioned_ntk(mlp_apply, params, x_o, x_u, preconditioner=p)
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    params, x_o, x_u, _ = _problem()
+    p = jax.tree.map(lambda a: jnp.abs(a) + 0.5, params)
+    a = ldjax.preconditioned_ntk(mlp_apply, params, x_o, x_u, preconditioner=p, method="structured")
+    b = ldjax.preconditioned_ntk(mlp_apply, params, x_o, x_u, preconditioner=p)
+    np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
 def test_errors_name_the_argument():
     params, x_o, x_u, y_u = _problem(jnp.float32)
     with pytest.raises(ValueError, match="preconditioner must be a pytree with the structure of params"):
         ldjax.preconditioned_ntk(mlp_apply, params, x_o, preconditioner={"w1": params["w1"]})
-    with pytest.raises(ValueError, match="optimizer must be 'sgd', 'momentum', 'rmsprop' or 'adam'"):
+    with (
+        pytest.raises(ValueError, match="optimizer must be 'sgd', 'momentum', 'rmsprop' or 'adam'"),
+        ill_typed(),
+    ):
         ldjax.preconditioned_one_step(
             mlp_apply,
             params,

@@ -9,6 +9,8 @@ import pytest
 
 from ldjax import paths
 
+from typechecking import ill_typed
+
 
 def random_paths(seed, t=7, n=5, k=3):
     rng = np.random.default_rng(seed)
@@ -24,17 +26,17 @@ def test_simplex_coordinates_corners_and_barycentre():
     np.testing.assert_allclose(
         paths.simplex_coordinates(np.full(3, 1 / 3)), [0.5, np.sqrt(0.75) / 3], atol=1e-15
     )
-    with pytest.raises(ValueError, match="3 classes"):
+    with pytest.raises(ValueError, match="3 classes"), ill_typed():
         paths.simplex_coordinates(np.ones((2, 4)) / 4)
 
 
+@pytest.mark.float64
 def test_distances_and_zigzag_match_loop_reference():
     p, p_star, labels = random_paths(0)
-    with jax.enable_x64(True):
-        d = jax.jit(paths.distances)(jnp.asarray(p), jnp.asarray(p_star))
-        zz = jax.jit(functools.partial(paths.zigzag, margin=0.01))(
-            jnp.asarray(p), jnp.asarray(p_star), jnp.asarray(labels)
-        )
+    d = jax.jit(paths.distances)(jnp.asarray(p), jnp.asarray(p_star))
+    zz = jax.jit(functools.partial(paths.zigzag, margin=0.01))(
+        jnp.asarray(p), jnp.asarray(p_star), jnp.asarray(labels)
+    )
     t, n, k = p.shape
     for i in range(n):
         ref = [np.sqrt(sum((p[s, i, c] - p_star[i, c]) ** 2 for c in range(k))) for s in range(t)]
@@ -60,18 +62,18 @@ def test_zigzag_hand_example():
 
 def test_zigzag_rejects_bad_shapes():
     p, p_star, labels = random_paths(1)
-    with pytest.raises(ValueError, match="labels must be"):
+    with pytest.raises(ValueError, match="labels must be"), ill_typed():
         paths.zigzag(p, p_star, labels[:2])
-    with pytest.raises(ValueError, match="paths must be"):
+    with pytest.raises(ValueError, match="paths must be"), ill_typed():
         paths.distances(p[0], p_star)
 
 
+@pytest.mark.float64
 def test_ece_matches_loop_reference():
     rng = np.random.default_rng(2)
     probs = rng.dirichlet(np.ones(4) * 0.5, size=200)
     labels = rng.integers(0, 4, size=200)
-    with jax.enable_x64(True):
-        got = float(jax.jit(functools.partial(paths.expected_calibration_error, num_bins=10))(probs, labels))
+    got = float(jax.jit(functools.partial(paths.expected_calibration_error, num_bins=10))(probs, labels))
     conf, pred = probs.max(1), probs.argmax(1)
     ref = 0.0
     for b in range(10):
@@ -85,13 +87,13 @@ def test_ece_matches_loop_reference():
         paths.expected_calibration_error(probs, labels, num_bins=0)
 
 
+@pytest.mark.float64
 def test_filter_targets_is_the_recursive_average():
     rng = np.random.default_rng(3)
     rec = rng.dirichlet(np.ones(3), size=(6, 4))
-    with jax.enable_x64(True):
-        got = np.asarray(jax.jit(functools.partial(paths.filter_targets, decay=0.9))(rec))
-        init = np.full((4, 3), 1 / 3)
-        got_init = np.asarray(paths.filter_targets(rec, decay=0.9, initial=init))
+    got = np.asarray(jax.jit(functools.partial(paths.filter_targets, decay=0.9))(rec))
+    init = np.full((4, 3), 1 / 3)
+    got_init = np.asarray(paths.filter_targets(rec, decay=0.9, initial=init))
     weights = 0.9 ** np.arange(5, -1, -1)  # record t has weight α^(T-1-t), normalised
     q = sum(w * r for w, r in zip(weights, rec, strict=True)) / weights.sum()
     np.testing.assert_allclose(got, q, rtol=1e-12)

@@ -10,6 +10,8 @@ import pytest
 import ldjax
 from ldjax import losses
 
+from typechecking import ill_typed
+
 M, T, V = 3, 5, 7  # pairs, positions, vocabulary
 
 
@@ -39,70 +41,68 @@ def _preference(seed):
     return logits, losses.PreferenceTarget(tokens, mask, ref)
 
 
+@pytest.mark.float64
 def test_sft_value_and_force():
-    with jax.enable_x64(True):
-        _, logits, tokens, mask = _problem(0)
-        target = losses.SequenceTarget(tokens, mask)
-        want = -_loop_logp(logits, tokens, mask).sum() / float(np.sum(mask))
-        np.testing.assert_allclose(jax.jit(losses.sft)(logits, target), want, rtol=1e-12)
-        auto = jax.jit(jax.grad(losses.sft))(logits, target)
-        np.testing.assert_allclose(jax.jit(losses.sft_g)(logits, target), auto, rtol=1e-10, atol=1e-14)
-        # masked positions carry no force; each response row sums to zero over V
-        assert np.all(np.asarray(auto)[np.asarray(mask) == 0] == 0)
-        np.testing.assert_allclose(np.asarray(auto).sum(-1), 0.0, atol=1e-14)
-        # the core's g_term gives the same
-        np.testing.assert_allclose(ldjax.g_term(losses.sft, logits, target), auto, rtol=1e-12)
+    _, logits, tokens, mask = _problem(0)
+    target = losses.SequenceTarget(tokens, mask)
+    want = -_loop_logp(logits, tokens, mask).sum() / float(np.sum(mask))
+    np.testing.assert_allclose(jax.jit(losses.sft)(logits, target), want, rtol=1e-12)
+    auto = jax.jit(jax.grad(losses.sft))(logits, target)
+    np.testing.assert_allclose(jax.jit(losses.sft_g)(logits, target), auto, rtol=1e-10, atol=1e-14)
+    # masked positions carry no force; each response row sums to zero over V
+    assert np.all(np.asarray(auto)[np.asarray(mask) == 0] == 0)
+    np.testing.assert_allclose(np.asarray(auto).sum(-1), 0.0, atol=1e-14)
+    # the core's g_term gives the same
+    np.testing.assert_allclose(ldjax.g_term(losses.sft, logits, target), auto, rtol=1e-12)
 
 
+@pytest.mark.float64
 @pytest.mark.parametrize("beta", [0.1, 2.0])
 def test_dpo_value_and_force(beta):
-    with jax.enable_x64(True):
-        logits, target = _preference(1)
-        logp = _loop_logp(logits, target.tokens, target.mask) - np.asarray(target.ref_logp)
-        h = logp[:M] - logp[M:]
-        want = np.mean(np.log1p(np.exp(-beta * h)))
-        loss = losses.dpo_fn(beta)
-        np.testing.assert_allclose(jax.jit(loss)(logits, target), want, rtol=1e-12)
-        auto = jax.jit(jax.grad(loss))(logits, target)
-        closed = jax.jit(lambda z, t: losses.dpo_g(z, t, beta=beta))(logits, target)
-        np.testing.assert_allclose(closed, auto, rtol=1e-10, atol=1e-14)
-        # the paper's form, written out: G+ = β/m (1-σ(βh)) mask (π - e_{y+}), G- the opposite sign
-        probs = np.asarray(jax.nn.softmax(logits, -1))
-        onehot = np.eye(V)[np.asarray(target.tokens)]
-        coef = beta / M * (1 - 1 / (1 + np.exp(-beta * h)))
-        w = np.asarray(target.mask)[..., None] * (probs - onehot)
-        np.testing.assert_allclose(auto[:M], coef[:, None, None] * w[:M], rtol=1e-10, atol=1e-14)
-        np.testing.assert_allclose(auto[M:], -coef[:, None, None] * w[M:], rtol=1e-10, atol=1e-14)
+    logits, target = _preference(1)
+    logp = _loop_logp(logits, target.tokens, target.mask) - np.asarray(target.ref_logp)
+    h = logp[:M] - logp[M:]
+    want = np.mean(np.log1p(np.exp(-beta * h)))
+    loss = losses.dpo_fn(beta)
+    np.testing.assert_allclose(jax.jit(loss)(logits, target), want, rtol=1e-12)
+    auto = jax.jit(jax.grad(loss))(logits, target)
+    closed = jax.jit(lambda z, t: losses.dpo_g(z, t, beta=beta))(logits, target)
+    np.testing.assert_allclose(closed, auto, rtol=1e-10, atol=1e-14)
+    # the paper's form, written out: G+ = β/m (1-σ(βh)) mask (π - e_{y+}), G- the opposite sign
+    probs = np.asarray(jax.nn.softmax(logits, -1))
+    onehot = np.eye(V)[np.asarray(target.tokens)]
+    coef = beta / M * (1 - 1 / (1 + np.exp(-beta * h)))
+    w = np.asarray(target.mask)[..., None] * (probs - onehot)
+    np.testing.assert_allclose(auto[:M], coef[:, None, None] * w[:M], rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(auto[M:], -coef[:, None, None] * w[M:], rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.float64
 def test_ipo_value_and_force():
-    with jax.enable_x64(True):
-        logits, target = _preference(2)
-        tau = 0.3
-        logp = _loop_logp(logits, target.tokens, target.mask) - np.asarray(target.ref_logp)
-        want = np.mean((logp[:M] - logp[M:] - 1 / (2 * tau)) ** 2)
-        loss = losses.ipo_fn(tau)
-        np.testing.assert_allclose(jax.jit(loss)(logits, target), want, rtol=1e-12)
-        auto = jax.jit(jax.grad(loss))(logits, target)
-        closed = jax.jit(lambda z, t: losses.ipo_g(z, t, tau=tau))(logits, target)
-        np.testing.assert_allclose(closed, auto, rtol=1e-10, atol=1e-14)
+    logits, target = _preference(2)
+    tau = 0.3
+    logp = _loop_logp(logits, target.tokens, target.mask) - np.asarray(target.ref_logp)
+    want = np.mean((logp[:M] - logp[M:] - 1 / (2 * tau)) ** 2)
+    loss = losses.ipo_fn(tau)
+    np.testing.assert_allclose(jax.jit(loss)(logits, target), want, rtol=1e-12)
+    auto = jax.jit(jax.grad(loss))(logits, target)
+    closed = jax.jit(lambda z, t: losses.ipo_g(z, t, tau=tau))(logits, target)
+    np.testing.assert_allclose(closed, auto, rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.float64
 def test_slic_value_and_force():
-    with jax.enable_x64(True):
-        logits, target = _preference(3)
-        logp = _loop_logp(logits, target.tokens, target.mask)
-        diff = logp[:M] - logp[M:]
-        delta = float(np.median(diff))  # some pairs active, some not (hinge kink away from data)
-        assert 0 < np.sum(delta - diff > 0) < M
-        loss = losses.slic_fn(delta=delta + 1e-3, regularization=0.5)
-        want = np.mean(np.maximum(0, delta + 1e-3 - diff)) - 0.5 * np.mean(logp[:M])
-        np.testing.assert_allclose(jax.jit(loss)(logits, target), want, rtol=1e-12)
-        auto = jax.jit(jax.grad(loss))(logits, target)
-        closed = jax.jit(lambda z, t: losses.slic_g(z, t, delta=delta + 1e-3, regularization=0.5))(
-            logits, target
-        )
-        np.testing.assert_allclose(closed, auto, rtol=1e-10, atol=1e-14)
+    logits, target = _preference(3)
+    logp = _loop_logp(logits, target.tokens, target.mask)
+    diff = logp[:M] - logp[M:]
+    delta = float(np.median(diff))  # some pairs active, some not (hinge kink away from data)
+    assert 0 < np.sum(delta - diff > 0) < M
+    loss = losses.slic_fn(delta=delta + 1e-3, regularization=0.5)
+    want = np.mean(np.maximum(0, delta + 1e-3 - diff)) - 0.5 * np.mean(logp[:M])
+    np.testing.assert_allclose(jax.jit(loss)(logits, target), want, rtol=1e-12)
+    auto = jax.jit(jax.grad(loss))(logits, target)
+    closed = jax.jit(lambda z, t: losses.slic_g(z, t, delta=delta + 1e-3, regularization=0.5))(logits, target)
+    np.testing.assert_allclose(closed, auto, rtol=1e-10, atol=1e-14)
 
 
 def test_group_advantages_matches_numpy():
@@ -115,16 +115,16 @@ def test_group_advantages_matches_numpy():
         losses.group_advantages(jnp.asarray(rewards), 4)
 
 
+@pytest.mark.float64
 def test_grpo_value_and_force():
-    with jax.enable_x64(True):
-        rng, logits, tokens, mask = _problem(4)
-        adv = jnp.asarray(rng.normal(size=2 * M))
-        target = losses.PolicyTarget(tokens, mask, adv)
-        lengths = np.asarray(mask).sum(-1)
-        want = -np.mean(np.asarray(adv) * _loop_logp(logits, tokens, mask) / lengths)
-        np.testing.assert_allclose(jax.jit(losses.grpo)(logits, target), want, rtol=1e-12)
-        auto = jax.jit(jax.grad(losses.grpo))(logits, target)
-        np.testing.assert_allclose(jax.jit(losses.grpo_g)(logits, target), auto, rtol=1e-10, atol=1e-14)
+    rng, logits, tokens, mask = _problem(4)
+    adv = jnp.asarray(rng.normal(size=2 * M))
+    target = losses.PolicyTarget(tokens, mask, adv)
+    lengths = np.asarray(mask).sum(-1)
+    want = -np.mean(np.asarray(adv) * _loop_logp(logits, tokens, mask) / lengths)
+    np.testing.assert_allclose(jax.jit(losses.grpo)(logits, target), want, rtol=1e-12)
+    auto = jax.jit(jax.grad(losses.grpo))(logits, target)
+    np.testing.assert_allclose(jax.jit(losses.grpo_g)(logits, target), auto, rtol=1e-10, atol=1e-14)
 
 
 def _simko_reference(logits, target, top_k, alpha, scale, quantile):
@@ -161,28 +161,28 @@ def _simko_reference(logits, target, top_k, alpha, scale, quantile):
     return loss, force, plan
 
 
+@pytest.mark.float64
 def test_simko_matches_slow_reference():
-    with jax.enable_x64(True):
-        rng, logits, tokens, mask = _problem(5, n=8)
-        # make some sampled tokens the top-1 so the negative branch is exercised
-        top1 = np.asarray(jnp.argmax(logits, -1))
-        adv = jnp.asarray([1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 1.0, -1.0])
-        pick = (rng.random(tokens.shape) < 0.7) & (np.asarray(adv) < 0)[:, None]
-        tokens = jnp.asarray(np.where(pick, top1, np.asarray(tokens)), jnp.int32)
-        # flatten two rows so that high-entropy tokens exist among both signs of advantage
-        logits = logits.at[jnp.array([0, 1])].multiply(0.2)
-        target = losses.PolicyTarget(tokens, mask, adv)
-        kwargs = dict(top_k=3, alpha=0.01, scale=1.1, quantile=0.8)
-        ref_loss, ref_force, plan = _simko_reference(logits, target, **kwargs)
-        kinds = list(plan.values())
-        assert kinds.count("mix") >= 1 and kinds.count("scale") >= 1 and kinds.count("plain") >= 1
-        loss = losses.simko_fn(**kwargs)
-        np.testing.assert_allclose(jax.jit(loss)(logits, target), ref_loss, rtol=1e-12)
-        np.testing.assert_allclose(jax.jit(jax.grad(loss))(logits, target), ref_force, rtol=1e-10, atol=1e-14)
-        # SimKO differs from GRPO exactly at the modified tokens
-        diff = np.abs(np.asarray(jax.grad(loss)(logits, target) - losses.grpo_g(logits, target))).sum(-1)
-        changed = np.array([[plan.get((i, t), "plain") != "plain" for t in range(T)] for i in range(8)])
-        assert np.all(diff[~changed] < 1e-14) and np.all(diff[changed] > 0)
+    rng, logits, tokens, mask = _problem(5, n=8)
+    # make some sampled tokens the top-1 so the negative branch is exercised
+    top1 = np.asarray(jnp.argmax(logits, -1))
+    adv = jnp.asarray([1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 1.0, -1.0])
+    pick = (rng.random(tokens.shape) < 0.7) & (np.asarray(adv) < 0)[:, None]
+    tokens = jnp.asarray(np.where(pick, top1, np.asarray(tokens)), jnp.int32)
+    # flatten two rows so that high-entropy tokens exist among both signs of advantage
+    logits = logits.at[jnp.array([0, 1])].multiply(0.2)
+    target = losses.PolicyTarget(tokens, mask, adv)
+    kwargs = dict(top_k=3, alpha=0.01, scale=1.1, quantile=0.8)
+    ref_loss, ref_force, plan = _simko_reference(logits, target, **kwargs)
+    kinds = list(plan.values())
+    assert kinds.count("mix") >= 1 and kinds.count("scale") >= 1 and kinds.count("plain") >= 1
+    loss = losses.simko_fn(**kwargs)
+    np.testing.assert_allclose(jax.jit(loss)(logits, target), ref_loss, rtol=1e-12)
+    np.testing.assert_allclose(jax.jit(jax.grad(loss))(logits, target), ref_force, rtol=1e-10, atol=1e-14)
+    # SimKO differs from GRPO exactly at the modified tokens
+    diff = np.abs(np.asarray(jax.grad(loss)(logits, target) - losses.grpo_g(logits, target))).sum(-1)
+    changed = np.array([[plan.get((i, t), "plain") != "plain" for t in range(T)] for i in range(8)])
+    assert np.all(diff[~changed] < 1e-14) and np.all(diff[changed] > 0)
 
 
 def test_next_token_target():
@@ -192,7 +192,7 @@ def test_next_token_target():
     np.testing.assert_array_equal(x, seq[:, :-1])
     np.testing.assert_array_equal(t.tokens, seq[:, 1:])
     np.testing.assert_array_equal(t.mask, resp[:, 1:])
-    with pytest.raises(ValueError, match="response_mask has shape"):
+    with pytest.raises(ValueError, match="response_mask has shape"), ill_typed():
         losses.next_token_target(seq, resp[:, :3])
 
 
@@ -217,30 +217,30 @@ def test_check_target_messages():
         losses.dpo_fn(0.0)
 
 
+@pytest.mark.float64
 def test_one_step_with_dpo_on_a_sequence_model():
     """The core's one_step takes a sequence model and DPO as they are; G splits into y+ / y- halves."""
-    with jax.enable_x64(True):
-        rng = np.random.default_rng(6)
-        params = {"emb": jnp.asarray(rng.normal(size=(V, 4))), "out": jnp.asarray(rng.normal(size=(4, V)))}
+    rng = np.random.default_rng(6)
+    params = {"emb": jnp.asarray(rng.normal(size=(V, 4))), "out": jnp.asarray(rng.normal(size=(4, V)))}
 
-        def apply_fn(p, x):  # [T] -> [T, V], a causal cumulative-mean model
-            h = jnp.cumsum(p["emb"][x], axis=0) / jnp.arange(1, x.shape[0] + 1)[:, None]
-            return jnp.tanh(h) @ p["out"]
+    def apply_fn(p, x):  # [T] -> [T, V], a causal cumulative-mean model
+        h = jnp.cumsum(p["emb"][x], axis=0) / jnp.arange(1, x.shape[0] + 1, dtype=p["emb"].dtype)[:, None]
+        return jnp.tanh(h) @ p["out"]
 
-        x_u = jnp.asarray(rng.integers(0, V, size=(2 * M, T)), jnp.int32)
-        inputs, st = losses.next_token_target(x_u, jnp.ones_like(x_u).at[:, :2].set(0))
-        logits = jax.vmap(apply_fn, (None, 0))(params, inputs)
-        ref = losses.sequence_log_prob(logits, st.tokens, st.mask) + 0.3
-        target = losses.PreferenceTarget(st.tokens, st.mask, ref)
-        step = jax.jit(
-            lambda p, t: ldjax.one_step(
-                apply_fn, p, inputs, inputs, t, loss=losses.dpo_fn(0.5), learning_rate=1e-4
-            )
+    x_u = jnp.asarray(rng.integers(0, V, size=(2 * M, T)), jnp.int32)
+    inputs, st = losses.next_token_target(x_u, jnp.ones_like(x_u).at[:, :2].set(0))
+    logits = jax.vmap(apply_fn, (None, 0))(params, inputs)
+    ref = losses.sequence_log_prob(logits, st.tokens, st.mask) + 0.3
+    target = losses.PreferenceTarget(st.tokens, st.mask, ref)
+    step = jax.jit(
+        lambda p, t: ldjax.one_step(
+            apply_fn, p, inputs, inputs, t, loss=losses.dpo_fn(0.5), learning_rate=1e-4
         )
-        r = step(params, target)
-        np.testing.assert_allclose(r.g, losses.dpo_g(logits, target, beta=0.5), rtol=1e-10, atol=1e-14)
-        corr = np.corrcoef(np.ravel(r.predicted), np.ravel(r.actual))[0, 1]
-        assert corr > 0.999
-        with pytest.raises(ValueError, match="y_u.tokens holds ids"):
-            bad = target._replace(tokens=target.tokens.at[0, 0].set(V))
-            ldjax.one_step(apply_fn, params, inputs, inputs, bad, loss=losses.dpo_fn(0.5), learning_rate=1e-4)
+    )
+    r = step(params, target)
+    np.testing.assert_allclose(r.g, losses.dpo_g(logits, target, beta=0.5), rtol=1e-10, atol=1e-14)
+    corr = np.corrcoef(np.ravel(r.predicted), np.ravel(r.actual))[0, 1]
+    assert corr > 0.999
+    with pytest.raises(ValueError, match="y_u.tokens holds ids"):
+        bad = target._replace(tokens=target.tokens.at[0, 0].set(V))
+        ldjax.one_step(apply_fn, params, inputs, inputs, bad, loss=losses.dpo_fn(0.5), learning_rate=1e-4)

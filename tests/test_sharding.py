@@ -17,6 +17,7 @@ import ldjax
 
 from problems import mlp_apply
 from problems import mlp_problem
+from typechecking import ill_typed
 
 SCRIPT = textwrap.dedent(
     """
@@ -51,7 +52,11 @@ def test_four_devices_equal_one_device():
         "PYTHONPATH": os.pathsep.join([str(pathlib.Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
     }
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,  # hang guard
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "SHARDED-OK" in proc.stdout
@@ -62,5 +67,5 @@ def test_mesh_errors():
     params, x1, _ = mlp_problem(jax.random.key(1), n1=3, n2=2, dtype=jnp.float32)
     with pytest.raises(ValueError, match="axis 'batch' is not an axis of the mesh"):
         ldjax.sharded_ntk(mlp_apply, params, x1, mesh=mesh, axis="batch")
-    with pytest.raises(ValueError, match="mesh must be a jax.sharding.Mesh"):
+    with pytest.raises(ValueError, match="mesh must be a jax.sharding.Mesh"), ill_typed():
         ldjax.sharded_ntk(mlp_apply, params, x1, mesh=None)

@@ -18,6 +18,7 @@ from ldjax._src import structured
 
 import problems
 from problems import NTK_METHODS
+from typechecking import ill_typed
 
 F64 = jnp.float64
 RTOL, ATOL = 1e-10, 1e-10  # float64 throughout; both sides are exact up to summation order
@@ -73,8 +74,8 @@ class _GPT(nnx.Module):
 
     def __call__(self, tokens):
         h = self.tok(tokens) + self.pos(jnp.arange(tokens.shape[-1]))[None]
-        h = h + self.att(self.ln1(h))
-        h = h + self.down(jax.nn.gelu(self.up(self.ln2(h))))
+        h = h + self.att(problems.layer_norm(self.ln1, h))
+        h = h + self.down(jax.nn.gelu(self.up(problems.layer_norm(self.ln2, h))))
         return self.head(h)
 
 
@@ -102,51 +103,48 @@ def _routes(apply_fn, params, x1, x2, route, trace=False):
 
 @pytest.fixture(scope="module")
 def cnn_problem():
-    with jax.enable_x64(True):
-        f, p = ldjax.from_nnx(_CNN(nnx.Rngs(0)))
-        x1 = jax.random.normal(jax.random.key(1), (3, 8, 8, 2), F64)
-        x2 = jax.random.normal(jax.random.key(2), (2, 8, 8, 2), F64)
+    f, p = ldjax.from_nnx(_CNN(nnx.Rngs(0)))
+    x1 = jax.random.normal(jax.random.key(1), (3, 8, 8, 2), F64)
+    x2 = jax.random.normal(jax.random.key(2), (2, 8, 8, 2), F64)
     return f, p, x1, x2
 
 
 @pytest.fixture(scope="module")
 def gpt_problem():
-    with jax.enable_x64(True):
-        f, p = ldjax.from_nnx(_GPT(nnx.Rngs(0)))
-        t1 = jax.random.randint(jax.random.key(1), (3, 4), 0, 7)
-        t2 = jax.random.randint(jax.random.key(2), (2, 4), 0, 7).at[0, :2].set(t1[0, :2])
+    f, p = ldjax.from_nnx(_GPT(nnx.Rngs(0)))
+    t1 = jax.random.randint(jax.random.key(1), (3, 4), 0, 7)
+    t2 = jax.random.randint(jax.random.key(2), (2, 4), 0, 7).at[0, :2].set(t1[0, :2])
     return f, p, t1, t2
 
 
+@pytest.mark.float64
 @pytest.mark.parametrize("route", ["auto", "structured", pytest.param("gradients", marks=pytest.mark.slow)])
 def test_mlp_matches_jacobian(route):
-    with jax.enable_x64(True):
-        params, x1, x2 = problems.mlp_problem(jax.random.key(0), n1=4, n2=3)
-        ref = _reference(problems.mlp_apply, params, x1, x2)
-        got = _routes(problems.mlp_apply, params, x1, x2, route)
-        np.testing.assert_allclose(got, ref.reshape(got.shape), rtol=RTOL, atol=ATOL)
-        trace = _routes(problems.mlp_apply, params, x1, x2, route, trace=True)
-        np.testing.assert_allclose(trace, jnp.trace(ref, axis1=2, axis2=3), rtol=RTOL, atol=ATOL)
-        if route == "structured":  # biases folded into their dense layer: (XXᵀ + 1) ⊙ ΔΔᵀ
-            folded = structured.structured_ntk(
-                problems.mlp_apply, params, x1, x2, False, route=route, fold=True
-            )
-            assert sorted(folded) == ["w1", "w2", "w3"]
+    params, x1, x2 = problems.mlp_problem(jax.random.key(0), n1=4, n2=3)
+    ref = _reference(problems.mlp_apply, params, x1, x2)
+    got = _routes(problems.mlp_apply, params, x1, x2, route)
+    np.testing.assert_allclose(got, ref.reshape(got.shape), rtol=RTOL, atol=ATOL)
+    trace = _routes(problems.mlp_apply, params, x1, x2, route, trace=True)
+    np.testing.assert_allclose(trace, jnp.trace(ref, axis1=2, axis2=3), rtol=RTOL, atol=ATOL)
+    if route == "structured":  # biases folded into their dense layer: (XXᵀ + 1) ⊙ ΔΔᵀ
+        folded = structured.structured_ntk(problems.mlp_apply, params, x1, x2, False, route=route, fold=True)
+        assert sorted(folded) == ["w1", "w2", "w3"]
 
 
+@pytest.mark.float64
 @pytest.mark.slow
 def test_mlp_public_api_gram_and_pair():
-    with jax.enable_x64(True):
-        params, x1, x2 = problems.mlp_problem(jax.random.key(3), n1=4, n2=3)
-        gram = ldjax.empirical_ntk(problems.mlp_apply, params, x1, method="structured")
-        np.testing.assert_allclose(
-            gram, ldjax.empirical_ntk(problems.mlp_apply, params, x1), rtol=RTOL, atol=ATOL
-        )
-        pair = _structured(problems.mlp_apply, params, x1, x2)
-        assert pair.shape == (4, 3, 4, 4)
-        np.testing.assert_allclose(pair, _reference(problems.mlp_apply, params, x1, x2), rtol=RTOL, atol=ATOL)
+    params, x1, x2 = problems.mlp_problem(jax.random.key(3), n1=4, n2=3)
+    gram = ldjax.empirical_ntk(problems.mlp_apply, params, x1, method="structured")
+    np.testing.assert_allclose(
+        gram, ldjax.empirical_ntk(problems.mlp_apply, params, x1), rtol=RTOL, atol=ATOL
+    )
+    pair = _structured(problems.mlp_apply, params, x1, x2)
+    assert pair.shape == (4, 3, 4, 4)
+    np.testing.assert_allclose(pair, _reference(problems.mlp_apply, params, x1, x2), rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.float64
 @pytest.mark.parametrize(
     "route",
     [
@@ -157,54 +155,54 @@ def test_mlp_public_api_gram_and_pair():
 )
 def test_cnn_with_padding_and_strides(cnn_problem, route):
     f, p, x1, x2 = cnn_problem
-    with jax.enable_x64(True):
-        report = structured.site_report(f, p, x1)
-        assert set(report.values()) <= {"dot", "conv", "gradients"}, report
-        ref = _reference(f, p, x1, x2)
-        got = _routes(f, p, x1, x2, route)
-        np.testing.assert_allclose(got, ref, rtol=RTOL, atol=ATOL)
+    report = structured.site_report(f, p, x1)
+    assert set(report.values()) <= {"dot", "conv", "gradients"}, report
+    ref = _reference(f, p, x1, x2)
+    got = _routes(f, p, x1, x2, route)
+    np.testing.assert_allclose(got, ref, rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.float64
 @pytest.mark.slow
 def test_raw_lax_cnn_full_and_trace():
-    with jax.enable_x64(True):
-        params, x1, x2 = problems.cnn_problem(jax.random.key(4))
-        ref = _reference(problems.cnn_apply, params, x1, x2)
-        np.testing.assert_allclose(
-            _routes(problems.cnn_apply, params, x1, x2, "structured"), ref, rtol=RTOL, atol=ATOL
-        )
-        trace = _structured(problems.cnn_apply, params, x1, x2, trace=True)
-        np.testing.assert_allclose(trace, jnp.trace(ref, axis1=2, axis2=3), rtol=RTOL, atol=ATOL)
+    params, x1, x2 = problems.cnn_problem(jax.random.key(4))
+    ref = _reference(problems.cnn_apply, params, x1, x2)
+    np.testing.assert_allclose(
+        _routes(problems.cnn_apply, params, x1, x2, "structured"), ref, rtol=RTOL, atol=ATOL
+    )
+    trace = _structured(problems.cnn_apply, params, x1, x2, trace=True)
+    np.testing.assert_allclose(trace, jnp.trace(ref, axis1=2, axis2=3), rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.float64
 @pytest.mark.slow
 def test_gpt_per_token_kernel(gpt_problem):
     f, p, t1, t2 = gpt_problem
-    with jax.enable_x64(True):
-        report = structured.site_report(f, p, t1, route="structured")
-        assert report["tok/embedding"] == "lookup" and report["att/qkv/kernel"] == "dot", report
-        ref = _reference(f, p, t1, t2)
-        assert ref.shape == (3, 2, 4, 7, 4, 7)
-        for route in ("auto", "structured", "gradients"):
-            got = _routes(f, p, t1, t2, route)
-            np.testing.assert_allclose(got, ref.reshape(got.shape), rtol=RTOL, atol=ATOL, err_msg=route)
+    report = structured.site_report(f, p, t1, route="structured")
+    assert report["tok/embedding"] == "lookup" and report["att/qkv/kernel"] == "dot", report
+    ref = _reference(f, p, t1, t2)
+    assert ref.shape == (3, 2, 4, 7, 4, 7)
+    for route in ("auto", "structured", "gradients"):
+        got = _routes(f, p, t1, t2, route)
+        np.testing.assert_allclose(got, ref.reshape(got.shape), rtol=RTOL, atol=ATOL, err_msg=route)
 
 
+@pytest.mark.float64
 def test_gpt_last_position_per_layer(gpt_problem):
     f, p, t1, t2 = gpt_problem
     last = ldjax.as_apply_fn(lambda params, t: f(params, t)[-1])
-    with jax.enable_x64(True):
-        ref = _reference(last, p, t1, t2, per_layer=True)
-        got = _structured(last, p, t1, t2, per_layer=True)
-        assert sorted(got) == sorted(ref)
-        assert "tok/embedding" in got and "att/qkv/kernel" in got and "ln1/scale" in got
-        for name in ref:
-            np.testing.assert_allclose(got[name], ref[name], rtol=RTOL, atol=ATOL, err_msg=name)
-        total = _structured(last, p, t1, t2)
-        np.testing.assert_allclose(sum(got.values()), total, rtol=RTOL, atol=ATOL)
-        np.testing.assert_allclose(total, _reference(last, p, t1, t2), rtol=RTOL, atol=ATOL)
+    ref = _reference(last, p, t1, t2, per_layer=True)
+    got = _structured(last, p, t1, t2, per_layer=True)
+    assert sorted(got) == sorted(ref)
+    assert "tok/embedding" in got and "att/qkv/kernel" in got and "ln1/scale" in got
+    for name in ref:
+        np.testing.assert_allclose(got[name], ref[name], rtol=RTOL, atol=ATOL, err_msg=name)
+    total = _structured(last, p, t1, t2)
+    np.testing.assert_allclose(sum(got.values()), total, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(total, _reference(last, p, t1, t2), rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.float64
 def test_lookup_out_of_range_tokens_and_tied_weights():
     """Tied embedding (one leaf, two sites) and token ids outside the table (jnp.take fills: no gradient)."""
 
@@ -214,25 +212,23 @@ def test_lookup_out_of_range_tokens_and_tied_weights():
         h = jnp.tanh(h @ params["w"])
         return h[-1] @ e.T
 
-    with jax.enable_x64(True):
-        keys = jax.random.split(jax.random.key(5), 3)
-        p = {"emb": jax.random.normal(keys[0], (7, 4), F64), "w": jax.random.normal(keys[1], (4, 4), F64)}
-        t = jax.random.randint(keys[2], (3, 6), 0, 9)  # 7 and 8 are out of range
-        assert structured.site_report(tied, p, t)["emb"] == "gradients"
-        np.testing.assert_allclose(
-            _structured(tied, p, t, t), _reference(tied, p, t, t), rtol=RTOL, atol=ATOL
-        )
+    keys = jax.random.split(jax.random.key(5), 3)
+    p = {"emb": jax.random.normal(keys[0], (7, 4), F64), "w": jax.random.normal(keys[1], (4, 4), F64)}
+    t = jax.random.randint(keys[2], (3, 6), 0, 9)  # 7 and 8 are out of range
+    assert structured.site_report(tied, p, t)["emb"] == "gradients"
+    np.testing.assert_allclose(_structured(tied, p, t, t), _reference(tied, p, t, t), rtol=RTOL, atol=ATOL)
 
-        def untied(params, tokens):
-            return jnp.tanh(
-                jnp.take(params["emb"], tokens, axis=0, mode="fill", fill_value=0.0) @ params["w"]
-            )[-1]
+    def untied(params, tokens):
+        return jnp.tanh(jnp.take(params["emb"], tokens, axis=0, mode="fill", fill_value=0.0) @ params["w"])[
+            -1
+        ]
 
-        assert structured.site_report(untied, p, t, route="structured")["emb"] == "lookup"
-        got = _routes(untied, p, t, t[:2], "structured")
-        np.testing.assert_allclose(got, _reference(untied, p, t, t[:2]), rtol=RTOL, atol=ATOL)
+    assert structured.site_report(untied, p, t, route="structured")["emb"] == "lookup"
+    got = _routes(untied, p, t, t[:2], "structured")
+    np.testing.assert_allclose(got, _reference(untied, p, t, t[:2]), rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.float64
 def test_fallback_for_layers_structured_cannot_handle():
     """Parameters inside a nonlinearity, a scan and a custom derivative fall back to the Jacobian."""
 
@@ -254,48 +250,47 @@ def test_fallback_for_layers_structured_cannot_handle():
         h, _ = jax.lax.scan(step, h, params["stack"])  # parameters inside a loop
         return h @ params["w"] + params["b"]
 
-    with jax.enable_x64(True):
-        keys = jax.random.split(jax.random.key(6), 7)
-        p = {
-            "squashed": jax.random.normal(keys[0], (5, 4), F64),
-            "scale": jax.random.normal(keys[1], (4,), F64),
-            "stack": jax.random.normal(keys[2], (2, 4, 4), F64) / 2,
-            "w": jax.random.normal(keys[3], (4, 3), F64),
-            "b": jax.random.normal(keys[4], (3,), F64),
-        }
-        x1 = jax.random.normal(keys[5], (4, 5), F64)
-        x2 = jax.random.normal(keys[6], (2, 5), F64)
-        report = structured.site_report(model, p, x1)
-        assert report["squashed"] == report["scale"] == report["stack"] == "fallback", report
-        assert report["w"] in ("dot", "gradients")
-        got = _structured(model, p, x1, x2, per_layer=True)
-        ref = _reference(model, p, x1, x2, per_layer=True)
-        for name in ref:
-            np.testing.assert_allclose(got[name], ref[name], rtol=RTOL, atol=ATOL, err_msg=name)
+    keys = jax.random.split(jax.random.key(6), 7)
+    p = {
+        "squashed": jax.random.normal(keys[0], (5, 4), F64),
+        "scale": jax.random.normal(keys[1], (4,), F64),
+        "stack": jax.random.normal(keys[2], (2, 4, 4), F64) / 2,
+        "w": jax.random.normal(keys[3], (4, 3), F64),
+        "b": jax.random.normal(keys[4], (3,), F64),
+    }
+    x1 = jax.random.normal(keys[5], (4, 5), F64)
+    x2 = jax.random.normal(keys[6], (2, 5), F64)
+    report = structured.site_report(model, p, x1)
+    assert report["squashed"] == report["scale"] == report["stack"] == "fallback", report
+    assert report["w"] in ("dot", "gradients")
+    got = _structured(model, p, x1, x2, per_layer=True)
+    ref = _reference(model, p, x1, x2, per_layer=True)
+    for name in ref:
+        np.testing.assert_allclose(got[name], ref[name], rtol=RTOL, atol=ATOL, err_msg=name)
 
 
+@pytest.mark.float64
 def test_constant_operands():
     """A parameter multiplied by a captured constant matrix and looked up at constant indices."""
-    with jax.enable_x64(True):
-        keys = jax.random.split(jax.random.key(14), 5)
-        c = np.asarray(jax.random.normal(keys[0], (4, 3), F64))
-        rows = np.array([2, 0, 2])
+    keys = jax.random.split(jax.random.key(14), 5)
+    c = np.asarray(jax.random.normal(keys[0], (4, 3), F64))
+    rows = np.array([2, 0, 2])
 
-        def model(params, x):
-            w = c @ params["w"]  # dot(constant, parameter): the layer input is the constant
-            h = jnp.tanh(x @ w + params["emb"][rows].sum(0))  # lookup at constant token ids
-            return h @ params["out"]
+    def model(params, x):
+        w = c @ params["w"]  # dot(constant, parameter): the layer input is the constant
+        h = jnp.tanh(x @ w + params["emb"][rows].sum(0))  # lookup at constant token ids
+        return h @ params["out"]
 
-        p = {
-            "w": jax.random.normal(keys[1], (3, 5), F64),
-            "emb": jax.random.normal(keys[2], (6, 5), F64),
-            "out": jax.random.normal(keys[3], (5, 2), F64),
-        }
-        x = jax.random.normal(keys[4], (3, 4), F64)
-        report = structured.site_report(model, p, x, route="structured")
-        assert report["w"] == "dot" and report["emb"] == "lookup", report
-        got = _routes(model, p, x, x[:2], "structured")
-        np.testing.assert_allclose(got, _reference(model, p, x, x[:2]), rtol=RTOL, atol=ATOL)
+    p = {
+        "w": jax.random.normal(keys[1], (3, 5), F64),
+        "emb": jax.random.normal(keys[2], (6, 5), F64),
+        "out": jax.random.normal(keys[3], (5, 2), F64),
+    }
+    x = jax.random.normal(keys[4], (3, 4), F64)
+    report = structured.site_report(model, p, x, route="structured")
+    assert report["w"] == "dot" and report["emb"] == "lookup", report
+    got = _routes(model, p, x, x[:2], "structured")
+    np.testing.assert_allclose(got, _reference(model, p, x, x[:2]), rtol=RTOL, atol=ATOL)
 
 
 class _LinenNet(nn.Module):
@@ -303,42 +298,42 @@ class _LinenNet(nn.Module):
     def __call__(self, tokens):
         h = nn.Embed(9, 6, param_dtype=F64)(tokens)  # [b, T, 6]
         h = nn.Conv(5, (3,), strides=2, padding="SAME", param_dtype=F64)(h)
-        h = nn.LayerNorm(param_dtype=F64)(jnp.tanh(h))
+        h = problems.layer_norm(nn.LayerNorm(param_dtype=F64), jnp.tanh(h))
         return nn.Dense(4, param_dtype=F64)(h.reshape(h.shape[0], -1))
 
 
+@pytest.mark.float64
 def test_linen_model():
-    with jax.enable_x64(True):
-        t = jax.random.randint(jax.random.key(7), (3, 6), 0, 9)
-        module = _LinenNet()
-        variables = module.init(jax.random.key(8), t[:1])
-        f, p = ldjax.from_linen(module, variables)
-        report = structured.site_report(f, p, t, route="structured")
-        assert report["Embed_0/embedding"] == "lookup", report
-        assert "fallback" not in report.values(), report
-        got = _structured(f, p, t, t[:2], per_layer=True)
-        ref = _reference(f, p, t, t[:2], per_layer=True)
-        for name in ref:
-            np.testing.assert_allclose(got[name], ref[name], rtol=RTOL, atol=ATOL, err_msg=name)
+    t = jax.random.randint(jax.random.key(7), (3, 6), 0, 9)
+    module = _LinenNet()
+    variables = module.init(jax.random.key(8), t[:1])
+    f, p = ldjax.from_linen(module, variables)
+    report = structured.site_report(f, p, t, route="structured")
+    assert report["Embed_0/embedding"] == "lookup", report
+    assert "fallback" not in report.values(), report
+    got = _structured(f, p, t, t[:2], per_layer=True)
+    ref = _reference(f, p, t, t[:2], per_layer=True)
+    for name in ref:
+        np.testing.assert_allclose(got[name], ref[name], rtol=RTOL, atol=ATOL, err_msg=name)
 
 
+@pytest.mark.float64
 @pytest.mark.parametrize(
     "method", [pytest.param(m, marks=pytest.mark.slow) if m == "vector_products" else m for m in NTK_METHODS]
 )
 def test_per_layer_sums_to_total(method):
-    with jax.enable_x64(True):
-        params, x1, x2 = problems.mlp_problem(jax.random.key(9), n1=3, n2=2)
-        layers = ldjax.empirical_ntk(problems.mlp_apply, params, x1, x2, method=method, per_layer=True)
-        assert sorted(layers) == ["b1", "b2", "b3", "w1", "w2", "w3"]
-        ref = _reference(problems.mlp_apply, params, x1, x2, per_layer=True)
-        for name in ref:
-            np.testing.assert_allclose(layers[name], ref[name], rtol=RTOL, atol=ATOL, err_msg=name)
-        total = ldjax.empirical_ntk(problems.mlp_apply, params, x1, x2, method=method)
-        np.testing.assert_allclose(sum(layers.values()), total, rtol=RTOL, atol=ATOL)
-        traced = ldjax.empirical_ntk(
-            problems.mlp_apply, params, x1, x2, method=method, per_layer=True, trace=True
-        )
-        np.testing.assert_allclose(traced["w2"], jnp.trace(ref["w2"], axis1=2, axis2=3), rtol=RTOL, atol=ATOL)
+    params, x1, x2 = problems.mlp_problem(jax.random.key(9), n1=3, n2=2)
+    layers = ldjax.empirical_ntk(problems.mlp_apply, params, x1, x2, method=method, per_layer=True)
+    assert sorted(layers) == ["b1", "b2", "b3", "w1", "w2", "w3"]
+    ref = _reference(problems.mlp_apply, params, x1, x2, per_layer=True)
+    for name in ref:
+        np.testing.assert_allclose(layers[name], ref[name], rtol=RTOL, atol=ATOL, err_msg=name)
+    total = ldjax.empirical_ntk(problems.mlp_apply, params, x1, x2, method=method)
+    np.testing.assert_allclose(sum(layers.values()), total, rtol=RTOL, atol=ATOL)
+    traced = ldjax.empirical_ntk(
+        problems.mlp_apply, params, x1, x2, method=method, per_layer=True, trace=True
+    )
+    np.testing.assert_allclose(traced["w2"], jnp.trace(ref["w2"], axis1=2, axis2=3), rtol=RTOL, atol=ATOL)
 
 
 @pytest.mark.slow
@@ -354,7 +349,10 @@ def test_structured_gram_is_symmetric_psd_float32():
 
 def test_bad_method_and_route():
     params, x1, _ = problems.mlp_problem(jax.random.key(11), dtype=jnp.float32)
-    with pytest.raises(ValueError, match="method must be 'jacobian' or 'vector_products' or 'structured'"):
+    with (
+        pytest.raises(ValueError, match="method must be 'jacobian' or 'vector_products' or 'structured'"),
+        ill_typed(),
+    ):
         ldjax.empirical_ntk(problems.mlp_apply, params, x1, method="fast")
     with pytest.raises(ValueError, match="route must be"):
         structured.structured_ntk(problems.mlp_apply, params, x1, x1, False, route="fast")
@@ -389,19 +387,19 @@ class _LinenAttentionNet(nn.Module):
         return nn.Dense(5, param_dtype=F64)(h[:, -1])
 
 
+@pytest.mark.float64
 @pytest.mark.slow
 def test_flax_attention_layers_nnx_and_linen():
     """flax's own attention (LinearGeneral projections, einsum with float32 accumulation of the logits)."""
-    with jax.enable_x64(True):
-        t = jax.random.randint(jax.random.key(12), (3, 5), 0, 9)
-        f_nnx, p_nnx = ldjax.from_nnx(_FlaxAttentionNet(nnx.Rngs(0)))
-        module = _LinenAttentionNet()
-        f_linen, p_linen = ldjax.from_linen(module, module.init(jax.random.key(13), t[:1]))
-        for f, p in ((f_nnx, p_nnx), (f_linen, p_linen)):
-            report = structured.site_report(f, p, t, route="structured")
-            assert "fallback" not in report.values(), report
-            assert any(k.endswith("kernel") and v == "dot" for k, v in report.items()), report
-            got = _routes(f, p, t, t[:2], "structured")
-            ref = _reference(f, p, t, t[:2])
-            # flax computes attention logits with preferred_element_type=float32: float32-level agreement
-            np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(jnp.abs(ref).max()))
+    t = jax.random.randint(jax.random.key(12), (3, 5), 0, 9)
+    f_nnx, p_nnx = ldjax.from_nnx(_FlaxAttentionNet(nnx.Rngs(0)))
+    module = _LinenAttentionNet()
+    f_linen, p_linen = ldjax.from_linen(module, module.init(jax.random.key(13), t[:1]))
+    for f, p in ((f_nnx, p_nnx), (f_linen, p_linen)):
+        report = structured.site_report(f, p, t, route="structured")
+        assert "fallback" not in report.values(), report
+        assert any(k.endswith("kernel") and v == "dot" for k, v in report.items()), report
+        got = _routes(f, p, t, t[:2], "structured")
+        ref = _reference(f, p, t, t[:2])
+        # flax computes attention logits with preferred_element_type=float32: float32-level agreement
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(jnp.abs(ref).max()))

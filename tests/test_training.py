@@ -10,6 +10,7 @@ import ldjax
 
 from problems import mlp_apply
 from problems import mlp_problem
+from problems import optax_update
 
 
 def _setup(n=12, d=5, k=4, steps_epochs=3, batch=4, dtype=jnp.float64):
@@ -24,35 +25,35 @@ def _setup(n=12, d=5, k=4, steps_epochs=3, batch=4, dtype=jnp.float64):
     return params, x, y, batches, logits, loss_fn
 
 
+@pytest.mark.float64
 def test_recorder_equals_replaying_the_updates_in_float64():
     every = 3
-    with jax.enable_x64(True):
-        params, x, _, batches, logits, loss_fn = _setup()
-        opt = optax.sgd(0.3, momentum=0.9)
-        out = ldjax.train(
-            loss_fn,
-            params,
-            opt,
-            batches,
-            every=every,
-            progress=False,
-            record=lambda p, step: jax.nn.softmax(logits(p, x), -1),
-        )
+    params, x, _, batches, logits, loss_fn = _setup()
+    opt = optax.sgd(0.3, momentum=0.9)
+    out = ldjax.train(
+        loss_fn,
+        params,
+        opt,
+        batches,
+        every=every,
+        progress=False,
+        record=lambda p, step: jax.nn.softmax(logits(p, x), -1),
+    )
 
-        # Slow reference: a plain Python loop of optax steps, evaluating the saved parameters afterwards.
-        @jax.jit
-        def step(p, state, idx):
-            u, state = opt.update(jax.grad(loss_fn)(p, idx), state, p)
-            return optax.apply_updates(p, u), state
+    # Slow reference: a plain Python loop of optax steps, evaluating the saved parameters afterwards.
+    @jax.jit
+    def step(p, state, idx):
+        u, state = optax_update(opt, jax.grad(loss_fn)(p, idx), state, p)
+        return optax.apply_updates(p, u), state
 
-        predict = jax.jit(lambda q: jax.nn.softmax(logits(q, x), -1))
-        p, state, saved = params, opt.init(params), [params]
-        for s in range(batches.shape[0]):
-            p, state = step(p, state, batches[s])
-            if (s + 1) % every == 0:
-                saved.append(p)
-        ref = np.stack([np.asarray(predict(q)) for q in saved])
-        final = np.asarray(predict(out.params))
+    predict = jax.jit(lambda q: jax.nn.softmax(logits(q, x), -1))
+    p, state, saved = params, opt.init(params), [params]
+    for s in range(batches.shape[0]):
+        p, state = step(p, state, batches[s])
+        if (s + 1) % every == 0:
+            saved.append(p)
+    ref = np.stack([np.asarray(predict(q)) for q in saved])
+    final = np.asarray(predict(out.params))
     assert out.records.shape == (batches.shape[0] // every + 1, x.shape[0], 4)
     np.testing.assert_allclose(np.asarray(out.records), ref, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(np.asarray(out.records[-1]), final, rtol=1e-10, atol=1e-12)

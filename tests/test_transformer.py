@@ -57,16 +57,17 @@ def _reference_forward(p, tokens, n_heads):
     return lin(ln(x, p["ln_final"]), p["head"])
 
 
+@pytest.mark.float64
+@pytest.mark.standard_promotion  # flax's LayerNorm (inside TinyTransformer) promotes float64 with float32
 def test_forward_matches_slow_reference_float64():
-    with jax.enable_x64(True):
-        f, params = ldjax.from_nnx(_model(1))
-        params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64) + 0.05, params)  # non-trivial LN/bias
-        tokens = jnp.asarray(np.random.default_rng(0).integers(0, V, size=(3, 6)), jnp.int32)
-        got = jax.jit(jax.vmap(f, (None, 0)))(params, tokens)
-        assert got.dtype == jnp.float64
-        for i in range(3):
-            want = _reference_forward(params, np.asarray(tokens[i]), n_heads=2)
-            np.testing.assert_allclose(got[i], want, rtol=1e-10, atol=1e-10)
+    f, params = ldjax.from_nnx(_model(1))
+    params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64) + 0.05, params)  # non-trivial LN/bias
+    tokens = jnp.asarray(np.random.default_rng(0).integers(0, V, size=(3, 6)), jnp.int32)
+    got = jax.jit(jax.vmap(f, (None, 0)))(params, tokens)
+    assert got.dtype == jnp.float64
+    for i in range(3):
+        want = _reference_forward(params, np.asarray(tokens[i]), n_heads=2)
+        np.testing.assert_allclose(got[i], want, rtol=1e-10, atol=1e-10)
 
 
 def test_causal():
