@@ -156,6 +156,19 @@ def check_update_rule(learning_rate: Any, optimizer: Any) -> None:
         )
 
 
+def check_preconditioner(preconditioner: Any, params: Params) -> None:
+    """A diagonal preconditioner is a pytree like ``params``: the same structure, one leaf of each shape."""
+    if jax.tree.structure(preconditioner) != jax.tree.structure(params):
+        raise ValueError(
+            "preconditioner must be a pytree with the structure of params (one diagonal per leaf)"
+        )
+    for leaf, p in zip(jax.tree.leaves(params), jax.tree.leaves(preconditioner), strict=True):
+        if np.shape(p) != np.shape(leaf):
+            raise ValueError(
+                f"preconditioner leaf of shape {np.shape(p)} does not match parameter {np.shape(leaf)}"
+            )
+
+
 def _shape_signature(*trees: Any) -> Any:
     """A hashable key of the structure, shapes and dtypes of ``trees`` (not their values)."""
     leaves, treedef = jax.tree.flatten(trees)

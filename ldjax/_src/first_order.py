@@ -357,10 +357,7 @@ def gradient_update(
     _check_update_rule(learning_rate, preconditioner, coefficient)
     if preconditioner is None:
         return jax.tree.map(lambda a: -learning_rate * a, grads)
-    if jax.tree.structure(preconditioner) != jax.tree.structure(grads):
-        raise ValueError(
-            "preconditioner must be a pytree with the structure of params (one diagonal per leaf)"
-        )
+    checks.check_preconditioner(preconditioner, grads)
     return jax.tree.map(lambda p, a: -coefficient * p * a, preconditioner, grads)
 
 

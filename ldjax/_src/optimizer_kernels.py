@@ -212,15 +212,7 @@ def preconditioned_ntk(
       >>> round(float(k[0, 0, 0, 0]), 4)
       2.0
     """
-    if jax.tree.structure(preconditioner) != jax.tree.structure(params):
-        raise ValueError(
-            "preconditioner must be a pytree with the structure of params (one diagonal per leaf)"
-        )
-    for leaf, p in zip(jax.tree.leaves(params), jax.tree.leaves(preconditioner), strict=True):
-        if jnp.shape(p) != jnp.shape(leaf):
-            raise ValueError(
-                f"preconditioner leaf of shape {jnp.shape(p)} does not match parameter {jnp.shape(leaf)}"
-            )
+    checks.check_preconditioner(preconditioner, params)
     scale = jax.tree.map(jnp.sqrt, preconditioner)
 
     def reparametrised(phi: Params, x: Any) -> Array:
