@@ -26,6 +26,7 @@ CASES = [
     ("adam", {"b1": 0.8, "b2": 0.95}, lambda lr: optax.adam(lr, b1=0.8, b2=0.95)),
 ]
 IDS = ["sgd", "momentum", "nesterov", "rmsprop", "adam"]
+CE = ldjax.losses.cross_entropy
 
 
 def _trained_state(opt, params, x, y, steps=2):
@@ -37,6 +38,21 @@ def _trained_state(opt, params, x, y, steps=2):
         )
         _, state = optax_update(opt, grads, state, params)
     return state
+
+
+def _step(kind, hp, learning_rate, **kwargs):
+    """``ldjax.preconditioned_one_step`` on the test model with cross-entropy, compiled."""
+    return jax.jit(
+        functools.partial(
+            ldjax.preconditioned_one_step,
+            mlp_apply,
+            loss=CE,
+            optimizer=kind,
+            learning_rate=learning_rate,
+            **hp,
+            **kwargs,
+        )
+    )
 
 
 def _problem(dtype=jnp.float64):
@@ -80,28 +96,10 @@ def test_decomposition_matches_real_step(kind, hp, make):
     lr = 1e-3
     opt = make(lr)
     state = _trained_state(opt, params, x_u, y_u[::-1])
-    step = jax.jit(
-        functools.partial(
-            ldjax.preconditioned_one_step,
-            mlp_apply,
-            loss=ldjax.losses.cross_entropy,
-            optimizer=kind,
-            learning_rate=lr,
-            **hp,
-        )
-    )
-    r = step(params, x_o, x_u, y_u, opt_state=state)
+    r = _step(kind, hp, lr)(params, x_o, x_u, y_u, opt_state=state)
     # the two terms add up to the first-order change for the real optax update
     ref = ldjax.one_step(
-        mlp_apply,
-        params,
-        x_o,
-        x_u,
-        y_u,
-        loss=ldjax.losses.cross_entropy,
-        optimizer=opt,
-        opt_state=state,
-        terms=False,
+        mlp_apply, params, x_o, x_u, y_u, loss=CE, optimizer=opt, opt_state=state, terms=False
     )
     np.testing.assert_allclose(r.predicted, ref.predicted, rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(r.actual, ref.actual, rtol=1e-12, atol=1e-15)
@@ -128,19 +126,7 @@ def test_error_shrinks_like_eta_squared(kind, hp, make):
     errors = []
     for lr in (2e-3, 1e-3):
         state = _trained_state(make(lr), params, x_u, y_u[::-1])
-        r = ldjax.preconditioned_one_step(
-            mlp_apply,
-            params,
-            x_o,
-            x_u,
-            y_u,
-            loss=ldjax.losses.cross_entropy,
-            optimizer=kind,
-            learning_rate=lr,
-            opt_state=state,
-            terms=False,
-            **hp,
-        )
+        r = _step(kind, hp, lr, terms=False)(params, x_o, x_u, y_u, opt_state=state)
         errors.append(float(jnp.abs(r.actual - r.predicted).max()))
     assert 3.0 < errors[0] / errors[1] < 5.0, errors
 
