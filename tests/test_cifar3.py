@@ -56,27 +56,27 @@ def test_load_cifar3_missing_data_raises(tmp_path):
         load_cifar3(("airplane", "unicorn", "ship"), key=jax.random.key(0), path=tmp_path)
 
 
+@pytest.mark.float64
 def test_patch_conv_equals_lax_conv():
     from ldjax._src.models.resnet import PatchConv
 
-    with jax.enable_x64(True):
-        for size, stride in ((3, 1), (3, 2), (1, 2)):
-            conv = PatchConv(3, 5, size, stride, rngs=nnx.Rngs(0))
-            x = jax.random.normal(jax.random.key(1), (2, 8, 8, 3), jnp.float64)
-            w = jnp.asarray(conv.kernel[...], jnp.float64)
-            conv.kernel[...] = w
-            pad = (size - 1) // 2
-            ref = jax.lax.conv_general_dilated(
-                x,
-                w,
-                (stride, stride),
-                [(pad, pad), (pad, pad)],
-                dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                precision=jax.lax.Precision.HIGHEST,
-            )
-            np.testing.assert_allclose(
-                np.asarray(jax.jit(lambda v, c=conv: c(v))(x)), np.asarray(ref), rtol=1e-12, atol=1e-12
-            )
+    for size, stride in ((3, 1), (3, 2), (1, 2)):
+        conv = PatchConv(3, 5, size, stride, rngs=nnx.Rngs(0))
+        x = jax.random.normal(jax.random.key(1), (2, 8, 8, 3), jnp.float64)
+        w = jnp.asarray(conv.kernel[...], jnp.float64)
+        conv.kernel[...] = w
+        pad = (size - 1) // 2
+        ref = jax.lax.conv_general_dilated(
+            x,
+            w,
+            (stride, stride),
+            [(pad, pad), (pad, pad)],
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            precision=jax.lax.Precision.HIGHEST,
+        )
+        np.testing.assert_allclose(
+            np.asarray(jax.jit(lambda v, c=conv: c(v))(x)), np.asarray(ref), rtol=1e-12, atol=1e-12
+        )
 
 
 def test_resnet_logits_do_not_depend_on_the_rest_of_the_batch():

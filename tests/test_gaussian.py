@@ -14,11 +14,11 @@ from ldjax.data import split_toy
 from ldjax.data import symmetric_label_noise
 
 
+@pytest.mark.float64
 def test_p_star_matches_bayes_rule_in_float64():
-    with jax.enable_x64(True):
-        toy = gaussian_toy(key=jax.random.key(0), n=50, dim=4, variance=2.0)
-        x, means = np.asarray(toy.x, np.float64), np.asarray(toy.means, np.float64)
-        got = np.asarray(jax.jit(gaussian_p_star, static_argnums=2)(x, means, 2.0))
+    toy = gaussian_toy(key=jax.random.key(0), n=50, dim=4, variance=2.0)
+    x, means = np.asarray(toy.x, np.float64), np.asarray(toy.means, np.float64)
+    got = np.asarray(jax.jit(gaussian_p_star, static_argnums=2)(x, means, 2.0))
     # Bayes' rule with equal priors and explicit Gaussian densities.
     dens = np.array(
         [[np.exp(-np.sum((xi - m) ** 2) / (2 * 2.0)) / (2 * np.pi * 2.0) ** 2 for m in means] for xi in x]

@@ -102,23 +102,23 @@ def test_phenomenon_on_real_mnist(small):
     assert min(small["accumulation"]["epoch_correlation"]) >= 0.9
 
 
+@pytest.mark.float64
 def test_class_force_map_is_the_mean_of_single_updates():
-    with jax.enable_x64(True):
-        k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
-        params = {"w1": jax.random.normal(k1, (6, 8)), "w2": jax.random.normal(k2, (8, 10))}
-        f = lambda p, x: jnp.tanh(x @ p["w1"]) @ p["w2"]  # noqa: E731
-        x = jax.random.normal(k3, (10, 3, 6))  # 3 examples of each of 10 classes
-        x_o = x[0]
-        got = jax.jit(lambda p: mnist_force.class_force_map(f, p, x_o, x, learning_rate=1e-3))(params)
-        loss = ldjax.losses.cross_entropy
-        single = jax.jit(
-            lambda x_u, y_u: (
-                ldjax.one_step(f, params, x_o, x_u, y_u, loss=loss, learning_rate=1e-3, terms=False).predicted
-            )
+    k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+    params = {"w1": jax.random.normal(k1, (6, 8)), "w2": jax.random.normal(k2, (8, 10))}
+    f = lambda p, x: jnp.tanh(x @ p["w1"]) @ p["w2"]  # noqa: E731
+    x = jax.random.normal(k3, (10, 3, 6))  # 3 examples of each of 10 classes
+    x_o = x[0]
+    got = jax.jit(lambda p: mnist_force.class_force_map(f, p, x_o, x, learning_rate=1e-3))(params)
+    loss = ldjax.losses.cross_entropy
+    single = jax.jit(
+        lambda x_u, y_u: (
+            ldjax.one_step(f, params, x_o, x_u, y_u, loss=loss, learning_rate=1e-3, terms=False).predicted
         )
-        for c in (0, 4, 9):
-            singles = [single(x[c, j : j + 1], jnp.array([c])) for j in range(3)]
-            np.testing.assert_allclose(got[c], np.mean(singles, axis=0), rtol=1e-10, atol=1e-14)
+    )
+    for c in (0, 4, 9):
+        singles = [single(x[c, j : j + 1], jnp.array([c])) for j in range(3)]
+        np.testing.assert_allclose(got[c], np.mean(singles, axis=0), rtol=1e-10, atol=1e-14)
 
 
 def test_data_choice_and_config_errors(tmp_path):
