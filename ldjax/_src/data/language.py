@@ -56,6 +56,7 @@ Sequences are ``<bos> prompt <sep> response <eos>`` right-padded to :data:`MAX_L
 """
 
 import itertools
+from collections.abc import Iterable
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -283,7 +284,7 @@ class Language:
         except KeyError as err:
             raise ValueError(f"word {err.args[0]!r} is not in the vocabulary") from err
 
-    def decode(self, ids: Sequence[int]) -> tuple[str, ...]:
+    def decode(self, ids: Iterable[int]) -> tuple[str, ...]:
         return tuple(self.vocab[int(i)] for i in ids)
 
     def sequences(
