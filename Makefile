@@ -20,8 +20,9 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev,digits]'
 	touch $@ $(STAMP_RUN)
 
+# --dist loadscope: a module's tests share one worker, so its module-scoped fixtures run once.
 test: $(STAMP_DEV)
-	$(BIN)/python -m pytest -n $(JOBS) --durations=15 -q
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadscope --durations=15 -q
 
 test-slow: $(STAMP_DEV)
 	$(BIN)/python -m pytest -m slow -q

@@ -13,7 +13,8 @@
   subprocesses inherit it through the environment), kept in ``.pytest_cache/`` between local runs. The
   notebooks run last, at the tiny settings of their experiment's smoke test, so their programs are in it.
 - The CPU time of the run (this process and all its reaped children) is printed at the end, with the 15 tests
-  that used the most (their set-up, call and tear-down, subprocesses included).
+  that used the most (their set-up, call and tear-down, subprocesses included); every test's figure is kept
+  in ``.pytest_cache/v/ldjax/cpu_seconds_by_test``.
 """
 
 import contextlib
@@ -128,6 +129,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     me = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     own, theirs = me.ru_utime + me.ru_stime, children.ru_utime + children.ru_stime
+    if _CPU_BY_TEST and getattr(config, "cache", None) is not None:  # all of them: .pytest_cache/v/ldjax/
+        config.cache.set(
+            "ldjax/cpu_seconds_by_test", dict(sorted(_CPU_BY_TEST.items(), key=lambda kv: -kv[1]))
+        )
     slowest = sorted(_CPU_BY_TEST.items(), key=lambda kv: -kv[1])[:15]
     if slowest:
         terminalreporter.write_sep("=", f"{len(slowest)} tests with the most CPU time")
