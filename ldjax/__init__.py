@@ -10,6 +10,12 @@ from ldjax._src.adapters import as_apply_fn
 from ldjax._src.adapters import from_linen
 from ldjax._src.adapters import from_nnx
 from ldjax._src.adapters import to_nnx
+from ldjax._src.features import Energy
+from ldjax._src.features import FeatureStepResult
+from ldjax._src.features import energy
+from ldjax._src.features import feature_decomposition
+from ldjax._src.features import feature_step
+from ldjax._src.features import feature_step_fn
 from ldjax._src.ntk import empirical_ntk
 from ldjax._src.ntk import empirical_ntk_fn
 from ldjax._src.ntk import jacobian
@@ -43,7 +49,13 @@ __all__ = (
     "decomposition",
     "empirical_ntk",
     "empirical_ntk_fn",
+    "energy",
+    "Energy",
     "epoch_batches",
+    "feature_decomposition",
+    "feature_step",
+    "feature_step_fn",
+    "FeatureStepResult",
     "from_linen",
     "from_nnx",
     "g_term",

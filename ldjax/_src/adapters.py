@@ -45,7 +45,11 @@ def as_apply_fn(
 
 
 def from_nnx(
-    module: Any, *, batched: bool = True, example_shape: Sequence[int] | None = None
+    module: Any,
+    *,
+    batched: bool = True,
+    example_shape: Sequence[int] | None = None,
+    method: Callable[[Any, Array], Array] | None = None,
 ) -> tuple[ApplyFunction, Params]:
     """Split a flax NNX module into ``(apply_fn, params)``.
 
@@ -59,6 +63,9 @@ def from_nnx(
         ``[*o]`` when ``batched=False``).
       batched: whether the module expects a leading batch axis; the adapter then adds and removes one.
       example_shape: shape of one example, used for clear input errors.
+      method: what to call instead of ``module(x)``: ``method(module, x)``, e.g. ``lambda m, x:
+        m.backbone(x)`` for an intermediate feature or ``lambda m, h: m.head(h)`` for the head alone (as
+        linen's ``apply(..., method=...)``; see :func:`ldjax.feature_step`).
 
     Returns:
       ``(apply_fn, params)`` with ``apply_fn(params, x[*d]) -> [*o]``.
@@ -79,9 +86,10 @@ def from_nnx(
         state = jax.tree.map(lambda v: v, param_state)
         nnx.replace_by_pure_dict(state, p)
         model = nnx.merge(graphdef, state, rest)
+        call = model if method is None else (lambda inputs: method(model, inputs))
         if batched:
-            return model(_add_batch(x))[0]
-        return model(x)
+            return call(_add_batch(x))[0]
+        return call(x)
 
     return ApplyFunction(apply_fn, example_shape), params
 
