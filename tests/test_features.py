@@ -12,7 +12,6 @@ import ldjax
 from ldjax._src.features import head_direction
 
 from problems import finite_difference_ntk
-from problems import mlp_problem
 
 CE = ldjax.losses.cross_entropy
 F64 = {"rtol": 1e-6, "atol": 1e-9}  # against central differences with eps = 1e-6 in float64
@@ -30,8 +29,23 @@ def head_fn(params, h):
     return h @ params["w3"] + params["b3"]
 
 
-def problem(seed=0, n_o=5, n_u=3, dtype=jnp.float64):
-    params, x_o, x_u = mlp_problem(jax.random.key(seed), n1=n_o, n2=n_u, dtype=dtype)
+def problem(seed=0, n_o=5, n_u=3, dtype=np.float64, d=5, hidden=6, k=4):
+    """The MLP of ``problems.mlp_problem``, drawn with numpy (no random-number programs to compile)."""
+    rng = np.random.default_rng(seed)
+    shapes = {
+        "w1": (d, hidden),
+        "b1": (hidden,),
+        "w2": (hidden, hidden),
+        "b2": (hidden,),
+        "w3": (hidden, k),
+        "b3": (k,),
+    }
+    scale = {"w1": d**-0.5, "w2": hidden**-0.5, "w3": hidden**-0.5}
+    params = {
+        name: jnp.asarray(rng.normal(size=shape) * scale.get(name, 0.1), dtype)
+        for name, shape in shapes.items()
+    }
+    x_o, x_u = (jnp.asarray(rng.normal(size=(n, d)), dtype) for n in (n_o, n_u))
     return params, x_o, x_u, jnp.array([0, 2, 3, 1, 1][:n_u])
 
 
@@ -46,37 +60,37 @@ def loss_at(params, x, y):
 def test_terms_and_prediction_match_float64_finite_differences_and_a_real_sgd_step():
     with jax.enable_x64(True):
         params, x_o, x_u, y_u = problem()
-        lr = 1e-2
+        lr, eps = 1e-2, 1e-6
         r = ldjax.feature_step(feature_fn, head_fn, params, x_o, x_u, y_u, loss=CE, learning_rate=lr)
         assert r.predicted.shape == r.actual.shape == r.h_o.shape == (5, 6)
         assert r.kernel.shape == (5, 3, 6, 6) and r.direction.shape == (3, 4, 6) and r.energy.shape == (3, 4)
         # kernel: finite-difference Jacobians of the feature map on the flattened parameters
         np.testing.assert_allclose(r.kernel, finite_difference_ntk(feature_fn, params, x_o, x_u), **F64)
-        # direction: central differences of the head in its input, at h(x_u)
-        h_u, eps = features(params, x_u), 1e-6
-        head = jax.vmap(head_fn, (None, 0))
-        columns = jax.jit(
-            jax.vmap(lambda e: (head(params, h_u + eps * e) - head(params, h_u - eps * e)) / (2 * eps))
-        )
-        np.testing.assert_allclose(r.direction, np.moveaxis(np.asarray(columns(jnp.eye(6))), 0, -1), **F64)
-        # energy: (π − e_y) / n_u for the mean cross-entropy
-        z_u = head(params, h_u)
-        np.testing.assert_allclose(r.energy, (jax.nn.softmax(z_u) - jax.nn.one_hot(y_u, 4)) / 3, **EXACT)
-        # SGD: the JVP prediction is −η Σ K Dᵀ G (the head's parameters do not enter the feature map)
-        np.testing.assert_allclose(
-            r.predicted, ldjax.feature_decomposition(r.kernel, r.direction, r.energy, lr), **EXACT
-        )
 
         @jax.jit
-        def by_hand(params):  # the SGD update written out, h(x_o) moved along it: central difference, step
+        def by_hand(params):
+            """Central differences of the head at h(x_u); (π − e_y)/n_u; the SGD update written out."""
+            head = jax.vmap(head_fn, (None, 0))
+            h_u = features(params, x_u)
+            columns = jax.vmap(
+                lambda e: (head(params, h_u + eps * e) - head(params, h_u - eps * e)) / (2 * eps)
+            )
+            force = (jax.nn.softmax(head(params, h_u)) - jax.nn.one_hot(y_u, 4)) / 3
             flat, unravel = ravel_pytree(params)
             u = -lr * ravel_pytree(jax.grad(loss_at)(params, x_u, y_u))[0]
             along = (features(unravel(flat + eps * u), x_o) - features(unravel(flat - eps * u), x_o)) / (
                 2 * eps
             )
-            return along, features(unravel(flat + u), x_o) - features(params, x_o), loss_at(params, x_u, y_u)
+            moved = features(unravel(flat + u), x_o) - features(params, x_o)
+            return jnp.moveaxis(columns(jnp.eye(6)), 0, -1), force, along, moved, loss_at(params, x_u, y_u)
 
-        along, moved, loss = by_hand(params)
+        direction, force, along, moved, loss = by_hand(params)
+        np.testing.assert_allclose(r.direction, direction, **F64)
+        np.testing.assert_allclose(r.energy, force, **EXACT)
+        # SGD: the JVP prediction is −η Σ K Dᵀ G (the head's parameters do not enter the feature map) ...
+        terms = ldjax.feature_decomposition(r.kernel, r.direction, r.energy, lr)
+        np.testing.assert_allclose(r.predicted, terms, **EXACT)
+        # ... and the central difference of h(x_o) along the update; actual = the step itself
         np.testing.assert_allclose(r.predicted, along, **F64)
         np.testing.assert_allclose(r.actual, moved, **EXACT)
         np.testing.assert_allclose(r.residual, r.actual - r.predicted, **EXACT)
@@ -84,17 +98,11 @@ def test_terms_and_prediction_match_float64_finite_differences_and_a_real_sgd_st
 
 
 def warm(opt, params):
-    """An optimizer state with history: two earlier updates from random gradients (one compiled program)."""
-
-    @jax.jit
-    def history(params):
-        state = opt.init(params)
-        for seed in (10, 11):
-            g = jax.tree.map(lambda p, s=seed: jax.random.normal(jax.random.key(s), p.shape, p.dtype), params)
-            _, state = opt.update(g, state, params)
-        return state
-
-    return history(params)
+    """An optimizer state with history: two earlier updates from fixed, non-trivial gradients."""
+    state = opt.init(params)
+    for shift in (0.3, -0.7):
+        _, state = opt.update(jax.tree.map(lambda p, c=shift: jnp.sin(3 * p + c), params), state, params)
+    return state
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam"])
@@ -108,28 +116,23 @@ def test_residual_shrinks_like_eta_squared_after_a_real_optimizer_step(name):
             else optax.inject_hyperparams(optax.adam)(learning_rate=0.0, b1=0.8, b2=0.95)
         )
         step = ldjax.feature_step_fn(feature_fn, head_fn, CE, optimizer=opt, terms=False)  # compiled once
+        history = None if opt is None else warm(opt, params)
         for lr in rates:
-            if name == "sgd":
+            if opt is None:
                 r = step(params, x_o, x_u, y_u, learning_rate=lr)
-            else:
-                state = warm(opt, params)
-                state.hyperparams["learning_rate"] = jnp.asarray(lr * 0.1)
+            else:  # Adam with moments from earlier steps, at learning rate lr / 10
+                state = history._replace(
+                    hyperparams={**history.hyperparams, "learning_rate": jnp.asarray(lr / 10)}
+                )
                 r = step(params, x_o, x_u, y_u, opt_state=state)
             norms.append(float(jnp.linalg.norm(r.residual)))
             predictions.append(r.predicted)
         slope = np.polyfit(np.log(rates), np.log(norms), 1)[0]
         assert abs(slope - 2.0) < 0.2, (slope, norms)
-        # one held program for every η: the SGD prediction is linear in η
-        if name == "sgd":
+        if opt is None:  # one held program for every η: the SGD prediction is linear in η
             np.testing.assert_allclose(10 * predictions[0], predictions[2], **EXACT)
-    if name == "adam":  # the actual change is the real Adam update with that state
-        with jax.enable_x64(True):
-            opt = optax.adam(1e-3, b1=0.8, b2=0.95)
-            state = warm(opt, params)
-            r = ldjax.feature_step(
-                feature_fn, head_fn, params, x_o, x_u, y_u, loss=CE, optimizer=opt, opt_state=state
-            )
-            updates, _ = opt.update(jax.grad(loss_at)(params, x_u, y_u), state, params)
+        else:  # the actual change is the real Adam update with that state (the last η)
+            updates, _ = jax.jit(opt.update)(jax.grad(loss_at)(params, x_u, y_u), state, params)
             moved = features(optax.apply_updates(params, updates), x_o) - features(params, x_o)
             np.testing.assert_allclose(r.actual, moved, **EXACT)
 
@@ -155,25 +158,28 @@ def test_flax_nnx_feature_and_head_through_from_nnx_method():
         f, p_f = ldjax.from_nnx(model, method=lambda m, x: m.features(x), example_shape=(5,))
         g, p_g = ldjax.from_nnx(model, method=lambda m, h: m.head(h))
         assert jax.tree.structure(p_f) == jax.tree.structure(p_g) == jax.tree.structure(params)
-        x = jax.random.normal(jax.random.key(3), (4, 5), jnp.float64)
-        np.testing.assert_allclose(g(params, f(params, x[0])), apply_fn(params, x[0]), **EXACT)
-        r = ldjax.feature_step(f, g, params, x, x[:2], jnp.array([0, 2]), loss=CE, learning_rate=1e-2)
-        np.testing.assert_allclose(r.kernel, finite_difference_ntk(f, params, x, x[:2]), **F64)
-        np.testing.assert_allclose(
-            r.predicted, ldjax.feature_decomposition(r.kernel, r.direction, r.energy, 1e-2), **EXACT
-        )
+        x = jnp.asarray(np.random.default_rng(3).normal(size=(4, 5)))
+        y = jnp.array([0, 2])
+        r = ldjax.feature_step(f, g, params, x, x[:2], y, loss=CE, learning_rate=1e-2)
+
+        @jax.jit
+        def by_hand(params):  # the composition is the module; one SGD step on the module's loss
+            grads = jax.grad(lambda p: CE(jax.vmap(apply_fn, (None, 0))(p, x[:2]), y))(params)
+            moved = jax.tree.map(lambda a, b: a - 1e-2 * b, params, grads)
+            composed = jax.vmap(lambda xi: g(params, f(params, xi)))(x)
+            return composed, jax.vmap(apply_fn, (None, 0))(params, x), jax.vmap(f, (None, 0))(moved, x)
+
+        composed, direct, after = by_hand(params)
+        np.testing.assert_allclose(composed, direct, **EXACT)
+        np.testing.assert_allclose(r.actual, after - r.h_o, **EXACT)
+        terms = ldjax.feature_decomposition(r.kernel, r.direction, r.energy, 1e-2)
+        np.testing.assert_allclose(r.predicted, terms, **EXACT)
         kernel = np.asarray(params["head"]["kernel"]).T  # the direction of a linear head is its weight
         np.testing.assert_allclose(r.direction, np.broadcast_to(kernel, (2, 3, 6)), **EXACT)
-        grads = jax.grad(lambda p: CE(jax.vmap(apply_fn, (None, 0))(p, x[:2]), jnp.array([0, 2])))(params)
-        moved = jax.tree.map(lambda a, b: a - 1e-2 * b, params, grads)
-        np.testing.assert_allclose(r.actual, jax.vmap(f, (None, 0))(moved, x) - r.h_o, **EXACT)
         with pytest.raises(
-            ValueError,
-            match=r"x_u has shape \(2, 4\) but feature_fn expects one example of shape \(5,\)",
+            ValueError, match=r"x_u has shape \(2, 4\) but feature_fn expects one example of shape \(5,\)"
         ):
-            ldjax.feature_step(
-                f, g, params, x, jnp.ones((2, 4)), jnp.array([0, 2]), loss=CE, learning_rate=1e-2
-            )
+            ldjax.feature_step(f, g, params, x, jnp.ones((2, 4)), y, loss=CE, learning_rate=1e-2)
 
 
 def test_energy_against_a_numpy_reference():
@@ -182,7 +188,7 @@ def test_energy_against_a_numpy_reference():
         for shape in ((7,), (2, 3)):
             logits = rng.normal(size=(*shape, 5)) * 2
             labels = rng.integers(0, 5, size=shape)
-            e = ldjax.energy(jnp.asarray(logits), jnp.asarray(labels))
+            e = jax.jit(ldjax.energy)(jnp.asarray(logits), jnp.asarray(labels))
             probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
             onehot = np.eye(5)[labels]
             norm = np.sqrt(((probs - onehot) ** 2).sum(-1))
@@ -199,7 +205,7 @@ def test_energy_against_a_numpy_reference():
 
 
 def test_errors_name_the_argument():
-    params, x_o, x_u, y_u = problem(dtype=jnp.float32)
+    params, x_o, x_u, y_u = problem(dtype=np.float32)
     with pytest.raises(ValueError, match=r"head_fn failed on a feature of shape \(6,\)"):
         ldjax.feature_step(
             feature_fn, lambda p, h: h @ p["w1"], params, x_o, x_u, y_u, loss=CE, learning_rate=0.1

@@ -83,15 +83,20 @@ def check_finite(tree: Any, name: str) -> None:
             raise ValueError(f"{name}{where} contains {bad} NaN or inf value(s): expected finite numbers")
 
 
-def logits_shape(apply_fn: ApplyFn, params: Params, x: Any, name: str) -> tuple[int, ...]:
-    """Shape of ``apply_fn`` on ONE example of the batch ``x``; a clear error when it does not fit."""
-    expected = getattr(apply_fn, "example_shape", None)
-    got = example_shape(x)
-    if expected is not None and tuple(expected) != got:
+def check_example_shape(fn: Any, x: Any, name: str, fn_name: str = "apply_fn") -> None:
+    """``x`` must be a batch of the examples ``fn`` expects, when ``fn`` knows their shape (``example_shape``)."""
+    expected = getattr(fn, "example_shape", None)
+    if expected is not None and tuple(expected) != example_shape(x):
         raise ValueError(
-            f"{name} has shape {str(jax.tree.map(np.shape, x))} but apply_fn expects one example of shape "
+            f"{name} has shape {str(jax.tree.map(np.shape, x))} but {fn_name} expects one example of shape "
             f"{str(tuple(expected))}: pass a batch [n, {', '.join(map(str, expected))}]"
         )
+
+
+def logits_shape(apply_fn: ApplyFn, params: Params, x: Any, name: str) -> tuple[int, ...]:
+    """Shape of ``apply_fn`` on ONE example of the batch ``x``; a clear error when it does not fit."""
+    check_example_shape(apply_fn, x, name)
+    got = example_shape(x)
     one = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(np.shape(leaf)[1:], jnp.result_type(leaf)), x)
     try:
         out = jax.eval_shape(apply_fn, params, one)

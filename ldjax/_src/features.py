@@ -381,34 +381,34 @@ def _check_feature_model(
     feature_fn: FeatureFn, head_fn: HeadFn, params: Params, x_u: Any, terms: bool
 ) -> tuple[int, ...]:
     """``feature_fn`` on one example of ``x_u`` and ``head_fn`` on its output, with messages naming each."""
-    expected = getattr(feature_fn, "example_shape", None)
-    if expected is not None and tuple(expected) != checks.example_shape(x_u):
-        raise ValueError(
-            f"x_u has shape {np.shape(x_u)} but feature_fn expects one example of shape {tuple(expected)}: "
-            f"pass a batch [n, {', '.join(map(str, expected))}]"
-        )
+    checks.check_example_shape(feature_fn, x_u, "x_u", "feature_fn")
     one = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(np.shape(leaf)[1:], jnp.result_type(leaf)), x_u)
-    try:
-        h = jax.eval_shape(feature_fn, params, one)
-    except Exception as err:  # noqa: BLE001 - re-raised with context
-        raise ValueError(
-            f"feature_fn failed on one example of x_u (example shape {str(checks.example_shape(x_u))}): "
-            f"feature_fn(params, x) takes ONE example without a batch axis. The error was: {err}"
-        ) from err
-    if not isinstance(h, jax.ShapeDtypeStruct):
-        raise ValueError(f"feature_fn must return one array (the feature h), got {type(h).__name__}")
+    h = _one_array(
+        feature_fn, params, one, "feature_fn", "the feature h",
+        f"feature_fn failed on one example of x_u (example shape {str(checks.example_shape(x_u))}): "
+        "feature_fn(params, x) takes ONE example without a batch axis",
+    )  # fmt: skip
     if terms and h.ndim not in (1, 2):
         raise ValueError(
             f"feature_fn returns features of shape {tuple(h.shape)}: the kernel term (terms=True) needs [f] or "
             f"[T, f]; flatten the feature in feature_fn (and reshape it in head_fn) or pass terms=False"
         )
-    try:
-        z = jax.eval_shape(head_fn, params, h)
-    except Exception as err:  # noqa: BLE001 - re-raised with context
-        raise ValueError(
-            f"head_fn failed on a feature of shape {tuple(h.shape)} (the output of feature_fn for one example): "
-            f"head_fn(params, h) takes ONE example's feature. The error was: {err}"
-        ) from err
-    if not isinstance(z, jax.ShapeDtypeStruct):
-        raise ValueError(f"head_fn must return one array of logits, got {type(z).__name__}")
+    _one_array(
+        head_fn, params, h, "head_fn", "logits",
+        f"head_fn failed on a feature of shape {tuple(h.shape)} (the output of feature_fn for one example): "
+        "head_fn(params, h) takes ONE example's feature",
+    )  # fmt: skip
     return tuple(h.shape)
+
+
+def _one_array(
+    fn: Callable, params: Params, arg: Any, name: str, what: str, failure: str
+) -> jax.ShapeDtypeStruct:
+    """The shape of ``fn(params, arg)``, which must be ONE array (``what``); ``failure`` starts the message."""
+    try:
+        out = jax.eval_shape(fn, params, arg)
+    except Exception as err:  # noqa: BLE001 - re-raised with context
+        raise ValueError(f"{failure}. The error was: {err}") from err
+    if not isinstance(out, jax.ShapeDtypeStruct):
+        raise ValueError(f"{name} must return one array ({what}), got {type(out).__name__}")
+    return out

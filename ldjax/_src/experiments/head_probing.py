@@ -66,9 +66,9 @@ from jaxtyping import Float
 from ldjax._src.adapters import from_nnx
 from ldjax._src.data.dataset import Dataset
 from ldjax._src.data.dataset import provenance
-from ldjax._src.data.errors import DataUnavailable
 from ldjax._src.data.mnist import load_digits
 from ldjax._src.data.mnist import load_mnist
+from ldjax._src.data.mnist import load_mnist_or_digits
 from ldjax._src.experiments import claims
 from ldjax._src.experiments import common
 from ldjax._src.features import energy
@@ -193,17 +193,18 @@ def _check_config(config: Config) -> None:
 
 
 def load_data(config: Config, data_dir: str | None) -> tuple[Dataset, Dataset, str]:
-    """The split that holds pre-training, downstream training and validation images, the test split, a name."""
-    if config.dataset in ("auto", "mnist"):
-        try:
-            train_split = load_mnist("train", path=data_dir, download=config.download)
-            test_split = load_mnist("test", path=data_dir, download=config.download)
-            return train_split, test_split, f"{train_split.name} / {test_split.name}"
-        except DataUnavailable:
-            if config.dataset == "mnist":
-                raise
-    train_split, test_split = load_digits("train"), load_digits("test")
-    return train_split, test_split, "scikit-learn digits 8x8 (offline fallback)"
+    """The split that holds pre-training, downstream training and validation images, the test split, a name.
+
+    ``"auto"`` is :func:`ldjax.data.load_mnist_or_digits`: the digits stand in only when no data location
+    was named.
+    """
+    if config.dataset == "digits":
+        train_split, test_split = load_digits("train"), load_digits("test")
+    else:
+        load = load_mnist if config.dataset == "mnist" else load_mnist_or_digits
+        train_split = load("train", path=data_dir, download=config.download)
+        test_split = load("test", path=data_dir, download=config.download)
+    return train_split, test_split, f"{train_split.name} / {test_split.name}"
 
 
 def _subset(rng: np.random.Generator, labels: np.ndarray, classes: tuple[int, ...]) -> np.ndarray:
