@@ -129,8 +129,10 @@ def test_residual_shrinks_like_eta_squared_after_a_real_optimizer_step(name):
             predictions.append(r.predicted)
         slope = np.polyfit(np.log(rates), np.log(norms), 1)[0]
         assert abs(slope - 2.0) < 0.2, (slope, norms)
-        if opt is None:  # one held program for every η: the SGD prediction is linear in η
+        if opt is None:  # one held program for every η: the SGD prediction is linear in η; works under jit
             np.testing.assert_allclose(10 * predictions[0], predictions[2], **EXACT)
+            inside = jax.jit(lambda p: step(p, x_o, x_u, y_u, learning_rate=1e-3).predicted)(params)
+            np.testing.assert_allclose(inside, predictions[0], **EXACT)
         else:  # the actual change is the real Adam update with that state (the last η)
             updates, _ = jax.jit(opt.update)(jax.grad(loss_at)(params, x_u, y_u), state, params)
             moved = features(optax.apply_updates(params, updates), x_o) - features(params, x_o)
