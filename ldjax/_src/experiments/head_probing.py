@@ -43,8 +43,8 @@ the energy at the start of FT and the final Euclidean and cosine distances), ``c
 ``ch6.mild_hp_beats_none_and_converged`` (test accuracy of the τ chosen by validation accuracy among the
 mild ones, minus the better of τ = 0 and the converged τ), each decided over the seeds.
 
-The set-up was fixed after exploratory runs: with a 3× higher FT learning rate (0.01) or with 500
-downstream images, the converged head (large norm, near-zero energy) still moved the features far, so the
+The set-up was fixed after exploratory runs: with a 3× higher FT learning rate (0.01; a 64-wide feature,
+500 or 2,000 downstream images) the long-probed head (large norm) still moved the features far, so the
 distance rose again at the lowest energies; the note of ``ch6.distance_grows_with_energy`` says so.
 
 Quick settings (defaults): 5 seeds × 10 τ = 50 fine-tuning runs of 10 epochs; 47 s of CPU time (user +
