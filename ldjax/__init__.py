@@ -16,12 +16,14 @@ from ldjax._src.ntk import ntk_vector_product
 from ldjax._src.one_step import OneStepResult
 from ldjax._src.one_step import decomposition
 from ldjax._src.one_step import one_step
+from ldjax._src.one_step import one_step_fn
 from ldjax._src.optimizer_kernels import OptimizerUpdate
 from ldjax._src.optimizer_kernels import PreconditionedStep
 from ldjax._src.optimizer_kernels import optimizer_update
 from ldjax._src.optimizer_kernels import preconditioned_ntk
 from ldjax._src.optimizer_kernels import preconditioned_one_step
 from ldjax._src.predict import LogProbChange
+from ldjax._src.predict import predict_fn
 from ldjax._src.predict import predict_log_prob_change
 from ldjax._src.sharding import sharded_log_prob_change
 from ldjax._src.sharding import sharded_ntk
@@ -48,6 +50,7 @@ __all__ = (
     "losses",
     "ntk_vector_product",
     "one_step",
+    "one_step_fn",
     "OneStepResult",
     "optimizer_update",
     "OptimizerUpdate",
@@ -55,6 +58,7 @@ __all__ = (
     "preconditioned_ntk",
     "preconditioned_one_step",
     "PreconditionedStep",
+    "predict_fn",
     "predict_log_prob_change",
     "sharded_log_prob_change",
     "sharded_ntk",

@@ -1,5 +1,9 @@
 """Losses of logits with their closed-form forces G = ∂L/∂z (``*_g``)."""
 
+from ldjax._src.losses._base import bind
+from ldjax._src.losses._base import softmax_minus_one_hot
+from ldjax._src.losses._base import token_log_probs
+from ldjax._src.losses._base import with_target_check
 from ldjax._src.losses.classification import cross_entropy
 from ldjax._src.losses.classification import cross_entropy_g
 from ldjax._src.losses.classification import smooth_labels
@@ -27,9 +31,13 @@ from ldjax._src.losses.sequence import sft_g
 from ldjax._src.losses.sequence import slic
 from ldjax._src.losses.sequence import slic_fn
 from ldjax._src.losses.sequence import slic_g
-from ldjax._src.losses.sequence import token_log_probs
+from ldjax._src.typing import Loss
 
 __all__ = (
+    "Loss",
+    "bind",
+    "softmax_minus_one_hot",
+    "with_target_check",
     "cross_entropy",
     "cross_entropy_g",
     "smooth_labels",

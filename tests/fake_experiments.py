@@ -37,7 +37,11 @@ def plot(results, out_dir):
 
 
 def fidelity(results):
-    return [common.Fidelity("values sum", "> 0", float(np.sum(results["values"])), bool(np.sum(results["values"]) > 0))]
+    return [
+        common.Fidelity(
+            "values sum", "> 0", float(np.sum(results["values"])), bool(np.sum(results["values"]) > 0)
+        )
+    ]
 
 
 def main(argv=None):
@@ -52,7 +56,9 @@ class NoData:
 
     @staticmethod
     def run(config, *, data_dir=None, progress=True):
-        raise DataUnavailable("cifar10_test.npz not found in /nowhere: put it in /nowhere or set LDJAX_DATA_DIR")
+        raise DataUnavailable(
+            "cifar10_test.npz not found in /nowhere: put it in /nowhere or set LDJAX_DATA_DIR"
+        )
 
 
 class Broken(NoData):

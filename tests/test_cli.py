@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from ldjax._src import cli
+from ldjax._src.app import cli
 from ldjax._src.experiments import common
 from ldjax._src.experiments import registry
 
@@ -16,9 +16,11 @@ import fake_experiments
 @pytest.fixture
 def fake_registry(monkeypatch):
     specs = (
-        registry.ExperimentSpec("ok", "fake_experiments", "works", "none", 0.1, 0.1),
-        registry.ExperimentSpec("nodata", "fake_experiments", "needs data", "CIFAR", 0.1, 0.1),
-        registry.ExperimentSpec("broken", "fake_experiments", "fails", "none", 0.1, 0.1),
+        registry.ExperimentSpec(
+            "ok", "works", "none", 0.1, 0.1, aliases=("okay",), module="fake_experiments"
+        ),
+        registry.ExperimentSpec("nodata", "needs data", "CIFAR", 0.1, 0.1, module="fake_experiments"),
+        registry.ExperimentSpec("broken", "fails", "none", 0.1, 0.1, module="fake_experiments"),
     )
     monkeypatch.setattr(registry, "EXPERIMENTS", specs)
     originals = registry.ExperimentSpec.load
@@ -68,6 +70,13 @@ def test_an_interrupted_write_leaves_no_half_written_results(fake_registry, tmp_
     assert not list((tmp_path / "ok").glob("*.tmp"))
 
 
+def test_an_older_name_runs_the_experiment_it_means(fake_registry, tmp_path, capsys):
+    assert cli.main(["reproduce", "okay", "ok", "--out", str(tmp_path), "--no-progress", "--no-report"]) == 0
+    assert "[alias] okay is the older name of ok: running ok" in capsys.readouterr().out
+    assert fake_experiments.CALLS["ok"] == 1  # named twice, run once
+    assert (tmp_path / "ok" / "results.json").exists() and not (tmp_path / "okay").exists()
+
+
 def test_unknown_experiment_is_named():
     with pytest.raises(ValueError, match="unknown experiment 'nope': expected one of demo, mnist"):
         cli.main(["reproduce", "nope"])
@@ -81,7 +90,10 @@ def test_list_shows_every_registered_experiment(capsys):
 
 
 def test_experiment_main_generates_flags_from_config(tmp_path):
-    assert fake_experiments.main(["--out", str(tmp_path), "--size", "4", "--names", "x,y,z", "--flag", "true"]) == 0
+    assert (
+        fake_experiments.main(["--out", str(tmp_path), "--size", "4", "--names", "x,y,z", "--flag", "true"])
+        == 0
+    )
     record = json.loads((tmp_path / "results.json").read_text())
     assert record["config"] == {"size": 4, "scale": 1.0, "names": ["x", "y", "z"], "flag": True}
 
@@ -89,8 +101,20 @@ def test_experiment_main_generates_flags_from_config(tmp_path):
 def test_demo_runs_as_the_ldjax_command(tmp_path):
     """The main job from day one: predicted vs actual and the three terms, printed."""
     out = subprocess.run(
-        [sys.executable, "-m", "ldjax._src.cli", "reproduce", "demo", "--out", str(tmp_path), "--no-progress"],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "ldjax._src.app.cli",
+            "reproduce",
+            "demo",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     assert "predicted    actual" in out.stdout and "G at x_u" in out.stdout

@@ -27,6 +27,7 @@ from ldjax.data import load_digits
 from ldjax.data import load_mnist
 from ldjax.data import load_mnist_or_digits
 from ldjax.data import parse_idx
+from ldjax.data import provenance
 from ldjax.data import read_cifar_batch
 
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -127,7 +128,7 @@ def files_under(path: Path) -> list[str]:
 def test_mnist_reads_official_idx_files(isolated, split, gz):
     x, y = small_mnist()
     write_mnist(isolated / "d", split, x, y, gz=gz)
-    ds = load_mnist(split, path=isolated / "d", download=False)
+    ds = load_mnist(split, path=isolated / "d", download=False, allow_subset=True)
     np.testing.assert_array_equal(ds.x, x)
     np.testing.assert_array_equal(ds.y, y)
     assert ds.x.dtype == np.uint8 and ds.y.dtype == np.uint8
@@ -169,7 +170,7 @@ def test_mnist_corrupt_idx(isolated, corruption, match):
     elif corruption == "size":
         images.write_bytes(idx_bytes(x[:, :, :27], 2051))
     with pytest.raises(DataCorrupt, match=match):
-        load_mnist("test", path=isolated / "d", download=False)
+        load_mnist("test", path=isolated / "d", download=False, allow_subset=True)
 
 
 def test_mnist_truncated_gzip_and_not_gzip(isolated):
@@ -177,27 +178,29 @@ def test_mnist_truncated_gzip_and_not_gzip(isolated):
     images, _ = write_mnist(isolated / "d", "test", x, y, gz=True)
     images.write_bytes(images.read_bytes()[:100])
     with pytest.raises(DataCorrupt, match=r"t10k-images-idx3-ubyte.gz: truncated or corrupt gzip data"):
-        load_mnist("test", path=isolated / "d", download=False)
+        load_mnist("test", path=isolated / "d", download=False, allow_subset=True)
     images.write_bytes(idx_bytes(x, 2051))  # raw bytes under a .gz name
     with pytest.raises(DataCorrupt, match=r"t10k-images-idx3-ubyte.gz: not a gzip file"):
-        load_mnist("test", path=isolated / "d", download=False)
+        load_mnist("test", path=isolated / "d", download=False, allow_subset=True)
 
 
 def test_mnist_parsed_npz_and_its_validation(isolated):
     x, y = small_mnist()
     np.savez(isolated / "mnist_test.npz", x=x, y=y)
-    ds = load_mnist("test", path=isolated, download=False)
+    ds = load_mnist("test", path=isolated, download=False, allow_subset=True)
     np.testing.assert_array_equal(ds.x, x)
     np.testing.assert_array_equal(ds.y, y)
     np.savez(isolated / "mnist_test.npz", x=x.astype(np.float32), y=y)
     with pytest.raises(DataCorrupt, match=r"mnist_test.npz: x must be uint8 pixels, got dtype float32"):
-        load_mnist("test", path=isolated, download=False)
+        load_mnist("test", path=isolated, download=False, allow_subset=True)
     np.savez(isolated / "mnist_test.npz", x=x, y=np.array([object()] * 7, dtype=object))
-    with pytest.raises(DataCorrupt, match=r"mnist_test.npz: not a readable .npz archive"):
-        load_mnist("test", path=isolated, download=False)
+    with pytest.raises(
+        DataCorrupt, match=r"mnist_test.npz: array 'y' holds Python objects \(a pickle\), which is never"
+    ):
+        load_mnist("test", path=isolated, download=False, allow_subset=True)
     np.savez(isolated / "mnist_test.npz", images=x)
     with pytest.raises(DataCorrupt, match=r"expected arrays 'x' and 'y', found \['images'\]"):
-        load_mnist("test", path=isolated, download=False)
+        load_mnist("test", path=isolated, download=False, allow_subset=True)
 
 
 def test_full_size_mnist_is_checked_against_the_official_md5(isolated):
@@ -208,7 +211,7 @@ def test_full_size_mnist_is_checked_against_the_official_md5(isolated):
         match=r"checksum mismatch: the t10k-images-idx3-ubyte content has md5 \w+, "
         r"the official md5 is 2646ac647ad5339dbf082846283269ea",
     ):
-        load_mnist("test", path=isolated, download=False)
+        load_mnist("test", path=isolated, download=False, allow_subset=True)
 
 
 def test_lookup_order_path_then_env_then_cache(isolated, monkeypatch):
@@ -222,17 +225,17 @@ def test_lookup_order_path_then_env_then_cache(isolated, monkeypatch):
     write_mnist(cache_dir() / "mnist", "test", xc, yc, gz=True)
     assert cache_dir() == isolated / "cache"
     monkeypatch.setenv("LDJAX_DATA_DIR", str(isolated / "env"))
-    assert load_mnist("test", path=isolated / "explicit", download=False).x.shape[0] == 3
-    assert load_mnist("test", download=False).x.shape[0] == 4
+    assert load_mnist("test", path=isolated / "explicit", download=False, allow_subset=True).x.shape[0] == 3
+    assert load_mnist("test", download=False, allow_subset=True).x.shape[0] == 4
     monkeypatch.delenv("LDJAX_DATA_DIR")
-    assert load_mnist("test", download=False).x.shape[0] == 5
+    assert load_mnist("test", download=False, allow_subset=True).x.shape[0] == 5
     # An explicit path is the only place searched: its absence is an error, not a silent fallback.
     with pytest.raises(
         DataUnavailable,
         match=r"MNIST test: none of .*t10k-images-idx3-ubyte\[\.gz\].* found "
         r"\(searched .*empty.*\).* Put the official file\(s\) in .*empty",
     ):
-        load_mnist("test", path=isolated / "empty", download=False)
+        load_mnist("test", path=isolated / "empty", download=False, allow_subset=True)
 
 
 def test_bad_split_is_a_value_error():
@@ -257,14 +260,14 @@ def test_mnist_download_verified_and_atomic(isolated, monkeypatch):
         mnist_module.MNIST_MD5, "t10k-labels-idx1-ubyte", hashlib.md5(idx_bytes(y, 2049)).hexdigest()
     )
     with _Server(served) as server:
-        ds = load_mnist("test", base_url=server.url)
+        ds = load_mnist("test", base_url=server.url, allow_subset=True)
     np.testing.assert_array_equal(ds.x, x)
     assert files_under(isolated / "cache") == [
         "mnist/t10k-images-idx3-ubyte.gz",
         "mnist/t10k-labels-idx1-ubyte.gz",
     ]
     # Second load reads the cache (no server running).
-    np.testing.assert_array_equal(load_mnist("test", download=False).y, y)
+    np.testing.assert_array_equal(load_mnist("test", download=False, allow_subset=True).y, y)
 
 
 def test_mnist_download_with_wrong_bytes_writes_nothing(isolated):
@@ -278,11 +281,11 @@ def test_mnist_download_with_wrong_bytes_writes_nothing(isolated):
             r"and was discarded .*checksum mismatch: md5 of the content \w+, "
             r"official 2646ac647ad5339dbf082846283269ea",
         ):
-            load_mnist("test", base_url=server.url)
+            load_mnist("test", base_url=server.url, allow_subset=True)
     (served / "t10k-images-idx3-ubyte.gz").write_bytes(b"<html>not found</html>")
     with _Server(served) as server:
         with pytest.raises(DataCorrupt, match=r"not a valid gzip file"):
-            load_mnist("test", base_url=server.url)
+            load_mnist("test", base_url=server.url, allow_subset=True)
     assert files_under(isolated / "cache") == []  # no file, no temporary left behind
 
 
@@ -292,11 +295,11 @@ def test_mnist_offline_download_names_file_and_directory(isolated):
         match=r"MNIST test file 't10k-images-idx3-ubyte.gz' is not on this machine "
         r"and could not be downloaded .*Put the official file in .*cache/mnist",
     ):
-        load_mnist("test", base_url=closed_port_url())
+        load_mnist("test", base_url=closed_port_url(), allow_subset=True)
     with _Server(isolated / "nothing_served") as server:  # a server that answers 404
         (isolated / "nothing_served").mkdir()
         with pytest.raises(DataUnavailable, match=r"404"):
-            load_mnist("test", base_url=server.url)
+            load_mnist("test", base_url=server.url, allow_subset=True)
     assert files_under(isolated / "cache") == []
 
 
@@ -310,7 +313,7 @@ def test_cifar_download_with_wrong_bytes_writes_nothing(isolated):
             match=r"cifar-10-python.tar.gz.* checksum mismatch: md5 \w+, "
             r"official c58f30108f718f92721af3b95e74349a",
         ):
-            load_cifar10("test", base_url=server.url + "cifar-10-python.tar.gz")
+            load_cifar10("test", base_url=server.url + "cifar-10-python.tar.gz", allow_subset=True)
     with pytest.raises(DataUnavailable, match=r"CIFAR-10 file 'cifar-10-python.tar.gz' .*cache/cifar10"):
         load_cifar10("test", base_url=closed_port_url() + "cifar-10-python.tar.gz")
     assert files_under(isolated / "cache") == []
@@ -335,7 +338,7 @@ def test_cifar_download_verified_and_extracted(isolated, monkeypatch):
     (served / "cifar-10-python.tar.gz").write_bytes(buffer.getvalue())
     monkeypatch.setattr(cifar_module, "CIFAR10_TAR_MD5", hashlib.md5(buffer.getvalue()).hexdigest())
     with _Server(served) as server:
-        ds = load_cifar10("test", base_url=server.url + "cifar-10-python.tar.gz")
+        ds = load_cifar10("test", base_url=server.url + "cifar-10-python.tar.gz", allow_subset=True)
     np.testing.assert_array_equal(ds.x, x)
     expected = [
         "batches.meta",
@@ -347,7 +350,7 @@ def test_cifar_download_verified_and_extracted(isolated, monkeypatch):
     ]
     expected = ["cifar10/cifar-10-python.tar.gz"] + [f"cifar10/cifar-10-batches-py/{n}" for n in expected]
     assert files_under(isolated / "cache") == sorted(expected + ["cifar10/cifar-10-batches-py/test_batch"])
-    assert load_cifar10("train", download=False).x.shape == (10, 32, 32, 3)
+    assert load_cifar10("train", download=False, allow_subset=True).x.shape == (10, 32, 32, 3)
 
 
 def test_cifar10h_download_checked(isolated):
@@ -370,7 +373,7 @@ def test_cifar_batches_read_in_hwc_order(isolated, protocol):
     batches = isolated / "cifar-10-batches-py"
     batches.mkdir()
     (batches / "test_batch").write_bytes(cifar_batch(x, y, protocol))
-    ds = load_cifar10("test", path=isolated, download=False)
+    ds = load_cifar10("test", path=isolated, download=False, allow_subset=True)
     np.testing.assert_array_equal(ds.x, x)
     np.testing.assert_array_equal(ds.y, y)
     assert ds.classes[3] == "cat" and ds.name == "CIFAR-10 test (subset in the official format, 6 images)"
@@ -385,7 +388,7 @@ def test_cifar_train_batches_concatenate(isolated):
     parts = [small_cifar(3, seed=s) for s in range(5)]
     for i, (x, y) in enumerate(parts, start=1):
         (batches / f"data_batch_{i}").write_bytes(cifar_batch(x, y))
-    ds = load_cifar10("train", path=isolated, download=False)
+    ds = load_cifar10("train", path=isolated, download=False, allow_subset=True)
     np.testing.assert_array_equal(ds.x, np.concatenate([p[0] for p in parts]))
     np.testing.assert_array_equal(ds.y, np.concatenate([p[1] for p in parts]))
 
@@ -413,7 +416,7 @@ def test_malicious_pickle_is_refused_without_running(isolated, protocol, monkeyp
     payload = {b"data": x.transpose(0, 3, 1, 2).reshape(2, 3072), b"labels": _Evil(f"touch {marker}")}
     (batches / "test_batch").write_bytes(pickle.dumps(payload, protocol=protocol))
     with pytest.raises(DataCorrupt, match=r"test_batch: refusing to load global (posix|os|nt)\.system"):
-        load_cifar10("test", path=isolated, download=False)
+        load_cifar10("test", path=isolated, download=False, allow_subset=True)
     assert not marker.exists()
     (batches / "test_batch").write_bytes(pickle.dumps([_EvilEval()], protocol=protocol))
     with pytest.raises(DataCorrupt, match=r"refusing to load global (__builtin__|builtins)\.eval"):
@@ -439,7 +442,10 @@ def test_restricted_unpickler_admits_only_listed_globals():
 @pytest.mark.parametrize(
     "make, match",
     [
-        (lambda x, y: cifar_batch(x, y)[:-40], r"test_batch: not a valid CIFAR pickle"),
+        (
+            lambda x, y: cifar_batch(x, y)[:-40],
+            r"test_batch: malformed pickle \(expected 9 bytes in a unicodestring4",
+        ),
         (
             lambda x, y: pickle.dumps(
                 {b"data": x.reshape(len(x), -1)[:, :100], b"labels": [int(v) for v in y]}
@@ -465,18 +471,18 @@ def test_cifar_corrupt_batches(isolated, make, match):
     batches.mkdir()
     (batches / "test_batch").write_bytes(make(x, y))
     with pytest.raises(DataCorrupt, match=match):
-        load_cifar10("test", path=isolated, download=False)
+        load_cifar10("test", path=isolated, download=False, allow_subset=True)
 
 
 def test_cifar_parsed_npz(isolated):
     x, y = small_cifar()
     np.savez(isolated / "cifar10_test.npz", x=x, y=y, index=np.arange(6, dtype=np.int32))
-    np.testing.assert_array_equal(load_cifar10("test", path=isolated, download=False).x, x)
+    np.testing.assert_array_equal(load_cifar10("test", path=isolated, download=False, allow_subset=True).x, x)
     np.savez(isolated / "cifar10_test.npz", x=x.transpose(0, 3, 1, 2), y=y)
     with pytest.raises(
         DataCorrupt, match=r"cifar10_test.npz: x must be uint8 \[n, 32, 32, 3\], got uint8 \(6, 3, 32, 32\)"
     ):
-        load_cifar10("test", path=isolated, download=False)
+        load_cifar10("test", path=isolated, download=False, allow_subset=True)
 
 
 def test_cifar10h_validation(isolated):
@@ -505,14 +511,14 @@ def test_digits_fallback(isolated):
     np.testing.assert_array_equal(np.rint(all_.x / (255 / 16)), sk().images)
     train, test = load_digits("train"), load_digits("test")
     assert train.x.shape[0] == 1000 and test.x.shape[0] == 797
-    ds = load_mnist_or_digits("test")  # nothing in the empty cache, download off
+    ds = load_mnist_or_digits("test", allow_subset=True)  # nothing in the empty cache, download off
     assert ds.name == "scikit-learn digits 8x8 (test, 797 images)"
     x, y = small_mnist()
     write_mnist(isolated / "d", "test", x, y, gz=True)
-    assert load_mnist_or_digits("test", path=isolated / "d").name.startswith("MNIST test")
+    assert load_mnist_or_digits("test", path=isolated / "d", allow_subset=True).name.startswith("MNIST test")
     (isolated / "d" / "t10k-labels-idx1-ubyte.gz").write_bytes(b"junk")
     with pytest.raises(DataCorrupt):  # a broken MNIST file is an error, never silently replaced
-        load_mnist_or_digits("test", path=isolated / "d")
+        load_mnist_or_digits("test", path=isolated / "d", allow_subset=True)
 
 
 # ---------------------------------------------------------------- real data (CI sets LDJAX_DATA_DIR)
@@ -524,17 +530,17 @@ real_data = pytest.mark.skipif(
 
 @real_data
 def test_real_mnist_label_counts():
-    test = load_mnist("test", download=False)
+    test = load_mnist("test", download=False, allow_subset=True)
     assert test.x.shape == (10000, 28, 28) and test.name == "MNIST test (official, 10000 images)"
     assert np.bincount(test.y, minlength=10).tolist() == MNIST_TEST_COUNTS
-    train = load_mnist("train", download=False)
+    train = load_mnist("train", download=False, allow_subset=True)
     assert train.x.shape == (60000, 28, 28)
     assert np.bincount(train.y, minlength=10).tolist() == MNIST_TRAIN_COUNTS
 
 
 @real_data
 def test_real_cifar10_and_cifar10h():
-    test = load_cifar10("test", download=False)
+    test = load_cifar10("test", download=False, allow_subset=True)
     assert test.x.shape == (10000, 32, 32, 3) and test.x.dtype == np.uint8
     assert np.bincount(test.y, minlength=10).tolist() == [1000] * 10
     assert test.y[:10].tolist() == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]  # the known start of test_batch
@@ -542,3 +548,47 @@ def test_real_cifar10_and_cifar10h():
     np.testing.assert_allclose(human.probs.sum(axis=1), 1.0, rtol=0, atol=1e-12)
     agreement = float(np.mean(human.probs.argmax(axis=1) == test.y))
     assert agreement == pytest.approx(0.9921, abs=5e-5)
+
+
+# ---------------------------------------------------------------- provenance: which files, with which checksums
+
+
+def test_every_loader_records_the_files_it_read(isolated):
+    x, y = small_mnist()
+    images, labels = write_mnist(isolated / "d", "test", x, y, gz=True)
+    ds = load_mnist("test", path=isolated / "d", download=False, allow_subset=True)
+    expected = [
+        {"path": str(f), "sha256": hashlib.sha256(f.read_bytes()).hexdigest(), "bytes": f.stat().st_size}
+        for f in (images, labels)
+    ]
+    assert provenance(ds) == expected
+    assert provenance(ds, ds, *ds.files) == expected  # each file once
+    batches = isolated / "c" / "cifar-10-batches-py"
+    batches.mkdir(parents=True)
+    for i in range(1, 6):
+        (batches / f"data_batch_{i}").write_bytes(cifar_batch(*small_cifar(2, seed=i)))
+    train = load_cifar10("train", path=isolated / "c", download=False, allow_subset=True)
+    assert [f.path for f in train.files] == [str(batches / f"data_batch_{i}") for i in range(1, 6)]
+    assert train.files[2].sha256 == hashlib.sha256((batches / "data_batch_3").read_bytes()).hexdigest()
+    digits = load_digits("test").files
+    assert len(digits) == 1 and digits[0].path.endswith("sklearn/datasets/data/digits.csv.gz")
+
+
+@real_data
+def test_real_files_have_the_published_sha256():
+    # The sha256 values published in shared/data/README.md, an independent record of the files.
+    readme = {
+        "mnist_test.npz": "3ba302235efdc3e7e4e84db9ce6a6d6cbc9dd1162d4e79dd0b6a606afc745423",
+        "cifar10_test.npz": "29ed15383e9755d0c850c2fac972af7871370282c0cbab386bb33f9eb7710408",
+        "cifar10h_probs.npy": "436ae98620e00073f9d08585ac870573b588853e7af9f54eb1647408114af77d",
+    }
+    loaded = [
+        load_mnist("test", download=False),
+        load_cifar10("test", download=False),
+        load_cifar10h(download=False),
+    ]
+    records = provenance(*loaded)
+    assert {Path(r["path"]).name: r["sha256"] for r in records} == readme
+    assert all(
+        Path(r["path"]).is_absolute() and r["bytes"] == Path(r["path"]).stat().st_size for r in records
+    )

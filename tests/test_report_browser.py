@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from ldjax._src import browser_check
-from ldjax._src import cli
+from ldjax._src.app import cli
 
+import browser_check
 from test_cli import fake_registry  # noqa: F401 - fixture
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"

@@ -24,6 +24,19 @@ def test_a_term_keeps_position_axes():
     assert ldjax.a_term(logits).shape == (2, 3, 5, 5)
 
 
+def _slow_softmax_minus_one_hot(logits, labels):
+    """π − e_y written out row by row in numpy."""
+    z = np.asarray(logits).reshape(-1, logits.shape[-1])
+    y = np.asarray(labels).reshape(-1)
+    out = np.empty_like(z)
+    for row, (zi, yi) in enumerate(zip(z, y, strict=True)):
+        p = np.exp(zi - zi.max())
+        p /= p.sum()
+        p[yi] -= 1.0
+        out[row] = p
+    return out.reshape(logits.shape)
+
+
 @pytest.mark.parametrize("shape", [(5, 4), (3, 6, 7)])
 def test_cross_entropy_closed_form_equals_autodiff(shape):
     with jax.enable_x64(True):
@@ -32,6 +45,15 @@ def test_cross_entropy_closed_form_equals_autodiff(shape):
         labels = jax.random.randint(k2, shape[:-1], 0, shape[-1])
         got = jax.jit(ldjax.g_term, static_argnums=0)(ldjax.losses.cross_entropy, logits, labels)
         np.testing.assert_allclose(got, ldjax.losses.cross_entropy_g(logits, labels), rtol=1e-12, atol=1e-15)
+        # the shared π − e_y and log π_y of every closed-form force, against loops
+        pi_minus_e = jax.jit(ldjax.losses.softmax_minus_one_hot)(logits, labels)
+        np.testing.assert_allclose(
+            pi_minus_e, _slow_softmax_minus_one_hot(logits, labels), rtol=1e-12, atol=1e-15
+        )
+        np.testing.assert_allclose(got * labels.size, pi_minus_e, rtol=1e-12, atol=1e-15)
+        probs = np.asarray(jax.nn.softmax(logits))
+        want_logp = np.log(np.take_along_axis(probs, np.asarray(labels)[..., None], -1))[..., 0]
+        np.testing.assert_allclose(ldjax.losses.token_log_probs(logits, labels), want_logp, rtol=1e-12)
         # and the loss itself against the definition
         logp = jax.nn.log_softmax(logits)
         want = -np.mean(np.take_along_axis(np.asarray(logp), np.asarray(labels)[..., None], -1))

@@ -116,7 +116,9 @@ def check_scalar_loss(loss_fn: Any, logits: Any, target: Any, name: str = "loss"
     try:
         out = jax.eval_shape(loss_fn, logits, target)
     except Exception as err:  # noqa: BLE001
-        raise ValueError(f"{name}(logits, target) failed on logits of shape {np.shape(logits)}: {err}") from err
+        raise ValueError(
+            f"{name}(logits, target) failed on logits of shape {np.shape(logits)}: {err}"
+        ) from err
     if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
         shape = getattr(out, "shape", type(out).__name__)
         raise ValueError(
@@ -133,3 +135,93 @@ def check_learning_rate(learning_rate: Any) -> None:
         raise ValueError(f"learning_rate must be a positive finite scalar, got {learning_rate!r}")
 
 
+def check_loss_target(loss: Any, out_shape: tuple[int, ...], target: Any, name: str) -> None:
+    """Run the loss's own target check, ``loss.check_target(out_shape, target, name)``, when it has one.
+
+    ``out_shape`` is the shape of one example's logits. The built-in losses carry ``check_target``
+    (integer labels in ``[0, k)``, probability rows, sequence masks ...); any other callable is accepted as is.
+    """
+    check = getattr(loss, "check_target", None)
+    if check is not None:
+        check(out_shape, target, name)
+
+
+def check_update_rule(learning_rate: Any, optimizer: Any) -> None:
+    """Plain SGD needs ``learning_rate``; an optax ``optimizer`` carries its own, so then it must be ``None``."""
+    if optimizer is None:
+        if learning_rate is None:
+            raise ValueError("learning_rate is required with the default plain SGD (optimizer=None)")
+        check_learning_rate(learning_rate)
+    elif learning_rate is not None:
+        raise ValueError(
+            "learning_rate must be None when optimizer is given: the optimizer carries its own schedule"
+        )
+
+
+def _shape_signature(*trees: Any) -> Any:
+    """A hashable key of the structure, shapes and dtypes of ``trees`` (not their values)."""
+    leaves, treedef = jax.tree.flatten(trees)
+    return treedef, tuple((np.shape(leaf), jnp.result_type(leaf)) for leaf in leaves)
+
+
+def _check_step_shapes(apply_fn: ApplyFn, params: Params, x_o: Any, x_u: Any, y_u: Any, probe_name: str):
+    """The shape part of :func:`validate_step`; returns the shape of one example's logits."""
+    check_batch(x_o, probe_name)
+    check_batch(x_u, "x_u")
+    check_same_examples(x_o, probe_name, x_u, "x_u")
+    out_shape = logits_shape(apply_fn, params, x_u, "x_u")
+    n_u = batch_size(x_u)
+    targets = jax.tree.leaves(y_u)
+    if targets and jnp.ndim(targets[0]) > 0 and jnp.shape(targets[0])[0] != n_u:
+        n_y = jnp.shape(targets[0])[0]
+        raise ValueError(f"y_u has {n_y} targets but x_u has {n_u} examples: expected one target each")
+    return out_shape
+
+
+def validate_step(
+    apply_fn: ApplyFn,
+    params: Params,
+    x_o: Any,
+    x_u: Any,
+    y_u: Any,
+    loss: Any,
+    learning_rate: Any = None,
+    optimizer: Any = None,
+    *,
+    probe_name: str = "x_o",
+    known_shapes: dict | None = None,
+) -> None:
+    """Check the arguments of a one-step prediction before anything is traced.
+
+    Shape checks (batches, example shapes, ``apply_fn`` on one example, one target per example, a scalar
+    loss) run once per shape signature of ``(params, x_o, x_u, y_u)`` when the caller keeps
+    ``known_shapes`` (a dict held by a returned function, e.g. :func:`ldjax.one_step_fn`'s). Value
+    checks (finite inputs, a positive learning rate, the loss's ``check_target``) run on every call
+    whose values are concrete.
+
+    Args:
+      apply_fn, params, x_o, x_u, y_u, loss: as in :func:`ldjax.one_step`.
+      learning_rate: η of plain SGD (``optimizer=None``), else ``None``.
+      optimizer: an optax optimizer or ``None``.
+      probe_name: the probes' name in messages (``"x_probe"`` for :func:`ldjax.predict_log_prob_change`).
+      known_shapes: a cache ``{shape signature: logits shape}`` the caller owns; ``None`` checks every time.
+    """
+    check_update_rule(learning_rate, optimizer)
+    if not callable(loss):
+        raise ValueError(f"loss must be a function loss(logits, target) -> scalar, got {type(loss).__name__}")
+    key = _shape_signature(params, x_o, x_u, y_u)
+    known = known_shapes is not None and key in known_shapes
+    out_shape = (
+        known_shapes[key] if known else _check_step_shapes(apply_fn, params, x_o, x_u, y_u, probe_name)
+    )
+    check_finite(params, "params")
+    check_finite(x_o, probe_name)
+    check_finite(x_u, "x_u")
+    check_loss_target(loss, out_shape, y_u, "y_u")
+    if not known:
+        n_u = batch_size(x_u)
+        check_scalar_loss(
+            loss, jax.ShapeDtypeStruct((n_u, *out_shape), jax.tree.leaves(params)[0].dtype), y_u
+        )
+        if known_shapes is not None:
+            known_shapes[key] = out_shape

@@ -42,12 +42,12 @@ from jaxtyping import Float
 from jaxtyping import Shaped
 
 from ldjax._src import checks
+from ldjax._src.first_order import actual_change
+from ldjax._src.first_order import batch_update
+from ldjax._src.first_order import gradient_update
+from ldjax._src.first_order import probe_change
 from ldjax._src.ntk import NtkMethod
-from ldjax._src.ntk import batched
 from ldjax._src.ntk import empirical_ntk
-from ldjax._src.one_step import _validate
-from ldjax._src.one_step import actual_change
-from ldjax._src.terms import apply_a_term
 from ldjax._src.typing import ApplyFn
 from ldjax._src.typing import LossFn
 from ldjax._src.typing import Params
@@ -278,24 +278,20 @@ def preconditioned_one_step(
       ((4, 2, 3, 3), True)
     """
     opt = _optax_optimizer(optimizer, learning_rate, hyperparameters)
-    _validate(apply_fn, params, x_o, x_u, y_u, loss, None, opt)
-    f = batched(apply_fn)
+    checks.validate_step(apply_fn, params, x_o, x_u, y_u, loss, optimizer=opt)
     if opt_state is None:
         opt_state = opt.init(params)
     with checks.precision_scope(precision):
-        z_u, vjp = jax.vjp(lambda p: f(p, x_u), params)
-        g = jax.grad(loss)(z_u, y_u)
-        (grads,) = vjp(g)
+        step = batch_update(apply_fn, params, x_u, y_u, loss, opt, opt_state)  # the ONE real optax update
         update = optimizer_update(
-            grads, opt_state, optimizer=optimizer, learning_rate=learning_rate, **hyperparameters
+            step.grads, opt_state, optimizer=optimizer, learning_rate=learning_rate, **hyperparameters
         )
-        batch_part = jax.tree.map(lambda p, q: -update.coefficient * p * q, update.preconditioner, grads)
-        z_o, dz_batch = jax.jvp(lambda p: f(p, x_o), (params,), (batch_part,))
-        _, dz_momentum = jax.jvp(lambda p: f(p, x_o), (params,), (update.momentum_update,))
-        gradient_term = apply_a_term(z_o, dz_batch)
-        momentum_term = apply_a_term(z_o, dz_momentum)
-        updates, _ = opt.update(grads, opt_state, params)
-        actual = actual_change(apply_fn, params, updates, x_o, z_o)
+        batch_part = gradient_update(
+            step.grads, preconditioner=update.preconditioner, coefficient=update.coefficient
+        )
+        gradient_term, z_o = probe_change(apply_fn, params, batch_part, x_o)
+        momentum_term, _ = probe_change(apply_fn, params, update.momentum_update, x_o)
+        actual = actual_change(apply_fn, params, step.updates, x_o, z_o)
         k = None
         if terms:
             k = preconditioned_ntk(
@@ -313,7 +309,7 @@ def preconditioned_one_step(
         momentum_term=momentum_term,
         actual=actual,
         k=k,
-        g=g,
+        g=step.g,
         update=update,
     )
 

@@ -8,16 +8,17 @@ computed from the gradient at the update batch (one VJP) and ONE JVP at the prob
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from typing import NamedTuple
 
+import jax
 import optax
 from jaxtyping import Array
 
 from ldjax._src import checks
-from ldjax._src.one_step import _validate
-from ldjax._src.one_step import actual_change
-from ldjax._src.one_step import first_order_step
+from ldjax._src.first_order import actual_change
+from ldjax._src.first_order import first_order_step
 from ldjax._src.typing import ApplyFn
 from ldjax._src.typing import LossFn
 from ldjax._src.typing import Params
@@ -90,8 +91,70 @@ def predict_log_prob_change(
       >>> r.predicted.shape, bool(jnp.abs(r.actual - r.predicted).max() < 1e-5)
       ((2, 3, 5), True)
     """
-    optimizer = _validate(apply_fn, params, x_probe, x_u, y_u, loss, learning_rate, optimizer, "x_probe")
-    with checks.precision_scope(precision):
-        step = first_order_step(apply_fn, params, x_probe, x_u, y_u, loss, optimizer, opt_state)
-        change = actual_change(apply_fn, params, step.updates, x_probe, step.z_o) if actual else None
-    return LogProbChange(predicted=step.predicted, actual=change, loss=step.loss)
+    predict = predict_fn(apply_fn, loss, optimizer=optimizer, actual=actual, precision=precision)
+    return predict(params, x_probe, x_u, y_u, learning_rate=learning_rate, opt_state=opt_state)
+
+
+def predict_fn(
+    apply_fn: ApplyFn,
+    loss: LossFn,
+    *,
+    optimizer: optax.GradientTransformation | None = None,
+    actual: bool = False,
+    precision: Precision = "highest",
+) -> Callable[..., LogProbChange]:
+    r"""A compiled :func:`predict_log_prob_change` for one model, loss and optimizer, to hold and reuse.
+
+    The returned ``predict(params, x_probe, x_u, y_u, *, learning_rate=None, opt_state=None)`` validates
+    its arguments outside ``jax.jit`` (shape checks once per new shape signature, value checks on every
+    call) and runs one jitted program: one VJP at ``x_u``, the optimizer's update, one JVP at ``x_probe``.
+
+    Args:
+      apply_fn: un-batched model, ``apply_fn(params, x) -> [T, V]`` (or ``[k]``).
+      loss: ``loss(logits[n_u, *o], y_u) -> scalar``.
+      optimizer: any ``optax.GradientTransformation``; ``None`` is plain SGD with the ``learning_rate``
+        given to each call.
+      actual: also take the real optax step and return the actual change.
+      precision: matmul precision (default ``"highest"``).
+
+    Returns:
+      ``predict(params, x_probe, x_u, y_u, *, learning_rate=None, opt_state=None) -> LogProbChange``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, ldjax
+      >>> emb = jax.random.normal(jax.random.key(0), (5, 5))
+      >>> f = lambda p, t: jnp.cumsum(p[t], axis=0)  # [T] tokens -> [T, V=5] logits
+      >>> tokens = jnp.array([[0, 1, 2], [3, 4, 0]])
+      >>> target = ldjax.losses.SequenceTarget(tokens[:1], jnp.ones((1, 3)))
+      >>> predict = ldjax.predict_fn(f, ldjax.losses.sft)
+      >>> predict(emb, tokens, tokens[:1], target, learning_rate=1e-3).predicted.shape
+      (2, 3, 5)
+    """
+    checks.precision_scope(precision)  # an unknown precision fails here, not at the first call
+    known_shapes: dict = {}
+
+    @jax.jit
+    def run(params, x_probe, x_u, y_u, opt_state, rate):
+        opt = optax.sgd(rate) if optimizer is None else optimizer
+        with checks.precision_scope(precision):
+            step = first_order_step(apply_fn, params, x_probe, x_u, y_u, loss, opt, opt_state)
+            change = actual_change(apply_fn, params, step.updates, x_probe, step.z_o) if actual else None
+        return LogProbChange(predicted=step.predicted, actual=change, loss=step.loss)
+
+    def predict(params, x_probe, x_u, y_u, *, learning_rate=None, opt_state=None) -> LogProbChange:
+        """Δ log π at ``x_probe`` after one update on ``(x_u, y_u)`` (see :func:`predict_log_prob_change`)."""
+        checks.validate_step(
+            apply_fn,
+            params,
+            x_probe,
+            x_u,
+            y_u,
+            loss,
+            learning_rate,
+            optimizer,
+            probe_name="x_probe",
+            known_shapes=known_shapes,
+        )
+        return run(params, x_probe, x_u, y_u, opt_state, 0.0 if learning_rate is None else learning_rate)
+
+    return predict

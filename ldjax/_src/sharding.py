@@ -21,11 +21,10 @@ from jaxtyping import Float
 from jaxtyping import Shaped
 
 from ldjax._src import checks
+from ldjax._src.first_order import batch_update
+from ldjax._src.first_order import probe_change
 from ldjax._src.ntk import NtkMethod
 from ldjax._src.ntk import empirical_ntk
-from ldjax._src.one_step import _validate
-from ldjax._src.one_step import batch_update
-from ldjax._src.one_step import probe_change
 from ldjax._src.typing import ApplyFn
 from ldjax._src.typing import LossFn
 from ldjax._src.typing import Params
@@ -58,7 +57,7 @@ def sharded_ntk(
     *,
     mesh: Mesh,
     axis: str | None = None,
-    method: NtkMethod = "structured",
+    method: NtkMethod = "jacobian",
     trace: bool = False,
     per_layer: bool = False,
     precision: Precision = "highest",
@@ -67,7 +66,8 @@ def sharded_ntk(
 
     Args:
       apply_fn, params, x1, x2, method, trace, per_layer, precision: as in
-        :func:`ldjax.empirical_ntk` (``x2=None`` means ``x1``; default method ``"structured"``).
+        :func:`ldjax.empirical_ntk` (``x2=None`` means ``x1``; the default method is ``"jacobian"``, as
+        there).
       mesh: a ``jax.sharding.Mesh``.
       axis: the mesh axis that splits the probes (default: the mesh's first axis).
 
@@ -136,10 +136,14 @@ def sharded_log_prob_change(
       (4, 2)
     """
     name = _axis(mesh, axis)
-    optimizer = _validate(apply_fn, params, x_probe, x_u, y_u, loss, learning_rate, optimizer, "x_probe")
+    checks.validate_step(
+        apply_fn, params, x_probe, x_u, y_u, loss, learning_rate, optimizer, probe_name="x_probe"
+    )
+    if optimizer is None:
+        optimizer = optax.sgd(learning_rate)
     padded, n = _pad(x_probe, mesh.shape[name])
     with checks.precision_scope(precision):
-        _, _, _, updates = batch_update(apply_fn, params, x_u, y_u, loss, optimizer, opt_state)
+        updates = batch_update(apply_fn, params, x_u, y_u, loss, optimizer, opt_state).updates
 
         def block(p: Params, u: Any, xp: Any) -> Array:
             return probe_change(apply_fn, p, u, xp)[0]

@@ -9,6 +9,7 @@ globals that the format needs.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import pickle
@@ -16,6 +17,7 @@ import shutil
 import tarfile
 import tempfile
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from typing import Literal
@@ -24,10 +26,16 @@ import numpy as np
 
 from ldjax._src.data import files
 from ldjax._src.data.dataset import CIFAR10_CLASSES
+from ldjax._src.data.dataset import DataFile
 from ldjax._src.data.dataset import Dataset
 from ldjax._src.data.dataset import SoftLabels
 from ldjax._src.data.errors import DataCorrupt
-from ldjax._src.data.files import read_xy_npz
+from ldjax._src.data.errors import DataUnavailable
+from ldjax._src.data.npy import read_npy
+from ldjax._src.data.npy import read_npz
+from ldjax._src.data.pickles import RefusedGlobal
+from ldjax._src.data.pickles import RefusedStructure
+from ldjax._src.data.pickles import RestrictedUnpickler
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 #: Official md5 of ``cifar-10-python.tar.gz`` (https://www.cs.toronto.edu/~kriz/cifar.html).
@@ -41,85 +49,28 @@ CIFAR10H_URL = "https://raw.githubusercontent.com/jcpeterson/cifar-10h/master/da
 #: sha256 of the official ``cifar10h-probs.npy`` (jcpeterson/cifar-10h, see shared/data/README.md).
 CIFAR10H_SHA256 = "436ae98620e00073f9d08585ac870573b588853e7af9f54eb1647408114af77d"
 CIFAR10H_NAMES = ("cifar10h-probs.npy", "cifar10h_probs.npy")
-
-
-def _numpy_reconstruct():
-    try:
-        from numpy._core.multiarray import _reconstruct
-    except ImportError:  # numpy < 2
-        from numpy.core.multiarray import _reconstruct
-    return _reconstruct
-
-
-def _numpy_frombuffer():
-    try:
-        from numpy._core.numeric import _frombuffer
-    except ImportError:  # numpy < 2
-        from numpy.core.numeric import _frombuffer
-    return _frombuffer
-
-
-def _codecs_encode():
-    import _codecs
-
-    return _codecs.encode
-
-
-# (module, name) -> a function returning the object. Nothing else may be loaded.
-_ALLOWED: dict[tuple[str, str], Any] = {
-    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
-    ("numpy.core.numeric", "_frombuffer"): _numpy_frombuffer,
-    ("numpy._core.numeric", "_frombuffer"): _numpy_frombuffer,
-    ("numpy", "ndarray"): lambda: np.ndarray,
-    ("numpy", "dtype"): lambda: np.dtype,
-    # How Python 3 writes ``bytes`` at pickle protocol <= 2: _codecs.encode(text, "latin1").
-    ("_codecs", "encode"): _codecs_encode,
-}
-
-
-class RefusedGlobal(pickle.UnpicklingError):
-    """A pickle named a global that :class:`RestrictedUnpickler` does not admit."""
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that loads plain data and numpy arrays, and refuses every other global.
-
-    Admitted: ``numpy.ndarray``, ``numpy.dtype``, the numpy array reconstructors
-    (``numpy[._]core.multiarray._reconstruct``, ``numpy[._]core.numeric._frombuffer``) and
-    ``_codecs.encode`` (how Python 3 pickles ``bytes`` at protocol 2). A pickle naming any other
-    global (``os.system``, ``builtins.eval``, ...) raises :class:`pickle.UnpicklingError` BEFORE the
-    global is imported or called.
-
-    Example:
-      >>> import io, pickle, numpy as np
-      >>> from ldjax.data import RestrictedUnpickler
-      >>> blob = pickle.dumps({"data": np.arange(3, dtype=np.uint8)}, protocol=2)
-      >>> RestrictedUnpickler(io.BytesIO(blob)).load()["data"].tolist()
-      [0, 1, 2]
-    """
-
-    def find_class(self, module: str, name: str) -> Any:
-        factory = _ALLOWED.get((module, name))
-        if factory is None:
-            raise RefusedGlobal(
-                f"refusing to load global {module}.{name}: only numpy arrays and plain data are allowed"
-            )
-        return factory()
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise RefusedGlobal("refusing to load a persistent id: only plain data is allowed")
+#: Images per official batch file, and in each split.
+CIFAR10_BATCH_SIZE = 10000
+CIFAR10_SIZES: dict[str, int] = {"train": 50000, "test": 10000}
+#: Largest batch file accepted: 10,000 rows of 3,072 bytes, labels and file names, also when written
+#: by Python 3 at protocol 2 (bytes as latin1 text, 1.5x); an official batch has about 31 MB.
+CIFAR10_BATCH_MAX_BYTES = 64 << 20
+#: sha256 of the official test set's content: ``test_batch``'s ``data`` (uint8 [10000, 3072], the red,
+#: green and blue planes of each image) followed by its 10,000 labels as bytes. Computed from the
+#: verified copy described in shared/data/README.md (CIFAR-10H agreement 99.21%, sample images and
+#: labels matching independent sources); only the tarball's md5 is published.
+CIFAR10_TEST_SHA256 = "9a4c74f5c8b6f2c4e13d3a1dfb43a5a8cda8a9da515e99fd620d2013a1a6287a"
 
 
 def restricted_load(data: bytes, *, source: str, encoding: str = "latin1") -> Any:
-    """Unpickle ``data`` with :class:`RestrictedUnpickler`; any failure is a :class:`DataCorrupt`.
+    """Unpickle ``data`` with :class:`RestrictedUnpickler`; any failure is a :class:`DataCorrupt` naming ``source``.
 
     ``encoding="latin1"`` reads the Python 2 pickles of the official CIFAR batches (numpy's
     recommended setting for Python 2 arrays); dictionary keys then come back as ``str``.
     """
     try:
         return RestrictedUnpickler(io.BytesIO(data), encoding=encoding).load()
-    except RefusedGlobal as error:
+    except (RefusedGlobal, RefusedStructure) as error:
         raise DataCorrupt(f"{source}: {error}") from None
     except (
         pickle.UnpicklingError,
@@ -130,6 +81,8 @@ def restricted_load(data: bytes, *, source: str, encoding: str = "latin1") -> An
         IndexError,
         KeyError,
         MemoryError,
+        OverflowError,
+        RecursionError,
     ) as error:
         raise DataCorrupt(f"{source}: not a valid CIFAR pickle ({type(error).__name__}: {error})") from None
 
@@ -144,31 +97,51 @@ def _key(batch: dict, name: str) -> Any:
 def read_cifar_batch(file: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Read one official CIFAR-10 python batch file safely.
 
+    The file is refused before it is unpickled if it is larger than any batch can be
+    (:data:`CIFAR10_BATCH_MAX_BYTES`), has too many opcodes or nests too deep; see
+    :class:`RestrictedUnpickler`.
+
     Returns:
-      ``x`` uint8 ``[n, 32, 32, 3]`` (HWC, RGB) and ``y`` uint8 ``[n]``.
+      ``x`` uint8 ``[n, 32, 32, 3]`` (HWC, RGB) and ``y`` uint8 ``[n]``, ``n <= 10000``.
 
     Raises:
-      DataCorrupt: not a pickle of the expected layout, a refused global, wrong sizes, labels
-        outside 0..9.
+      DataUnavailable: there is no file at ``file``.
+      DataCorrupt: not a pickle of the expected layout, a refused global or structure, wrong sizes,
+        labels outside 0..9, or something unusable at ``file`` (a directory, a dangling link, ...);
+        the message names the file.
 
     Example:
       >>> from ldjax.data import read_cifar_batch
       >>> x, y = read_cifar_batch("cifar-10-batches-py/test_batch")  # doctest: +SKIP
     """
     file = Path(file)
-    batch = restricted_load(file.read_bytes(), source=str(file))
+    if not files.probe(file):
+        raise DataUnavailable(f"{file}: no such file")
+    with files.open_data(file, max_bytes=CIFAR10_BATCH_MAX_BYTES) as handle:
+        try:
+            raw = handle.read()
+        except OSError as error:
+            raise DataCorrupt(f"{file}: cannot be read ({error.strerror or error})") from None
+    batch = restricted_load(raw, source=str(file))
+    del raw
     if not isinstance(batch, dict):
         raise DataCorrupt(f"{file}: expected a dict with 'data' and 'labels', got {type(batch).__name__}")
     data, labels = _key(batch, "data"), _key(batch, "labels")
     if data is None or labels is None:
-        raise DataCorrupt(f"{file}: expected keys 'data' and 'labels', found {sorted(map(str, batch))}")
+        keys = sorted(repr(k)[:40] for k in batch)
+        shown = f"{keys[:10]} and {len(keys) - 10} more" if len(keys) > 10 else f"{keys}"
+        raise DataCorrupt(f"{file}: expected keys 'data' and 'labels', found {shown}")
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         shape = getattr(data, "shape", None)
         dtype = getattr(data, "dtype", type(data).__name__)
         raise DataCorrupt(f"{file}: 'data' must be uint8 [n, 3072], got {dtype} {shape}")
+    if data.shape[0] > CIFAR10_BATCH_SIZE:
+        raise DataCorrupt(
+            f"{file}: {data.shape[0]} images, more than the {CIFAR10_BATCH_SIZE} of an official batch"
+        )
     try:
         y = np.asarray(labels)
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, OverflowError) as error:
         raise DataCorrupt(f"{file}: 'labels' is not a list of integers ({error})") from None
     if y.ndim != 1 or y.shape[0] != data.shape[0] or not np.issubdtype(y.dtype, np.integer):
         raise DataCorrupt(
@@ -182,11 +155,21 @@ def read_cifar_batch(file: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     return x, y.astype(np.uint8)
 
 
-def _load_npz(file: Path) -> tuple[np.ndarray, np.ndarray]:
-    x, y = read_xy_npz(file)
-    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (32, 32, 3):
-        raise DataCorrupt(f"{file}: x must be uint8 [n, 32, 32, 3], got {x.dtype} {x.shape}")
-    if not np.issubdtype(y.dtype, np.integer) or y.shape != x.shape[:1]:
+def _load_npz(file: Path, split: str, allow_subset: bool) -> tuple[np.ndarray, np.ndarray]:
+    official = CIFAR10_SIZES[split]
+
+    def check(name: str, shape: tuple[int, ...], dtype: np.dtype) -> str | None:
+        if name == "x":
+            if dtype != np.uint8 or len(shape) != 4 or shape[1:] != (32, 32, 3):
+                return f"x must be uint8 [n, 32, 32, 3], got {dtype} {shape}"
+            return _count_problem(shape[0], split, allow_subset)
+        if dtype.kind not in "iu" or len(shape) != 1 or shape[0] > official:
+            return f"y must be integer [n <= {official}], got {dtype} {shape}"
+        return None
+
+    arrays = read_npz(file, ("x", "y"), check)
+    x, y = arrays["x"], arrays["y"]
+    if y.shape != x.shape[:1]:
         raise DataCorrupt(f"{file}: y must be integer [{x.shape[0]}], got {y.dtype} {y.shape}")
     if y.size and (int(y.min()) < 0 or int(y.max()) > 9):
         raise DataCorrupt(
@@ -195,10 +178,29 @@ def _load_npz(file: Path) -> tuple[np.ndarray, np.ndarray]:
     return x, y.astype(np.uint8)
 
 
+def _count_problem(n: int, split: str, allow_subset: bool) -> str | None:
+    official = CIFAR10_SIZES[split]
+    if n > official:
+        return f"{n} images, more than the {official} of the official CIFAR-10 {split} set"
+    if n < official and not allow_subset:
+        return (
+            f"{n} images, fewer than the {official} of the official CIFAR-10 {split} set; "
+            f"pass allow_subset=True to load a smaller file in the official format"
+        )
+    return None
+
+
 def _batch_dir(directory: Path, split: str) -> Path | None:
+    """The directory holding all of ``split``'s batch files; ``DataCorrupt`` if only some are there."""
     for candidate in (directory / CIFAR10_DIR, directory):
-        if all((candidate / name).is_file() for name in CIFAR10_BATCHES[split]):
+        if candidate is not directory and not files.probe_dir(candidate):
+            continue
+        present = [name for name in CIFAR10_BATCHES[split] if files.probe(candidate / name)]
+        if len(present) == len(CIFAR10_BATCHES[split]):
             return candidate
+        if present:
+            missing = [name for name in CIFAR10_BATCHES[split] if name not in present]
+            raise DataCorrupt(f"{candidate}: incomplete CIFAR-10 {split} batches: {missing} missing")
     return None
 
 
@@ -243,6 +245,7 @@ def load_cifar10(
     path: str | os.PathLike | None = None,
     download: bool = True,
     base_url: str | None = None,
+    allow_subset: bool = False,
 ) -> Dataset:
     """Load the CIFAR-10 training (50,000) or test (10,000) images in the official order.
 
@@ -252,19 +255,26 @@ def load_cifar10(
     ``[n, 32, 32, 3]``, ``y``) or the official batches (``cifar-10-batches-py/test_batch`` ...,
     read with :class:`RestrictedUnpickler`). If neither is found and ``download`` is true, the
     official tarball is downloaded, checked against its md5 and its batches extracted atomically.
+    The full test set is checked against the official content (:data:`CIFAR10_TEST_SHA256`);
+    every ``.npz`` header and pickle is checked before its data are read or unpickled.
 
     Args:
       split: ``"train"`` or ``"test"``.
       path: a directory holding the files; only it is searched (and downloaded into).
       download: whether to download a missing tarball (163 MB).
       base_url: the tarball's URL; default :data:`CIFAR10_URL`.
+      allow_subset: accept consistent files with fewer images than the official ones (the name then
+        says "subset"); by default they are refused, since they are not CIFAR-10.
 
     Returns:
-      :class:`Dataset` with ``x`` uint8 ``[n, 32, 32, 3]`` (HWC, RGB) and ``y`` uint8 ``[n]``.
+      :class:`Dataset` with ``x`` uint8 ``[n, 32, 32, 3]`` (HWC, RGB), ``y`` uint8 ``[n]``, and
+      ``files``: the files read, with their SHA-256 (:func:`ldjax.data.provenance`).
 
     Raises:
       DataUnavailable: not found and not downloadable (the message names the files and directory).
-      DataCorrupt: refused pickle globals, wrong sizes or dtypes, labels out of range, bad checksum.
+      DataCorrupt: an unusable file (dangling link, directory, unreadable), refused pickle globals or
+        structures, wrong headers, sizes or dtypes, labels out of range, bad checksum, some batches
+        missing, fewer images than the official set without ``allow_subset``; the message names the file.
 
     Example:
       >>> from ldjax.data import load_cifar10
@@ -278,40 +288,59 @@ def load_cifar10(
     dirs = files.search_dirs(path, "cifar10")
     for directory in dirs:
         npz = directory / npz_name
-        if npz.is_file():
-            x, y = _load_npz(npz)
-            return _dataset(split, x, y, str(npz))
+        if files.probe(npz):
+            x, y = _load_npz(npz, split, allow_subset)
+            return _dataset(split, x, y, str(npz), (npz,))
         batch_dir = _batch_dir(directory, split)
         if batch_dir is not None:
-            return _from_batches(split, batch_dir)
+            return _from_batches(split, batch_dir, allow_subset)
     target = files.download_dir(path, "cifar10")
     names = [npz_name, f"{CIFAR10_DIR}/{CIFAR10_BATCHES[split][0]}"]
     if not download:
         raise files.unavailable(f"CIFAR-10 {split}", names, dirs, target)
     tar_path = target / "cifar-10-python.tar.gz"
-    if not tar_path.is_file():
+    if not files.probe(tar_path):
         files.download([base_url or CIFAR10_URL], tar_path, verify=_verify_tar, what="CIFAR-10")
-    return _from_batches(split, _extract_batches(tar_path, target))
+    return _from_batches(split, _extract_batches(tar_path, target), allow_subset)
 
 
-def _from_batches(split: str, batch_dir: Path) -> Dataset:
-    parts = [read_cifar_batch(batch_dir / name) for name in CIFAR10_BATCHES[split]]
+def _from_batches(split: str, batch_dir: Path, allow_subset: bool) -> Dataset:
+    read = [batch_dir / name for name in CIFAR10_BATCHES[split]]
+    parts = []
+    for file in read:
+        x, y = read_cifar_batch(file)
+        if x.shape[0] < CIFAR10_BATCH_SIZE and not allow_subset:
+            raise DataCorrupt(
+                f"{file}: {x.shape[0]} images, fewer than the {CIFAR10_BATCH_SIZE} of an official batch; "
+                f"pass allow_subset=True to load a smaller file in the official format"
+            )
+        parts.append((x, y))
     x = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
-    return _dataset(split, x, y, str(batch_dir))
+    return _dataset(split, x, y, str(batch_dir), read)
 
 
-def _dataset(split: str, x: np.ndarray, y: np.ndarray, source: str) -> Dataset:
-    full = x.shape[0] == (50000 if split == "train" else 10000)
-    what = "official" if full else "subset in the official format"
-    return Dataset(x, y, f"CIFAR-10 {split} ({what}, {x.shape[0]} images)", source, CIFAR10_CLASSES)
+def _dataset(split: str, x: np.ndarray, y: np.ndarray, source: str, read: Sequence[Path]) -> Dataset:
+    """Full-size test data must have the official content (:data:`CIFAR10_TEST_SHA256`)."""
+    n = x.shape[0]
+    if n < CIFAR10_SIZES[split]:
+        what = "subset in the official format"
+    elif split == "test":
+        digest = hashlib.sha256(np.ascontiguousarray(x.transpose(0, 3, 1, 2)).tobytes())
+        digest.update(y.tobytes())
+        if digest.hexdigest() != CIFAR10_TEST_SHA256:
+            raise DataCorrupt(
+                f"{source}: checksum mismatch: the CIFAR-10 test content has sha256 {digest.hexdigest()}, "
+                f"the official content has {CIFAR10_TEST_SHA256}"
+            )
+        what = "official"
+    else:
+        what = "official format; no official checksum of the training batches to check"
+    name = f"CIFAR-10 {split} ({what}, {n} images)"
+    return Dataset(x, y, name, source, CIFAR10_CLASSES, tuple(files.record(f) for f in read))
 
 
 def _check_probs(probs: np.ndarray, file: Path) -> None:
-    if probs.dtype.kind != "f" or probs.shape != (10000, 10):
-        raise DataCorrupt(
-            f"{file}: CIFAR-10H probabilities must be float [10000, 10], got {probs.dtype} {probs.shape}"
-        )
     if not np.all(np.isfinite(probs)) or probs.min() < 0 or probs.max() > 1:
         raise DataCorrupt(f"{file}: CIFAR-10H probabilities must lie in [0, 1]")
     worst = float(np.max(np.abs(probs.sum(axis=1) - 1.0)))
@@ -319,17 +348,27 @@ def _check_probs(probs: np.ndarray, file: Path) -> None:
         raise DataCorrupt(f"{file}: CIFAR-10H rows must sum to 1 (largest deviation {worst:.3g})")
 
 
+def _read_probs(file: Path) -> tuple[np.ndarray, DataFile]:
+    """The checked CIFAR-10H array and the file's record; :class:`DataCorrupt` naming the file otherwise."""
+
+    def check(name: str, shape: tuple[int, ...], dtype: np.dtype) -> str | None:
+        if dtype.kind != "f" or shape != (10000, 10):
+            return f"CIFAR-10H probabilities must be float [10000, 10], got {dtype} {shape}"
+        return None
+
+    probs = read_npy(file, check, name="probs")
+    _check_probs(probs, file)
+    record = files.record(file)
+    if record.sha256 != CIFAR10H_SHA256:
+        raise DataCorrupt(f"{file}: checksum mismatch: sha256 {record.sha256}, official {CIFAR10H_SHA256}")
+    return probs, record
+
+
 def _verify_probs_file(file: Path) -> str | None:
     try:
-        probs = np.load(file, allow_pickle=False)
-        if not isinstance(probs, np.ndarray):
-            return "not a .npy array"
-        _check_probs(probs, file)
-    except (OSError, ValueError, EOFError) as error:
-        return str(error)
-    got = files.file_digest(file, "sha256")
-    if got != CIFAR10H_SHA256:
-        return f"checksum mismatch: sha256 {got}, official {CIFAR10H_SHA256}"
+        _read_probs(file)
+    except DataCorrupt as error:
+        return str(error).removeprefix(f"{file}: ")
     return None
 
 
@@ -343,8 +382,8 @@ def load_cifar10h(
 
     Looks for ``cifar10h-probs.npy`` (official name) or ``cifar10h_probs.npy`` in ``path`` (only
     there when given), ``$LDJAX_DATA_DIR``, then the cache (each directory and its ``cifar10h/``
-    subdirectory), else downloads it from the authors' repository. The file is read with
-    ``allow_pickle=False``, its shape and rows checked, and its sha256 compared with the official one.
+    subdirectory), else downloads it from the authors' repository. The ``.npy`` header is checked
+    before any data is read (never with pickles), then the rows, then the official sha256.
 
     Args:
       path: a directory holding the file; only it is searched (and downloaded into).
@@ -352,11 +391,13 @@ def load_cifar10h(
       base_url: the file's URL; default :data:`CIFAR10H_URL`.
 
     Returns:
-      :class:`SoftLabels` with ``probs`` float64 ``[10000, 10]``; row ``i`` pairs with CIFAR-10 test image ``i``.
+      :class:`SoftLabels` with ``probs`` float64 ``[10000, 10]`` (row ``i`` pairs with CIFAR-10 test
+      image ``i``) and ``files``, the file read with its SHA-256.
 
     Raises:
       DataUnavailable: not found and not downloadable.
-      DataCorrupt: wrong shape or dtype, rows not summing to 1, checksum mismatch.
+      DataCorrupt: an unusable file (dangling link, directory, ...), wrong header, shape or dtype, rows
+        not summing to 1, checksum mismatch; the message names the file.
 
     Example:
       >>> from ldjax.data import load_cifar10h
@@ -376,10 +417,6 @@ def load_cifar10h(
             verify=_verify_probs_file,
             what="CIFAR-10H",
         )
-    problem = _verify_probs_file(file)
-    if problem is not None:
-        raise DataCorrupt(f"{file}: {problem}" if not problem.startswith(str(file)) else problem)
-    probs = np.load(file, allow_pickle=False)
-    return SoftLabels(
-        probs.astype(np.float64), "CIFAR-10H human label distributions (official, 10000 x 10)", str(file)
-    )
+    probs, record = _read_probs(file)
+    name = "CIFAR-10H human label distributions (official, 10000 x 10)"
+    return SoftLabels(probs.astype(np.float64), name, str(file), (record,))

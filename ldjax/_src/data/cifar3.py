@@ -17,6 +17,7 @@ import numpy as np
 from ldjax._src.data.cifar10 import load_cifar10
 from ldjax._src.data.cifar10 import load_cifar10h
 from ldjax._src.data.dataset import CIFAR10_CLASSES
+from ldjax._src.data.dataset import DataFile
 from ldjax._src.data.gaussian import symmetric_label_noise
 
 
@@ -33,6 +34,7 @@ class Cifar3(NamedTuple):
       index: position of each image in the official CIFAR-10 test set (its sample ID), ``int [n]``.
       classes: the three class names.
       name: a plain description of the data.
+      files: the CIFAR-10 and CIFAR-10H files read, with their SHA-256 (:func:`ldjax.data.provenance`).
     """
 
     x: np.ndarray
@@ -44,6 +46,7 @@ class Cifar3(NamedTuple):
     index: np.ndarray
     classes: tuple[str, ...]
     name: str
+    files: tuple[DataFile, ...] = ()
 
 
 def renormalise(probs: np.ndarray, classes: Sequence[int]) -> np.ndarray:
@@ -109,6 +112,7 @@ def load_cifar3(
 
     Raises:
       DataUnavailable: CIFAR-10 or CIFAR-10H is missing.
+      DataCorrupt: one of their files is unusable; the full official test set is required (no subset).
 
     Example:
       >>> import jax
@@ -144,4 +148,5 @@ def load_cifar3(
         index=keep,
         classes=names,
         name=name,
+        files=test.files + human.files,
     )

@@ -1,4 +1,4 @@
-"""Where data files are found, and how they are downloaded and written: checksums, atomic writes.
+"""Where data files are found, how they are opened and recorded, and how they are downloaded.
 
 Lookup order for every real data set (see :func:`search_dirs`):
 
@@ -7,23 +7,31 @@ Lookup order for every real data set (see :func:`search_dirs`):
 3. the cache directory, ``$LDJAX_CACHE_DIR`` or else ``~/.cache/ldjax``;
 4. a download from the official location into the cache directory (or into ``path``), verified
    against the published checksum before it is moved into place with ``os.replace``.
+
+A name that exists but cannot be read as a data file (a dangling symbolic link, a link loop, a
+directory, a FIFO or device, an unreadable file) is :class:`DataCorrupt`, never "absent" (see
+:func:`probe`): the search stops there, so a broken file is never silently replaced by another copy
+or another data set. Every file a loader reads is recorded with its SHA-256 (:func:`record`).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 import tempfile
 import urllib.error
 import urllib.request
-import zlib
 from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
+from ldjax._src.data.dataset import DataFile
 from ldjax._src.data.errors import DataCorrupt
 from ldjax._src.data.errors import DataUnavailable
 
@@ -50,17 +58,38 @@ def search_dirs(path: str | os.PathLike | None, subdir: str) -> list[Path]:
 
     With an explicit ``path`` only ``path`` (and ``path/subdir``) are searched. Otherwise
     ``$LDJAX_DATA_DIR`` (and its ``subdir``) when set, then ``cache_dir()/subdir``.
+
+    Raises:
+      DataUnavailable: ``path`` or ``$LDJAX_DATA_DIR`` exists but is not a directory (a file, a
+        dangling link): a configured location that cannot hold data is an error, not a reason to
+        look elsewhere.
     """
     if path is not None:
-        root = Path(path).expanduser()
+        root = _check_root(Path(path).expanduser(), "the data path")
         return [root, root / subdir]
     dirs: list[Path] = []
     env = os.environ.get(DATA_DIR_ENV)
     if env:
-        root = Path(env).expanduser()
+        root = _check_root(Path(env).expanduser(), f"${DATA_DIR_ENV}")
         dirs += [root, root / subdir]
     dirs.append(cache_dir() / subdir)
     return dirs
+
+
+def configured(path: str | os.PathLike | None) -> bool:
+    """Whether the user named a data location: an explicit ``path`` or a non-empty ``$LDJAX_DATA_DIR``.
+
+    A loader may fall back to another data set only when this is false (nothing was configured).
+    """
+    return path is not None or bool(os.environ.get(DATA_DIR_ENV))
+
+
+def _check_root(root: Path, what: str) -> Path:
+    if os.path.lexists(root) and not root.is_dir():
+        dangling = root.is_symlink() and not root.exists()
+        kind = "a dangling or looping symbolic link" if dangling else "not a directory"
+        raise DataUnavailable(f"{root}: {what} is {kind}; it must be a directory holding the data files")
+    return root
 
 
 def download_dir(path: str | os.PathLike | None, subdir: str) -> Path:
@@ -68,12 +97,55 @@ def download_dir(path: str | os.PathLike | None, subdir: str) -> Path:
     return Path(path).expanduser() if path is not None else cache_dir() / subdir
 
 
+def probe(path: Path) -> bool:
+    """Whether a readable regular file is at ``path``; ``False`` when nothing is there.
+
+    Raises:
+      DataCorrupt: something is there but cannot be a data file (a dangling symbolic link, a link
+        loop, a directory, a FIFO, socket or device, an unreadable file); the message names it.
+    """
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as error:
+        raise DataCorrupt(f"{path}: cannot be examined ({error.strerror})") from None
+    try:
+        info = os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise DataCorrupt(f"{path}: symbolic link loop, not a data file") from None
+        if error.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise DataCorrupt(
+                f"{path}: dangling symbolic link (its target {os.readlink(path)!r} does not exist)"
+            ) from None
+        raise DataCorrupt(f"{path}: cannot be examined ({error.strerror})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise DataCorrupt(f"{path}: is a directory, not a data file")
+    if not stat.S_ISREG(info.st_mode):
+        raise DataCorrupt(f"{path}: is not a regular file (a FIFO, socket or device), not a data file")
+    if not os.access(path, os.R_OK):
+        raise DataCorrupt(f"{path}: is not readable (permission denied)")
+    return True
+
+
+def probe_dir(path: Path) -> bool:
+    """Whether a directory is at ``path``; ``False`` when nothing is there, :class:`DataCorrupt` if something else is."""
+    if not os.path.lexists(path):
+        return False
+    if path.is_dir():
+        return True
+    if path.is_symlink() and not path.exists():
+        raise DataCorrupt(f"{path}: dangling or looping symbolic link, expected a directory of data files")
+    raise DataCorrupt(f"{path}: is not a directory, expected a directory of data files")
+
+
 def find_first(dirs: Sequence[Path], names: Sequence[str]) -> Path | None:
-    """The first existing file ``dir/name`` over ``dirs`` (outer) and ``names`` (inner)."""
+    """The first file ``dir/name`` over ``dirs`` (outer) and ``names`` (inner); see :func:`probe`."""
     for directory in dirs:
         for name in names:
             candidate = directory / name
-            if candidate.is_file():
+            if probe(candidate):
                 return candidate
     return None
 
@@ -85,6 +157,47 @@ def file_digest(path: str | os.PathLike, algorithm: str) -> str:
         for chunk in iter(lambda: handle.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def record(path: Path) -> DataFile:
+    """The :class:`~ldjax.data.DataFile` of a file: absolute path, SHA-256 of its bytes, size."""
+    try:
+        return DataFile(str(path.absolute()), file_digest(path, "sha256"), path.stat().st_size)
+    except OSError as error:
+        raise DataCorrupt(f"{path}: cannot be read ({error.strerror or error})") from None
+
+
+def open_data(path: Path, *, max_bytes: int | None = None) -> BinaryIO:
+    """Open a data file for binary reading, refusing one larger than ``max_bytes`` (when given).
+
+    Raises:
+      DataCorrupt: it cannot be opened, or it is larger than any genuine file of its kind;
+        the message names it.
+    """
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - the caller closes it (``with``)
+    except OSError as error:
+        raise DataCorrupt(f"{path}: cannot be read ({error.strerror or error})") from None
+    size = os.fstat(handle.fileno()).st_size
+    if max_bytes is not None and size > max_bytes:
+        handle.close()
+        raise DataCorrupt(
+            f"{path}: {size} bytes, more than the {max_bytes} a genuine file of its kind can have"
+        )
+    return handle
+
+
+def read_into(stream: BinaryIO, array: np.ndarray) -> int:
+    """Fill a C-contiguous ``array`` from a binary stream in 1 MiB chunks; returns the bytes read (short at EOF)."""
+    view = memoryview(array.reshape(-1).view(np.uint8))
+    done = 0
+    while done < len(view):
+        chunk = stream.read(min(_CHUNK, len(view) - done))
+        if not chunk:
+            break
+        view[done : done + len(chunk)] = chunk
+        done += len(chunk)
+    return done
 
 
 def download(
@@ -161,17 +274,3 @@ def _unique(items: Sequence[Path]) -> Iterator[Path]:
         if item not in seen:
             seen.add(item)
             yield item
-
-
-def read_xy_npz(file: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Arrays ``x`` and ``y`` of a parsed ``.npz`` (no pickles); ``DataCorrupt`` naming the file otherwise."""
-    try:
-        with np.load(file, allow_pickle=False) as archive:
-            if "x" not in archive or "y" not in archive:
-                raise DataCorrupt(f"{file}: expected arrays 'x' and 'y', found {sorted(archive.files)}")
-            x, y = archive["x"], archive["y"]
-    except (OSError, ValueError, EOFError, zlib.error) as error:
-        if isinstance(error, DataCorrupt):
-            raise
-        raise DataCorrupt(f"{file}: not a readable .npz archive ({error})") from None
-    return x, y

@@ -7,12 +7,16 @@ labels 2049 (``0x00000801``: ubyte, 1 dimension). Files may be gzip-compressed (
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
+import io
 import os
 import zlib
+from collections.abc import Callable
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 from typing import Literal
 
 import numpy as np
@@ -22,7 +26,7 @@ from ldjax._src.data.dataset import MNIST_CLASSES
 from ldjax._src.data.dataset import Dataset
 from ldjax._src.data.errors import DataCorrupt
 from ldjax._src.data.errors import DataUnavailable
-from ldjax._src.data.files import read_xy_npz
+from ldjax._src.data.npy import read_npz
 
 Split = Literal["train", "test"]
 
@@ -33,6 +37,13 @@ MNIST_FILES: dict[str, tuple[str, str]] = {
 }
 #: Number of examples in the official files.
 MNIST_SIZES: dict[str, int] = {"train": 60000, "test": 10000}
+#: Size of each uncompressed official IDX file: the header, then one byte per pixel or label.
+MNIST_IDX_BYTES: dict[str, int] = {
+    "train-images-idx3-ubyte": 16 + 60000 * 28 * 28,
+    "train-labels-idx1-ubyte": 8 + 60000,
+    "t10k-images-idx3-ubyte": 16 + 10000 * 28 * 28,
+    "t10k-labels-idx1-ubyte": 8 + 10000,
+}
 #: Official md5 of the UNCOMPRESSED IDX files (yann.lecun.com/exdb/mnist; see shared/data/README.md).
 #: Checking the decompressed bytes makes mirrors whose gzip headers differ acceptable.
 MNIST_MD5: dict[str, str] = {
@@ -48,6 +59,7 @@ MNIST_URLS: tuple[str, ...] = (
 )
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
+SIDE = 28
 
 
 def _check_split(split: str) -> None:
@@ -67,7 +79,7 @@ def parse_idx(data: bytes, *, magic: int, source: str) -> np.ndarray:
       ``uint8`` array of the shape the header declares.
 
     Raises:
-      DataCorrupt: wrong magic number, or the length disagrees with the header.
+      DataCorrupt: wrong magic number, a negative dimension, or the length disagrees with the header.
 
     Example:
       >>> import numpy as np
@@ -76,46 +88,82 @@ def parse_idx(data: bytes, *, magic: int, source: str) -> np.ndarray:
       >>> parse_idx(raw, magic=2049, source="labels").tolist()
       [1, 2, 3]
     """
-    if len(data) < 4:
-        raise DataCorrupt(f"{source}: truncated IDX file ({len(data)} bytes, no header)")
-    found = int.from_bytes(data[:4], "big")
+    return _read_idx_stream(io.BytesIO(data), magic=magic, source=source, check=lambda shape: None)
+
+
+def _read_idx_stream(
+    stream: BinaryIO, *, magic: int, source: str, check: Callable[[tuple[int, ...]], str | None]
+) -> np.ndarray:
+    """Read the header, let ``check`` refuse its shape, then read exactly the bytes it declares, no more."""
+    ndim = magic & 0xFF
+    head = stream.read(4 + 4 * ndim)
+    if len(head) < 4:
+        raise DataCorrupt(f"{source}: truncated IDX file ({len(head)} bytes, no header)")
+    found = int.from_bytes(head[:4], "big")
     if found != magic:
         raise DataCorrupt(f"{source}: wrong IDX magic number {found} (expected {magic})")
-    ndim = magic & 0xFF
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataCorrupt(f"{source}: truncated IDX header ({len(data)} bytes, expected {header})")
-    shape = tuple(int(d) for d in np.frombuffer(data, ">i4", count=ndim, offset=4))
-    expected = header + int(np.prod(shape))
-    if len(data) != expected:
-        kind = "truncated" if len(data) < expected else "has trailing bytes"
+    if len(head) < 4 + 4 * ndim:
+        raise DataCorrupt(f"{source}: truncated IDX header ({len(head)} bytes, expected {4 + 4 * ndim})")
+    shape = tuple(int(d) for d in np.frombuffer(head, ">i4", count=ndim, offset=4))
+    if any(d < 0 for d in shape):
+        raise DataCorrupt(f"{source}: IDX header declares a negative dimension {shape}")
+    problem = check(shape)
+    if problem is not None:
+        raise DataCorrupt(f"{source}: {problem}")
+    array = np.empty(shape, np.uint8)
+    got = files.read_into(stream, array)
+    needed = len(head) + array.size
+    if got != array.size:
         raise DataCorrupt(
-            f"{source}: IDX file {kind}: {len(data)} bytes but its header {shape} needs {expected}"
+            f"{source}: IDX file truncated: its header {shape} needs {needed} bytes, it holds {len(head) + got}"
         )
-    return np.frombuffer(data, np.uint8, offset=header).reshape(shape).copy()
+    if stream.read(1):
+        raise DataCorrupt(f"{source}: IDX file has trailing bytes: its header {shape} needs {needed} bytes")
+    return array
 
 
-def _read_maybe_gzip(path: Path) -> bytes:
-    raw = path.read_bytes()
-    if raw[:2] != b"\x1f\x8b":
-        if path.suffix == ".gz":
-            raise DataCorrupt(f"{path}: not a gzip file (expected the gzip magic bytes 1f 8b)")
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as error:
-        raise DataCorrupt(f"{path}: truncated or corrupt gzip data ({error})") from None
+def _count_problem(n: int, kind: str, split: str, allow_subset: bool) -> str | None:
+    """What is wrong with ``n`` images (or labels) for the official ``split``, or ``None``."""
+    official = MNIST_SIZES[split]
+    if n > official:
+        return f"{n} {kind}, more than the {official} of the official MNIST {split} set"
+    if kind == "images" and n < official and not allow_subset:
+        return (
+            f"{n} images, fewer than the {official} of the official MNIST {split} set; "
+            f"pass allow_subset=True to load a smaller file in the official format"
+        )
+    return None
+
+
+def _read_idx(file: Path, magic: int, split: str, allow_subset: bool) -> np.ndarray:
+    """One IDX file, raw or gzip-compressed, streamed: the header is checked before anything is decompressed."""
+
+    def check(shape: tuple[int, ...]) -> str | None:
+        if magic == IMAGES_MAGIC and shape[1:] != (SIDE, SIDE):
+            return f"MNIST images must be [n, {SIDE}, {SIDE}], got {shape}"
+        return _count_problem(shape[0], "images" if magic == IMAGES_MAGIC else "labels", split, allow_subset)
+
+    with files.open_data(file) as handle:
+        gz = handle.read(2) == b"\x1f\x8b"
+        handle.seek(0)
+        if not gz and file.suffix == ".gz":
+            raise DataCorrupt(f"{file}: not a gzip file (expected the gzip magic bytes 1f 8b)")
+        try:
+            with gzip.GzipFile(fileobj=handle, mode="rb") if gz else contextlib.nullcontext(handle) as stream:
+                return _read_idx_stream(stream, magic=magic, source=str(file), check=check)
+        except (OSError, EOFError, zlib.error) as error:
+            what = "truncated or corrupt gzip data" if gz else "cannot be read"
+            raise DataCorrupt(f"{file}: {what} ({error})") from None
 
 
 def _check_pair(images: np.ndarray, labels: np.ndarray, source: str) -> None:
-    if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise DataCorrupt(f"{source}: MNIST images must be [n, 28, 28], got {images.shape}")
-    if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+    if labels.shape != images.shape[:1]:
         raise DataCorrupt(
             f"{source}: {images.shape[0]} images but labels of shape {labels.shape}: expected one label each"
         )
-    if labels.size and int(labels.max()) > 9:
-        raise DataCorrupt(f"{source}: label {int(labels.max())} out of range (MNIST labels are 0..9)")
+    if labels.size and (int(labels.min()) < 0 or int(labels.max()) > 9):
+        bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
+        raise DataCorrupt(f"{source}: label {bad} out of range (MNIST labels are 0..9)")
 
 
 def _idx_bytes(array: np.ndarray, magic: int) -> bytes:
@@ -123,7 +171,7 @@ def _idx_bytes(array: np.ndarray, magic: int) -> bytes:
 
 
 def _verify_full_size(split: str, images: np.ndarray, labels: np.ndarray, source: str) -> bool:
-    """Full-size data (60000 / 10000 examples) must match the official md5s; smaller data is not checked."""
+    """Full-size data (60000 / 10000 examples) must match the official md5s; a requested subset is not checked."""
     if images.shape[0] != MNIST_SIZES[split]:
         return False
     image_stem, label_stem = MNIST_FILES[split]
@@ -137,14 +185,22 @@ def _verify_full_size(split: str, images: np.ndarray, labels: np.ndarray, source
     return True
 
 
-def _load_npz(file: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    x, y = read_xy_npz(file)
-    if x.dtype != np.uint8:
-        raise DataCorrupt(f"{file}: x must be uint8 pixels, got dtype {x.dtype}")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise DataCorrupt(f"{file}: y must hold integer labels, got dtype {y.dtype}")
-    if y.size and int(y.min()) < 0:
-        raise DataCorrupt(f"{file}: label {int(y.min())} out of range (MNIST labels are 0..9)")
+def _load_npz(file: Path, split: str, allow_subset: bool) -> tuple[np.ndarray, np.ndarray]:
+    def check(name: str, shape: tuple[int, ...], dtype: np.dtype) -> str | None:
+        if name == "x":
+            if dtype != np.uint8:
+                return f"x must be uint8 pixels, got dtype {dtype}"
+            if len(shape) != 3 or shape[1:] != (SIDE, SIDE):
+                return f"MNIST images must be [n, {SIDE}, {SIDE}], got {shape}"
+            return _count_problem(shape[0], "images", split, allow_subset)
+        if dtype.kind not in "iu":
+            return f"y must hold integer labels, got dtype {dtype}"
+        if len(shape) != 1:
+            return f"y must be one label per image [n], got shape {shape}"
+        return _count_problem(shape[0], "labels", split, allow_subset)
+
+    arrays = read_npz(file, ("x", "y"), check)
+    x, y = arrays["x"], arrays["y"]
     _check_pair(x, y, str(file))
     return x, y.astype(np.uint8)
 
@@ -154,14 +210,16 @@ def _find_idx(directory: Path, stem: str) -> Path | None:
 
 
 def _verify_download(stem: str):
+    size = MNIST_IDX_BYTES[stem]
+
     def verify(tmp: Path) -> str | None:
         digest = hashlib.md5()
         try:
             with gzip.open(tmp, "rb") as handle:
-                for chunk in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(chunk)
+                content = handle.read(size + 1)  # bounded: a gzip bomb is cut off here
         except (OSError, EOFError, zlib.error) as error:
             return f"not a valid gzip file ({error})"
+        digest.update(content)
         if digest.hexdigest() != MNIST_MD5[stem]:
             return f"checksum mismatch: md5 of the content {digest.hexdigest()}, official {MNIST_MD5[stem]}"
         return None
@@ -175,6 +233,7 @@ def load_mnist(
     path: str | os.PathLike | None = None,
     download: bool = True,
     base_url: str | Sequence[str] | None = None,
+    allow_subset: bool = False,
 ) -> Dataset:
     """Load the MNIST training or test set.
 
@@ -186,18 +245,27 @@ def load_mnist(
     the official md5 of their content, and moved into place atomically. Full-size data (60,000 /
     10,000 images) is always checked against the official md5s, whatever its form.
 
+    Every header is checked before data is read or decompressed: a file declaring more images than
+    the official set, a negative dimension or another image size is refused without reading it, and
+    a ``.gz`` is decompressed only up to the size its header declares.
+
     Args:
       split: ``"train"`` (60,000 images) or ``"test"`` (10,000).
       path: a directory holding the files; only it is searched (and downloaded into).
       download: whether to download missing files.
       base_url: download location(s) ending in ``/``; default :data:`MNIST_URLS`.
+      allow_subset: accept a consistent file with fewer images than the official set (its name then
+        says "subset"); by default such a file is refused, since it is not MNIST.
 
     Returns:
-      :class:`Dataset` with ``x`` uint8 ``[n, 28, 28]`` and ``y`` uint8 ``[n]``.
+      :class:`Dataset` with ``x`` uint8 ``[n, 28, 28]``, ``y`` uint8 ``[n]``, and ``files``: the files
+      read, with their SHA-256 (:func:`ldjax.data.provenance`).
 
     Raises:
       DataUnavailable: not found and not downloadable (the message names the files and directory).
-      DataCorrupt: wrong magic number, wrong length, labels out of range, checksum mismatch.
+      DataCorrupt: a file that is there but unusable (a dangling link, a directory, unreadable),
+        wrong magic number or header, wrong length, labels out of range, checksum mismatch, fewer
+        images than the official set without ``allow_subset``; the message names the file.
 
     Example:
       >>> from ldjax.data import load_mnist
@@ -211,12 +279,12 @@ def load_mnist(
     dirs = files.search_dirs(path, "mnist")
     for directory in dirs:
         npz = directory / npz_name
-        if npz.is_file():
-            x, y = _load_npz(npz, split)
-            return _dataset(split, x, y, str(npz))
+        if files.probe(npz):
+            x, y = _load_npz(npz, split, allow_subset)
+            return _dataset(split, x, y, str(npz), (npz,))
         images_file, labels_file = _find_idx(directory, image_stem), _find_idx(directory, label_stem)
         if images_file is not None and labels_file is not None:
-            return _from_idx(split, images_file, labels_file)
+            return _from_idx(split, images_file, labels_file, allow_subset)
     target = files.download_dir(path, "mnist")
     if not download:
         raise files.unavailable(
@@ -225,24 +293,25 @@ def load_mnist(
     urls = (base_url,) if isinstance(base_url, str) else tuple(base_url or MNIST_URLS)
     for stem in (image_stem, label_stem):
         dest = target / (stem + ".gz")
-        if not dest.is_file():
+        if not files.probe(dest):
             files.download(
                 [u + stem + ".gz" for u in urls], dest, verify=_verify_download(stem), what=f"MNIST {split}"
             )
-    return _from_idx(split, target / (image_stem + ".gz"), target / (label_stem + ".gz"))
+    return _from_idx(split, target / (image_stem + ".gz"), target / (label_stem + ".gz"), allow_subset)
 
 
-def _from_idx(split: str, images_file: Path, labels_file: Path) -> Dataset:
-    images = parse_idx(_read_maybe_gzip(images_file), magic=IMAGES_MAGIC, source=str(images_file))
-    labels = parse_idx(_read_maybe_gzip(labels_file), magic=LABELS_MAGIC, source=str(labels_file))
+def _from_idx(split: str, images_file: Path, labels_file: Path, allow_subset: bool) -> Dataset:
+    images = _read_idx(images_file, IMAGES_MAGIC, split, allow_subset)
+    labels = _read_idx(labels_file, LABELS_MAGIC, split, allow_subset)
     _check_pair(images, labels, f"{images_file} / {labels_file.name}")
-    return _dataset(split, images, labels, str(images_file.parent))
+    return _dataset(split, images, labels, str(images_file.parent), (images_file, labels_file))
 
 
-def _dataset(split: str, x: np.ndarray, y: np.ndarray, source: str) -> Dataset:
+def _dataset(split: str, x: np.ndarray, y: np.ndarray, source: str, read: Sequence[Path]) -> Dataset:
     official = _verify_full_size(split, x, y, source)
     what = "official" if official else "subset in the official format"
-    return Dataset(x, y, f"MNIST {split} ({what}, {x.shape[0]} images)", source, MNIST_CLASSES)
+    name = f"MNIST {split} ({what}, {x.shape[0]} images)"
+    return Dataset(x, y, name, source, MNIST_CLASSES, tuple(files.record(f) for f in read))
 
 
 DIGITS_TRAIN = 1000
@@ -255,7 +324,8 @@ def load_digits(split: Literal["train", "test", "all"] = "all") -> Dataset:
     the same range. ``"train"`` is the first 1,000 images and ``"test"`` the remaining 797.
 
     Returns:
-      :class:`Dataset` with ``x`` uint8 ``[n, 8, 8]``, ``y`` uint8 ``[n]``.
+      :class:`Dataset` with ``x`` uint8 ``[n, 8, 8]``, ``y`` uint8 ``[n]``, and ``files``: scikit-learn's
+      ``digits.csv.gz`` with its SHA-256.
 
     Raises:
       DataUnavailable: scikit-learn is not installed (``pip install 'ldjax[digits]'``).
@@ -269,6 +339,7 @@ def load_digits(split: Literal["train", "test", "all"] = "all") -> Dataset:
     if split not in ("train", "test", "all"):
         raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
     try:
+        import sklearn.datasets
         from sklearn.datasets import load_digits as sk_load_digits
     except ImportError:
         raise DataUnavailable(
@@ -280,7 +351,11 @@ def load_digits(split: Literal["train", "test", "all"] = "all") -> Dataset:
     part = {"train": slice(0, DIGITS_TRAIN), "test": slice(DIGITS_TRAIN, None), "all": slice(None)}[split]
     x, y = x[part], y[part]
     name = f"scikit-learn digits 8x8 ({split}, {x.shape[0]} images)"
-    return Dataset(x, y, name, "scikit-learn bundled copy (sklearn.datasets.load_digits)", MNIST_CLASSES)
+    csv = Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"
+    read = (files.record(csv),) if csv.is_file() else ()
+    return Dataset(
+        x, y, name, "scikit-learn bundled copy (sklearn.datasets.load_digits)", MNIST_CLASSES, read
+    )
 
 
 def load_mnist_or_digits(
@@ -289,20 +364,30 @@ def load_mnist_or_digits(
     path: str | os.PathLike | None = None,
     download: bool = False,
     base_url: str | Sequence[str] | None = None,
+    allow_subset: bool = False,
 ) -> Dataset:
-    """MNIST when it can be found (or downloaded, if ``download``); otherwise scikit-learn's digits.
+    """MNIST if it is found (or downloaded); scikit-learn's digits only when no data location was named.
 
-    ``Dataset.name`` says which one was loaded; a corrupt MNIST file still raises
-    :class:`DataCorrupt` (a broken file is never silently replaced by other data).
+    The digits stand in only when no data location was named (``path`` is ``None`` and
+    ``$LDJAX_DATA_DIR`` is unset) and MNIST is in neither the cache nor (with ``download``) the
+    network. A location that was named but holds no MNIST raises :class:`DataUnavailable`; a
+    broken MNIST file anywhere raises :class:`DataCorrupt`. ``Dataset.name`` says which data set
+    was loaded.
 
     Example:
       >>> from ldjax.data import load_mnist_or_digits
-      >>> d = load_mnist_or_digits("test", path="/nonexistent")
-      >>> d.name
-      'scikit-learn digits 8x8 (test, 797 images)'
+      >>> load_mnist_or_digits("test", path="/nonexistent")  # a named place without MNIST: no fallback
+      Traceback (most recent call last):
+      ...
+      ldjax._src.data.errors.DataUnavailable: MNIST test: none of ... so MNIST must be there)
     """
     _check_split(split)
     try:
-        return load_mnist(split, path=path, download=download, base_url=base_url)
-    except DataUnavailable:
-        return load_digits(split)
+        return load_mnist(split, path=path, download=download, base_url=base_url, allow_subset=allow_subset)
+    except DataUnavailable as error:
+        if not files.configured(path):
+            return load_digits(split)
+        where = f"path {str(path)!r}" if path is not None else f"${files.DATA_DIR_ENV}"
+        raise DataUnavailable(
+            f"{error} (no fallback to the scikit-learn digits: {where} was given, so MNIST must be there)"
+        ) from None

@@ -44,10 +44,10 @@ from ldjax._src.data.cifar3 import load_cifar3
 from ldjax._src.data.gaussian import symmetric_label_noise
 from ldjax._src.experiments import common
 from ldjax._src.experiments import plotting
+from ldjax._src.first_order import split_change
+from ldjax._src.losses.classification import cross_entropy_g
 from ldjax._src.losses.classification import soft_cross_entropy
 from ldjax._src.models.resnet import ResNet
-from ldjax._src.ntk import ntk_vector_product
-from ldjax._src.terms import a_term
 from ldjax._src.training import epoch_batches
 from ldjax._src.training import train
 
@@ -206,14 +206,14 @@ def pull_on(apply_fn, params, x_o, x, labels, *, learning_rate: float, batch_siz
     Returns ``Δπ`` ``[n, k]`` (first-order change of the probabilities of ``x_o`` caused by example j).
     """
     z_o = jax.jit(apply_fn)(params, x_o)
-    a = a_term(z_o)
     pi_o = jax.nn.softmax(z_o)
     k = z_o.shape[-1]
 
     def one(xj, yj):
-        g = jax.nn.softmax(apply_fn(params, xj)) - jax.nn.one_hot(yj, k)
-        kg = ntk_vector_product(apply_fn, params, x_o[None], xj[None], g[None])[0]
-        return pi_o * (-(learning_rate / batch_size) * (a @ kg))
+        # example j's share of the force of a batch of B (the loss is the batch mean): G_j = (π_j − e_{y_j}) / B
+        g_j = cross_entropy_g(apply_fn(params, xj)[None], yj[None]) / batch_size
+        change = split_change(apply_fn, params, x_o[None], xj[None], g_j[None], learning_rate=learning_rate)
+        return pi_o * change[0, 0]
 
     chunk = jax.jit(jax.vmap(one))
     n, size = x.shape[0], 100

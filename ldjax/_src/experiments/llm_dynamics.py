@@ -49,10 +49,12 @@ from ldjax._src.data.language import PROBE_TYPES
 from ldjax._src.data.language import Language
 from ldjax._src.data.language import Prompt
 from ldjax._src.experiments import common
+from ldjax._src.first_order import force_gradient
+from ldjax._src.first_order import gradient_update
+from ldjax._src.first_order import split_change
 from ldjax._src.losses import sequence as seq_losses
 from ldjax._src.models.transformer import TinyTransformer
 from ldjax._src.models.transformer import count_params
-from ldjax._src.terms import apply_a_term
 from ldjax._src.training import epoch_batches
 from ldjax._src.training import train
 
@@ -388,30 +390,20 @@ def force_analysis(config, apply_fn, params, pref_x, pref_st, probe_x, probe_t, 
     pred, act = np.asarray(r.predicted), np.asarray(r.actual)
     corr = float(np.corrcoef(pred.ravel(), act.ravel())[0, 1])
     m = pref_x.shape[0] // 2
-    g = r.g
-    g_plus = g.at[m:].set(0.0)
-    g_minus = g.at[:m].set(0.0)
-
-    @jax.jit
-    def part(g_part):
-        _, vjp = jax.vjp(lambda p: f(p, pref_x), params)
-        (grads,) = vjp(g_part)
-        upd = jax.tree.map(lambda a: -eta * a, grads)
-        z, dz = jax.jvp(lambda p: f(p, probe_x), (params,), (upd,))
-        return apply_a_term(z, dz)
+    halves = jnp.repeat(jnp.eye(2), m, axis=1)  # masks over the rows: [chosen (y⁺) half, rejected (y⁻) half]
+    split = jax.jit(lambda g: split_change(apply_fn, params, probe_x, pref_x, halves, g=g, learning_rate=eta))
 
     def per_probe(delta):  # Δ summed log π(y) of each probe, averaged over probe prompts: [types]
         picked = jnp.take_along_axis(delta, probe_t.tokens[..., None], -1)[..., 0]
         return np.asarray(jnp.sum(picked * probe_t.mask, -1).reshape(n_types, n_probe).mean(1))
 
-    pred_plus, pred_minus = part(g_plus), part(g_minus)
+    pred_plus, pred_minus = split(r.g)
     split_err = float(jnp.max(jnp.abs(pred_plus + pred_minus - r.predicted)))
 
     # squeezing: a step of the y⁻ half alone (pure negative gradient on an unlikely response)
     z0 = f(params, pref_x[m:])
-    _, vjp = jax.vjp(lambda p: f(p, pref_x), params)
-    (grads,) = vjp(g_minus)
-    new = jax.tree.map(lambda p_, g_: p_ - config.squeeze_lr * g_, params, grads)
+    grads = force_gradient(apply_fn, params, pref_x, halves[1][:, None, None] * r.g)
+    new = optax.apply_updates(params, gradient_update(grads, learning_rate=config.squeeze_lr))
     z1 = f(new, pref_x[m:])
     p0, p1 = jax.nn.softmax(z0, -1), jax.nn.softmax(z1, -1)
     arg0 = np.asarray(jnp.argmax(z0, -1))

@@ -53,10 +53,11 @@ from ldjax._src.data.errors import DataUnavailable
 from ldjax._src.data.mnist import load_digits
 from ldjax._src.data.mnist import load_mnist
 from ldjax._src.experiments import common
+from ldjax._src.first_order import first_order_step
+from ldjax._src.first_order import probe_change
 from ldjax._src.losses.classification import cross_entropy
 from ldjax._src.models.lenet import LeNet5
 from ldjax._src.one_step import one_step
-from ldjax._src.terms import apply_a_term
 from ldjax._src.training import epoch_batches
 from ldjax._src.training import train
 from ldjax._src.typing import ApplyFn
@@ -183,15 +184,12 @@ def class_force_map(
       >>> class_force_map(f, jnp.ones((5, 2)), x[0], x, learning_rate=0.1).shape
       (2, 3, 2)
     """
-    f = jax.vmap(apply_fn, in_axes=(None, 0))
+    sgd = optax.sgd(learning_rate)
 
     def one_class(args):
         xs, label = args
         labels = jnp.full((xs.shape[0],), label, jnp.int32)
-        grads = jax.grad(lambda p: cross_entropy(f(p, xs), labels))(params)
-        update = jax.tree.map(lambda g: -learning_rate * g, grads)
-        z, dz = jax.jvp(lambda p: f(p, x_o), (params,), (update,))
-        return apply_a_term(z, dz)
+        return first_order_step(apply_fn, params, x_o, xs, labels, cross_entropy, sgd).predicted
 
     return jax.lax.map(one_class, (x_by_class, jnp.arange(x_by_class.shape[0], dtype=jnp.int32)))
 
@@ -262,8 +260,7 @@ def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -
 
     def accumulate(p, idx, updates, d):
         del idx
-        z, dz = jax.jvp(lambda q: f(q, d["x_probe"][:n_acc]), (p,), (updates,))
-        return apply_a_term(z, dz)
+        return probe_change(apply_fn, p, updates, d["x_probe"][:n_acc])[0]
 
     batches = epoch_batches(key_batches, n_train, config.batch_size, config.epochs)
     trained = train(

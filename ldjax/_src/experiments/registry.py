@@ -1,4 +1,10 @@
-"""The experiments that ``ldjax reproduce`` knows, imported lazily by module path."""
+"""The experiments that ``ldjax reproduce`` knows, imported lazily by module path.
+
+An experiment's name is its module's name: ``ldjax reproduce mnist_force`` runs
+``ldjax._src.experiments.mnist_force`` (public wrapper ``ldjax.experiments.mnist_force``, notebook
+``notebooks/mnist_force.ipynb``) and writes ``results/mnist_force/``. The short names of earlier versions
+(``mnist``, ``gaussian``, ...) still work as aliases.
+"""
 
 from __future__ import annotations
 
@@ -6,82 +12,89 @@ import importlib
 from types import ModuleType
 from typing import NamedTuple
 
+PACKAGE = "ldjax._src.experiments"
+
 
 class ExperimentSpec(NamedTuple):
     """One registered experiment.
 
     Attributes:
-      name: the CLI name (``ldjax reproduce NAME``).
-      module: import path of the module (Config / FULL / run / plot / fidelity / main).
+      name: the module's name, also the CLI name (``ldjax reproduce NAME``) and the results folder.
       description: one line.
       data: what data it needs and what happens without it.
       quick_minutes: wall time of ``--quick`` measured on 2 idle CPU cores (real MNIST/CIFAR).
       full_minutes: expected wall time of ``--full`` (GPU where noted).
+      aliases: older CLI names that still select it.
+      module: import path of the module (Config / FULL / run / plot / fidelity / main); by default
+        ``ldjax._src.experiments.<name>``.
     """
 
     name: str
-    module: str
     description: str
     data: str
     quick_minutes: float
     full_minutes: float
+    aliases: tuple[str, ...] = ()
+    module: str | None = None
+
+    @property
+    def module_path(self) -> str:
+        return self.module or f"{PACKAGE}.{self.name}"
 
     def load(self) -> ModuleType:
-        return importlib.import_module(self.module)
+        return importlib.import_module(self.module_path)
 
 
 EXPERIMENTS: tuple[ExperimentSpec, ...] = (
     ExperimentSpec(
         "demo",
-        "ldjax._src.experiments.demo",
         "one SGD step on a real handwritten digit: predicted vs actual Δ log π and the A, K, G terms",
         "scikit-learn's bundled 8x8 digits (no download)",
         0.2,
         0.5,
     ),
     ExperimentSpec(
-        "mnist",
-        "ldjax._src.experiments.mnist_force",
+        "mnist_force",
         "learn a 4, watch the other digits move (LeNet-5 on MNIST)",
         "MNIST from LDJAX_DATA_DIR / cache / download; scikit-learn digits otherwise",
         0.6,
         20.0,
+        aliases=("mnist",),
     ),
     ExperimentSpec(
-        "gaussian",
-        "ldjax._src.experiments.gaussian_paths",
+        "gaussian_paths",
         "learning paths on the 3-class Gaussian toy with exact p*; OHT/LS/GT/KD/ESKD/Filter-KD table",
         "synthetic (no files)",
         0.6,
         8.0,
+        aliases=("gaussian",),
     ),
     ExperimentSpec(
-        "cifar3",
-        "ldjax._src.experiments.cifar3_paths",
+        "cifar3_paths",
         "zig-zag paths of mislabelled examples on noisy CIFAR-3 with human p* (CIFAR-10H)",
         "CIFAR-10 test set + CIFAR-10H (cifar10_test.npz / cifar10h_probs.npy or the official files)",
         1.0,
         30.0,
+        aliases=("cifar3",),
     ),
     ExperimentSpec(
-        "filterkd",
-        "ldjax._src.experiments.filter_kd",
+        "filter_kd",
         "Filter-KD vs OHT / LS / ESKD at 0%, 20%, 40% label noise",
         "synthetic Gaussian toy; CIFAR-3 when CIFAR-10 + CIFAR-10H are available",
         6.5,
         40.0,
+        aliases=("filterkd",),
     ),
     ExperimentSpec(
-        "llm",
-        "ldjax._src.experiments.llm_dynamics",
+        "llm_dynamics",
         "SFT / DPO / IPO / extend on a tiny transformer: probe log-probs, hallucination, squeezing",
         "synthetic preference language (no files)",
         0.9,
         8.0,
+        aliases=("llm",),
     ),
     ExperimentSpec(
         "squeeze",
-        "ldjax._src.experiments.squeeze",
         "the squeezing effect of a negative gradient on a linear softmax head (closed form vs step)",
         "none",
         0.1,
@@ -91,8 +104,10 @@ EXPERIMENTS: tuple[ExperimentSpec, ...] = (
 
 
 def get(name: str) -> ExperimentSpec:
+    """The experiment called ``name`` or, for an older CLI name, the one it now means."""
     for spec in EXPERIMENTS:
-        if spec.name == name:
+        if name == spec.name or name in spec.aliases:
             return spec
     known = ", ".join(spec.name for spec in EXPERIMENTS)
-    raise ValueError(f"unknown experiment {name!r}: expected one of {known}")
+    old = ", ".join(f"{alias} = {spec.name}" for spec in EXPERIMENTS for alias in spec.aliases)
+    raise ValueError(f"unknown experiment {name!r}: expected one of {known} (older names: {old})")

@@ -1,8 +1,5 @@
 """Classification losses and their closed-form forces G = ∂L/∂z."""
 
-from __future__ import annotations
-
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -13,35 +10,22 @@ from jaxtyping import Float
 from jaxtyping import Int
 
 from ldjax._src import checks
-
-
-def with_target_check(check: Callable[[tuple[int, ...], Any, str], None]):
-    """Attach ``check(logits_shape_per_example, target, name)`` to a loss as ``loss.check_target``."""
-
-    def decorate(fn):
-        fn.check_target = check
-        return fn
-
-    return decorate
+from ldjax._src.losses._base import check_ids
+from ldjax._src.losses._base import softmax_minus_one_hot
+from ldjax._src.losses._base import token_log_probs
+from ldjax._src.losses._base import with_target_check
 
 
 def check_integer_labels(out_shape: tuple[int, ...], labels: Any, name: str) -> None:
     """Labels must be integers in ``[0, k)`` with one label per example (and position)."""
     k = out_shape[-1]
-    dtype = jnp.result_type(labels)
-    if not jnp.issubdtype(dtype, jnp.integer):
-        raise ValueError(f"{name} must hold integer class labels in [0, {k}), got dtype {dtype}")
+    bound = f"the model has k={k} classes"
+    check_ids(labels, k, name, what="class labels", short="labels", bound=bound)
     expected = tuple(out_shape[:-1])
     if tuple(np.shape(labels)[1:]) != expected:
         raise ValueError(
             f"{name} has shape {tuple(np.shape(labels))}: expected one label per example "
             f"[n{''.join(', ' + str(s) for s in expected)}] for logits of shape {out_shape} per example"
-        )
-    value = checks.concrete(labels)
-    if value is not None and value.size and (value.min() < 0 or value.max() >= k):
-        raise ValueError(
-            f"{name} holds labels in [{value.min()}, {value.max()}] but the model has k={k} classes: "
-            f"expected labels in [0, {k})"
         )
 
 
@@ -69,9 +53,7 @@ def cross_entropy(logits: Float[Array, "n *t k"], labels: Int[Array, " n *t"]) -
       >>> float(ldjax.losses.cross_entropy(jnp.zeros((2, 4)), jnp.array([0, 3])))  # log 4
       1.386...
     """
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    picked = jnp.take_along_axis(logp, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
-    return -jnp.mean(picked)
+    return -jnp.mean(token_log_probs(logits, labels))
 
 
 def cross_entropy_g(logits: Float[Array, "n *t k"], labels: Int[Array, " n *t"]) -> Float[Array, "n *t k"]:
@@ -79,9 +61,7 @@ def cross_entropy_g(logits: Float[Array, "n *t k"], labels: Int[Array, " n *t"])
 
     ``m`` is the number of labelled positions (``n`` for a classifier).
     """
-    probs = jax.nn.softmax(logits, axis=-1)
-    onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=probs.dtype)
-    return (probs - onehot) / labels.size
+    return softmax_minus_one_hot(logits, labels) / labels.size
 
 
 @with_target_check(check_probability_targets)

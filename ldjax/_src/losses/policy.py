@@ -26,9 +26,6 @@ References:
   Peng et al., SimKO: Simple Pass@K Policy Optimization, 2025.
 """
 
-from __future__ import annotations
-
-from collections.abc import Callable
 from typing import Any
 from typing import NamedTuple
 
@@ -39,10 +36,12 @@ from jaxtyping import Array
 from jaxtyping import Float
 from jaxtyping import Int
 
-from ldjax._src.losses.classification import with_target_check
-from ldjax._src.losses.sequence import _attach
-from ldjax._src.losses.sequence import _check_tokens
-from ldjax._src.losses.sequence import token_log_probs
+from ldjax._src.losses._base import bind
+from ldjax._src.losses._base import softmax_minus_one_hot
+from ldjax._src.losses._base import token_log_probs
+from ldjax._src.losses._base import with_target_check
+from ldjax._src.losses.sequence import check_tokens
+from ldjax._src.typing import Loss
 
 
 class PolicyTarget(NamedTuple):
@@ -65,7 +64,7 @@ def check_policy_target(out_shape: tuple[int, ...], target: Any, name: str) -> N
         raise ValueError(
             f"{name} must be a ldjax.losses.PolicyTarget(tokens, mask, advantages), got {type(target).__name__}"
         )
-    n = _check_tokens(out_shape, target.tokens, target.mask, name)
+    n = check_tokens(out_shape, target.tokens, target.mask, name)
     if tuple(np.shape(target.advantages)) != (n,):
         raise ValueError(
             f"{name}.advantages has shape {tuple(np.shape(target.advantages))}: expected ({n},), one per response"
@@ -117,13 +116,12 @@ def grpo(logits: Float[Array, "n T V"], target: PolicyTarget) -> Float[Array, ""
 
 def grpo_g(logits: Float[Array, "n T V"], target: PolicyTarget) -> Float[Array, "n T V"]:
     r"""Closed form for :func:`grpo`: :math:`G_{it} = \frac{A_i}{n |o_i|}\,\text{mask}_{it}(\pi_t - e_{y_{it}})`."""
-    probs = jax.nn.softmax(logits, axis=-1)
-    onehot = jax.nn.one_hot(target.tokens, logits.shape[-1], dtype=probs.dtype)
     length = jnp.maximum(jnp.sum(target.mask, axis=-1), 1.0)
-    weight = target.advantages / (length * logits.shape[0])
-    return (probs - onehot) * (target.mask * weight[:, None])[..., None]
+    weight = target.mask * (target.advantages / (length * logits.shape[0]))[:, None]
+    return softmax_minus_one_hot(logits, target.tokens) * weight[..., None]
 
 
+@with_target_check(check_policy_target)
 def simko(
     logits: Float[Array, "n T V"],
     target: PolicyTarget,
@@ -154,21 +152,21 @@ def simko(
     )
 
 
-simko.check_target = check_policy_target  # type: ignore[attr-defined]
-
-
 def simko_token_terms(
     logits: Float[Array, "n T V"],
     target: PolicyTarget,
     *,
-    top_k: int = 3,
-    alpha: float = 0.01,
-    scale: float = 1.1,
-    quantile: float = 0.8,
+    top_k: int,
+    alpha: float,
+    scale: float,
+    quantile: float,
 ) -> Float[Array, "n T"]:
-    r"""SimKO's per-token term :math:`\ell_{it}` (its gradient; the selections are constants)."""
+    r"""SimKO's per-token term :math:`\ell_{it}` (its gradient; the selections are constants).
+
+    The hyper-parameters are those of :func:`simko` and are required here.
+    """
     logp = jax.nn.log_softmax(logits, axis=-1)
-    picked = jnp.take_along_axis(logp, target.tokens[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    picked = token_log_probs(logits, target.tokens)
     frozen = jax.lax.stop_gradient(logp)
     entropy = -jnp.sum(jnp.exp(frozen) * frozen, axis=-1)
     masked = jnp.where(target.mask > 0, entropy, jnp.nan)
@@ -184,15 +182,14 @@ def simko_token_terms(
     return jnp.where(negative, scale * picked, ell)
 
 
-def simko_fn(
-    top_k: int = 3, alpha: float = 0.01, scale: float = 1.1, quantile: float = 0.8
-) -> Callable[[Array, PolicyTarget], Array]:
-    """:func:`simko` with its hyper-parameters bound, carrying ``check_target``.
+def simko_fn(top_k: int = 3, alpha: float = 0.01, scale: float = 1.1, quantile: float = 0.8) -> Loss:
+    """:func:`simko` with its hyper-parameters bound (:func:`bind`), carrying ``check_target``.
 
     Example:
       >>> import ldjax
-      >>> hasattr(ldjax.losses.simko_fn(top_k=2), "check_target")
-      True
+      >>> loss = ldjax.losses.simko_fn(top_k=2)
+      >>> loss.__name__, hasattr(loss, "check_target")
+      ('simko(top_k=2, alpha=0.01, scale=1.1, quantile=0.8)', True)
     """
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
@@ -200,9 +197,4 @@ def simko_fn(
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if not 0.0 <= quantile <= 1.0:
         raise ValueError(f"quantile must be in [0, 1], got {quantile}")
-    kwargs = {"top_k": top_k, "alpha": alpha, "scale": scale, "quantile": quantile}
-
-    def loss(logits: Array, target: PolicyTarget) -> Array:
-        return simko(logits, target, **kwargs)
-
-    return _attach(check_policy_target, loss, f"simko({kwargs})")
+    return bind(simko, top_k=top_k, alpha=alpha, scale=scale, quantile=quantile)

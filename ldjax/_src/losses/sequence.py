@@ -23,6 +23,10 @@ Notation: :math:`\log\pi(y_i) = \sum_t \text{mask}_{it} \log\pi_{t}(y_{it})` is 
 log-probability, :math:`h_i = [\log\pi(y^+_i) - \log\pi_{\rm ref}(y^+_i)] - [\log\pi(y^-_i) -
 \log\pi_{\rm ref}(y^-_i)]` the DPO margin.
 
+Each loss with hyper-parameters takes them as keywords (``dpo(logits, target, beta=0.1)``) and has a
+factory binding them (``dpo_fn(beta) = bind(dpo, beta=beta)``); its closed-form force ``*_g`` takes them
+as required keywords, so a force cannot silently use another β than the loss.
+
 References:
   Rafailov et al., Direct Preference Optimization, NeurIPS 2023 (DPO).
   Azar et al., A General Theoretical Paradigm to Understand Learning from Human Preferences, 2023 (IPO).
@@ -30,9 +34,6 @@ References:
   Ren & Sutherland, Learning Dynamics of LLM Finetuning, ICLR 2025.
 """
 
-from __future__ import annotations
-
-from collections.abc import Callable
 from typing import Any
 from typing import NamedTuple
 
@@ -44,7 +45,12 @@ from jaxtyping import Float
 from jaxtyping import Int
 
 from ldjax._src import checks
-from ldjax._src.losses.classification import with_target_check
+from ldjax._src.losses._base import bind
+from ldjax._src.losses._base import check_ids
+from ldjax._src.losses._base import softmax_minus_one_hot
+from ldjax._src.losses._base import token_log_probs
+from ldjax._src.losses._base import with_target_check
+from ldjax._src.typing import Loss
 
 
 class SequenceTarget(NamedTuple):
@@ -105,12 +111,6 @@ def next_token_target(
     return sequences[:, :-1], SequenceTarget(tokens=sequences[:, 1:], mask=mask)
 
 
-def token_log_probs(logits: Float[Array, "n T V"], tokens: Int[Array, "n T"]) -> Float[Array, "n T"]:
-    r"""Per-token :math:`\log\pi_t(y_t)` of the given tokens."""
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    return jnp.take_along_axis(logp, tokens[..., None].astype(jnp.int32), axis=-1)[..., 0]
-
-
 def sequence_log_prob(
     logits: Float[Array, "n T V"], tokens: Int[Array, "n T"], mask: Float[Array, "n T"]
 ) -> Float[Array, " n"]:
@@ -129,15 +129,15 @@ def sequence_log_prob(
 # target checks
 
 
-def _check_tokens(out_shape: tuple[int, ...], tokens: Any, mask: Any, name: str) -> int:
+def check_tokens(out_shape: tuple[int, ...], tokens: Any, mask: Any, name: str) -> int:
+    """Token ids ``[n, T]`` in ``[0, V)`` and a mask of their shape for logits ``(T, V)``; returns ``n``."""
     if len(out_shape) != 2:
         raise ValueError(
             f"sequence losses need per-token logits [T, V] per example, got logits of shape {out_shape}"
         )
     seq_len, vocab = out_shape
-    dtype = jnp.result_type(tokens)
-    if not jnp.issubdtype(dtype, jnp.integer):
-        raise ValueError(f"{name}.tokens must hold integer token ids in [0, {vocab}), got dtype {dtype}")
+    bound = f"the vocabulary has V={vocab} entries"
+    check_ids(tokens, vocab, f"{name}.tokens", what="token ids", short="ids", bound=bound)
     shape = tuple(np.shape(tokens))
     if len(shape) != 2 or shape[1] != seq_len:
         raise ValueError(
@@ -146,12 +146,6 @@ def _check_tokens(out_shape: tuple[int, ...], tokens: Any, mask: Any, name: str)
     if tuple(np.shape(mask)) != shape:
         raise ValueError(
             f"{name}.mask has shape {tuple(np.shape(mask))}: expected the shape of tokens {shape}"
-        )
-    value = checks.concrete(tokens)
-    if value is not None and value.size and (value.min() < 0 or value.max() >= vocab):
-        raise ValueError(
-            f"{name}.tokens holds ids in [{value.min()}, {value.max()}] but the vocabulary has V={vocab} "
-            f"entries: expected ids in [0, {vocab})"
         )
     m = checks.concrete(mask)
     if m is not None and m.size and (m.min() < 0 or not np.all(np.isfinite(m))):
@@ -165,7 +159,7 @@ def check_sequence_target(out_shape: tuple[int, ...], target: Any, name: str) ->
         raise ValueError(
             f"{name} must be a ldjax.losses.SequenceTarget(tokens, mask), got {type(target).__name__}"
         )
-    _check_tokens(out_shape, target.tokens, target.mask, name)
+    check_tokens(out_shape, target.tokens, target.mask, name)
 
 
 def check_preference_target(out_shape: tuple[int, ...], target: Any, name: str) -> None:
@@ -175,7 +169,7 @@ def check_preference_target(out_shape: tuple[int, ...], target: Any, name: str) 
             f"{name} must be a ldjax.losses.PreferenceTarget(tokens, mask, ref_logp) with chosen rows "
             f"first and rejected rows second, got {type(target).__name__}"
         )
-    n = _check_tokens(out_shape, target.tokens, target.mask, name)
+    n = check_tokens(out_shape, target.tokens, target.mask, name)
     if n % 2:
         raise ValueError(
             f"{name} has {n} rows: expected 2m rows, the m chosen responses followed by the m rejected ones"
@@ -185,12 +179,6 @@ def check_preference_target(out_shape: tuple[int, ...], target: Any, name: str) 
             f"{name}.ref_logp has shape {tuple(np.shape(target.ref_logp))}: expected ({n},), one reference "
             f"log-probability per row"
         )
-
-
-def _attach(check: Callable[[tuple[int, ...], Any, str], None], fn: Callable, name: str) -> Callable:
-    fn = with_target_check(check)(fn)
-    fn.__name__ = fn.__qualname__ = name
-    return fn
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -222,9 +210,8 @@ def sft(logits: Float[Array, "n T V"], target: SequenceTarget) -> Float[Array, "
 
 def sft_g(logits: Float[Array, "n T V"], target: SequenceTarget) -> Float[Array, "n T V"]:
     r"""Closed form of :math:`\partial L/\partial z` for :func:`sft`: :math:`(\pi - e_y)\,\text{mask}/N`."""
-    probs = jax.nn.softmax(logits, axis=-1)
-    onehot = jax.nn.one_hot(target.tokens, logits.shape[-1], dtype=probs.dtype)
-    return (probs - onehot) * (target.mask / _normaliser(target.mask))[..., None]
+    weight = target.mask / _normaliser(target.mask)
+    return softmax_minus_one_hot(logits, target.tokens) * weight[..., None]
 
 
 def _normaliser(mask: Array) -> Array:
@@ -243,12 +230,17 @@ def _margin(logits: Array, target: PreferenceTarget) -> tuple[Array, int]:
 
 def _pair_force(logits: Array, target: PreferenceTarget, dloss_dh: Array) -> Array:
     """``∂L/∂z`` from ``∂L/∂h_i`` (per pair): chosen rows ``-w (π − e)``, rejected ``+w (π − e)``."""
-    probs = jax.nn.softmax(logits, axis=-1)
-    onehot = jax.nn.one_hot(target.tokens, logits.shape[-1], dtype=probs.dtype)
-    sign_weight = jnp.concatenate([-dloss_dh, dloss_dh])  # dh/dlogπ(y+) = +1, dh/dlogπ(y-) = -1
-    return (probs - onehot) * (target.mask * sign_weight[:, None])[..., None]
+    dloss_dlogp = jnp.concatenate([dloss_dh, -dloss_dh])  # dh/dlogπ(y+) = +1, dh/dlogπ(y-) = -1
+    return _response_force(logits, target, dloss_dlogp)
 
 
+def _response_force(logits: Array, target: PreferenceTarget, dloss_dlogp: Array) -> Array:
+    """``∂L/∂z`` from ``∂L/∂logπ(y_i)`` per row: ``∂logπ(y_i)/∂z_it = −mask_it (π_t − e_{y_it})``."""
+    weight = -target.mask * dloss_dlogp[:, None]
+    return softmax_minus_one_hot(logits, target.tokens) * weight[..., None]
+
+
+@with_target_check(check_preference_target)
 def dpo(logits: Float[Array, "n T V"], target: PreferenceTarget, *, beta: float = 0.1) -> Float[Array, ""]:
     r"""Direct preference optimisation loss :math:`-\frac1m \sum_i \log\sigma(\beta h_i)`.
 
@@ -270,9 +262,7 @@ def dpo(logits: Float[Array, "n T V"], target: PreferenceTarget, *, beta: float 
     return -jnp.mean(jax.nn.log_sigmoid(beta * h))
 
 
-def dpo_g(
-    logits: Float[Array, "n T V"], target: PreferenceTarget, *, beta: float = 0.1
-) -> Float[Array, "n T V"]:
+def dpo_g(logits: Float[Array, "n T V"], target: PreferenceTarget, *, beta: float) -> Float[Array, "n T V"]:
     r"""Closed form for :func:`dpo`.
 
     .. math::
@@ -285,6 +275,7 @@ def dpo_g(
     return _pair_force(logits, target, -(beta / m) * (1.0 - jax.nn.sigmoid(beta * h)))
 
 
+@with_target_check(check_preference_target)
 def ipo(logits: Float[Array, "n T V"], target: PreferenceTarget, *, tau: float = 0.1) -> Float[Array, ""]:
     r"""Identity preference optimisation loss :math:`\frac1m \sum_i (h_i - \frac{1}{2\tau})^2`.
 
@@ -298,14 +289,13 @@ def ipo(logits: Float[Array, "n T V"], target: PreferenceTarget, *, tau: float =
     return jnp.mean((h - 1.0 / (2.0 * tau)) ** 2)
 
 
-def ipo_g(
-    logits: Float[Array, "n T V"], target: PreferenceTarget, *, tau: float = 0.1
-) -> Float[Array, "n T V"]:
+def ipo_g(logits: Float[Array, "n T V"], target: PreferenceTarget, *, tau: float) -> Float[Array, "n T V"]:
     r"""Closed form for :func:`ipo`: :math:`\partial L/\partial h_i = \frac2m (h_i - \frac1{2\tau})`, then as DPO."""
     h, m = _margin(logits, target)
     return _pair_force(logits, target, (2.0 / m) * (h - 1.0 / (2.0 * tau)))
 
 
+@with_target_check(check_preference_target)
 def slic(
     logits: Float[Array, "n T V"],
     target: PreferenceTarget,
@@ -333,11 +323,7 @@ def slic(
 
 
 def slic_g(
-    logits: Float[Array, "n T V"],
-    target: PreferenceTarget,
-    *,
-    delta: float = 1.0,
-    regularization: float = 0.0,
+    logits: Float[Array, "n T V"], target: PreferenceTarget, *, delta: float, regularization: float
 ) -> Float[Array, "n T V"]:
     r"""Closed form for :func:`slic`: active hinge pairs push :math:`y^+` up and :math:`y^-` down by 1/m each."""
     m = logits.shape[0] // 2
@@ -345,57 +331,41 @@ def slic_g(
     active = (delta - logp[:m] + logp[m:] > 0).astype(logits.dtype)
     dl_dchosen = -(active + regularization) / m
     dl_drejected = active / m
-    probs = jax.nn.softmax(logits, axis=-1)
-    onehot = jax.nn.one_hot(target.tokens, logits.shape[-1], dtype=probs.dtype)
-    weight = jnp.concatenate([dl_dchosen, dl_drejected])  # ∂L/∂logπ(row); ∂logπ/∂z = −mask (π − e)
-    return -(probs - onehot) * (target.mask * weight[:, None])[..., None]
+    return _response_force(logits, target, jnp.concatenate([dl_dchosen, dl_drejected]))
 
 
 # ----------------------------------------------------------------------------------------------------
 # factories binding the hyper-parameters (the result keeps ``check_target`` for one_step)
 
 
-def dpo_fn(beta: float = 0.1) -> Callable[[Array, PreferenceTarget], Array]:
-    """:func:`dpo` with β bound, as ``loss(logits, target)`` carrying ``check_target``.
+def dpo_fn(beta: float = 0.1) -> Loss:
+    """:func:`dpo` with β bound (:func:`bind`), as ``loss(logits, target)`` carrying ``check_target``.
 
     Example:
       >>> import ldjax
       >>> loss = ldjax.losses.dpo_fn(beta=0.5)
-      >>> hasattr(loss, "check_target")
-      True
+      >>> loss.__name__, hasattr(loss, "check_target")
+      ('dpo(beta=0.5)', True)
     """
     _positive(beta, "beta")
-    return _attach(check_preference_target, _bind(dpo, beta=beta), f"dpo(beta={beta})")
+    return bind(dpo, beta=beta)
 
 
-def ipo_fn(tau: float = 0.1) -> Callable[[Array, PreferenceTarget], Array]:
-    """:func:`ipo` with τ bound, as ``loss(logits, target)`` carrying ``check_target``."""
+def ipo_fn(tau: float = 0.1) -> Loss:
+    """:func:`ipo` with τ bound (:func:`bind`), as ``loss(logits, target)`` carrying ``check_target``."""
     _positive(tau, "tau")
-    return _attach(check_preference_target, _bind(ipo, tau=tau), f"ipo(tau={tau})")
+    return bind(ipo, tau=tau)
 
 
-def slic_fn(delta: float = 1.0, regularization: float = 0.0) -> Callable[[Array, PreferenceTarget], Array]:
-    """:func:`slic` with δ and λ bound, as ``loss(logits, target)`` carrying ``check_target``."""
+def slic_fn(delta: float = 1.0, regularization: float = 0.0) -> Loss:
+    """:func:`slic` with δ and λ bound (:func:`bind`), as ``loss(logits, target)`` carrying ``check_target``."""
     if not np.isfinite(delta):
         raise ValueError(f"delta must be a finite margin, got {delta!r}")
     if regularization < 0:
         raise ValueError(f"regularization must be >= 0, got {regularization}")
-    kwargs = {"delta": delta, "regularization": regularization}
-    return _attach(check_preference_target, _bind(slic, **kwargs), f"slic({kwargs})")
-
-
-def _bind(fn: Callable, **kwargs: Any) -> Callable[[Array, Any], Array]:
-    def loss(logits: Array, target: Any) -> Array:
-        return fn(logits, target, **kwargs)
-
-    return loss
+    return bind(slic, delta=delta, regularization=regularization)
 
 
 def _positive(value: float, name: str) -> None:
     if not (np.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-
-
-dpo.check_target = check_preference_target  # type: ignore[attr-defined]
-ipo.check_target = check_preference_target  # type: ignore[attr-defined]
-slic.check_target = check_preference_target  # type: ignore[attr-defined]

@@ -56,7 +56,9 @@ def chromium() -> str | None:
     return None
 
 
-def check_page(page: str | Path, screenshot: str | Path, *, width: int = 1280, height: int = 2400) -> dict[str, Any]:
+def check_page(
+    page: str | Path, screenshot: str | Path, *, width: int = 1280, height: int = 2400
+) -> dict[str, Any]:
     """Load ``page`` in headless Chromium at ``width`` px; return the verdict and save a screenshot.
 
     Returns:
@@ -72,11 +74,17 @@ def check_page(page: str | Path, screenshot: str | Path, *, width: int = 1280, h
         common = [binary, *_FLAGS, f"--user-data-dir={tmp}/profile", f"--window-size={width},{height}"]
         dom = subprocess.run(
             [*common, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
-            capture_output=True, text=True, timeout=180, check=True,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=True,
         ).stdout
         subprocess.run(
             [*common, f"--screenshot={Path(screenshot).resolve()}", page.as_uri()],
-            capture_output=True, text=True, timeout=180, check=True,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=True,
         )
     match = re.search(r'<pre id="ldjax-browser-verdict">(.*?)</pre>', dom, flags=re.S)
     if not match:

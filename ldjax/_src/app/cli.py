@@ -27,7 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     size.add_argument("--quick", action="store_true", help="quick settings (default): minutes on 2 CPU cores")
     size.add_argument("--full", action="store_true", help="full-size settings (a GPU helps)")
     rep.add_argument("--out", default="results", help="output directory (default: results)")
-    rep.add_argument("--data-dir", default=None, help="directory with data files (else LDJAX_DATA_DIR, cache)")
+    rep.add_argument(
+        "--data-dir", default=None, help="directory with data files (else LDJAX_DATA_DIR, cache)"
+    )
     rep.add_argument("--force", action="store_true", help="rerun experiments whose results are complete")
     rep.add_argument("--no-progress", action="store_true", help="hide progress bars")
     rep.add_argument("--no-report", action="store_true", help="do not build report.html")
@@ -37,17 +39,36 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _list() -> int:
-    print(f"{'name':<10} {'quick':>7} {'full':>7}  description / data")
+    width = max(len(spec.name) for spec in registry.EXPERIMENTS)
+    print(f"{'name':<{width}} {'quick':>7} {'full':>7}  description / data")
     for spec in registry.EXPERIMENTS:
-        print(f"{spec.name:<10} {spec.quick_minutes:>5.1f} m {spec.full_minutes:>5.1f} m  {spec.description}")
-        print(f"{'':<28}data: {spec.data}")
+        print(
+            f"{spec.name:<{width}} {spec.quick_minutes:>5.1f} m {spec.full_minutes:>5.1f} m  {spec.description}"
+        )
+        print(f"{'':<{width + 18}}data: {spec.data}")
+        if spec.aliases:
+            print(f"{'':<{width + 18}}older name: {', '.join(spec.aliases)}")
     return 0
+
+
+def _selected(names: Sequence[str]) -> list[registry.ExperimentSpec]:
+    """The experiments named on the command line (all when none), once each; says what an old name means."""
+    if not names:
+        return list(registry.EXPERIMENTS)
+    specs: list[registry.ExperimentSpec] = []
+    for name in names:
+        spec = registry.get(name)
+        if name != spec.name:
+            print(f"[alias] {name} is the older name of {spec.name}: running {spec.name}")
+        if spec not in specs:
+            specs.append(spec)
+    return specs
 
 
 def _reproduce(args: argparse.Namespace) -> int:
     from ldjax._src.data.errors import DataUnavailable
 
-    specs = [registry.get(name) for name in args.names] if args.names else list(registry.EXPERIMENTS)
+    specs = _selected(args.names)
     out = Path(args.out)
     status_path = out / "status.json"
     status = json.loads(status_path.read_text()) if status_path.exists() else {}
@@ -88,7 +109,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         bar.update(1)
     bar.close()
     if not args.no_report:
-        from ldjax._src import report
+        from ldjax._src.app import report
 
         path = report.build(out)
         print(f"report: {path}")
@@ -104,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _list()
     if args.command == "reproduce":
         return _reproduce(args)
-    from ldjax._src import report
+    from ldjax._src.app import report
 
     print(report.build(Path(args.out)))
     return 0

@@ -74,8 +74,10 @@ def _section(spec: registry.ExperimentSpec, out: Path, status: dict[str, Any]) -
         f"ldjax {esc(str(env.get('ldjax')))} · {esc(str(env.get('date')))}</p>"
     )
     if rows:
-        parts.append("<table><tr><th>target (paper / issue)</th><th>paper</th><th>this run</th><th></th>"
-                     "<th>note</th></tr>")
+        parts.append(
+            "<table><tr><th>target (paper / issue)</th><th>paper</th><th>this run</th><th></th>"
+            "<th>note</th></tr>"
+        )
         for row in rows:
             parts.append(
                 f"<tr><td>{esc(row['claim'])}</td><td>{esc(str(row['paper']))}</td><td>{_fmt(row['value'])}</td>"
@@ -100,7 +102,7 @@ def build(out: str | Path = "results") -> Path:
     """Write ``<out>/report.html`` from the finished experiments in ``out`` and return its path.
 
     Example:
-      >>> from ldjax._src import report
+      >>> from ldjax._src.app import report
       >>> report.build("results")  # doctest: +SKIP
     """
     out = Path(out)
@@ -114,7 +116,9 @@ def build(out: str | Path = "results") -> Path:
     held = sum(bool(row["holds"]) for row in all_rows)
     summary = [f"<section id='fidelity'><h2>Fidelity: {held} of {len(all_rows)} targets hold</h2>"]
     if all_rows:
-        summary.append("<table><tr><th>experiment</th><th>target</th><th>paper</th><th>this run</th><th></th></tr>")
+        summary.append(
+            "<table><tr><th>experiment</th><th>target</th><th>paper</th><th>this run</th><th></th></tr>"
+        )
         for row in all_rows:
             summary.append(
                 f"<tr><td><a href='#{row['experiment']}'>{row['experiment']}</a></td>"

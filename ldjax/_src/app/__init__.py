@@ -1,0 +1,1 @@
+"""The application tier: the ``ldjax`` command and the HTML report, above the experiments."""
