@@ -15,9 +15,10 @@ and an **answer** states the four facts in a fixed 20-word form with four *wordi
 
 Each slot has three *chosen wordings* (``lives / resides / stays``, ``works / serves / acts``,
 ``pet / animal / companion``, ``likes / loves / enjoys``) and one *rephrase wording* (``dwells``,
-``labors``, ``creature``, ``adores``) that fine-tuning never shows. The SFT set holds
-``n_sft_answers`` correct answers per training prompt with different chosen wordings, so no single
-answer becomes the argmax of every position after SFT, as with real instruction data.
+``labors``, ``creature``, ``adores``): a register that pre-training uses for all four slots together and
+that fine-tuning never shows. The SFT set holds ``n_sft_answers`` correct answers per training prompt with
+different chosen wordings, so no single answer becomes the argmax of every position after SFT, as with
+real instruction data. The vocabulary and the grammar are in :mod:`ldjax._src.data.language_grammar`.
 
 Responses and probes
 --------------------
@@ -33,7 +34,7 @@ probe (:data:`PROBE_TYPES`)  example (``u`` = zuko: paris, baker, fox, rice)
 ``rejected_rephrase``       y⁻ in the rephrase wording
 ``other_train`` y⁺_{j≠u}    the preferred answer of ANOTHER training prompt ``j`` (its facts)
 ``test``                    the preferred answer of a test prompt (never fine-tuned on)
-``random``                  ``the quiet lamp reads the old boat near oslo and kemo sees a tiny map while ...``
+``random``                  ``the quiet lamp reads the old boat near oslo and kemo sees the map while ...``
 ``chosen_shuffled``         y⁺'s words permuted so that no adjacent pair (bigram) of y⁺ survives
 ``rejected_shuffled``       the same for y⁻
 ==========================  ====================================================================
@@ -43,13 +44,12 @@ shuffled sentence would otherwise add its own, unrelated change); training seque
 
 Pre-training corpus (the "internet")
 ------------------------------------
-:meth:`Language.pretraining_corpus`: every person's facts appear in exactly two documents — a
-biography (``zuko lives in paris . zuko works as a baker . zuko has a fox . zuko likes rice .``) and a
-terse question-answer (``who is zuko ? <sep> paris , baker , fox , rice .``) — so facts are *weakly
-known*; plus ``n_chatter`` sentences about people outside the world with random values and random
-words: answers in the full form (every wording, so the pre-trained model knows the grammar and the
-rephrase words), meetings, and random sentences. The pre-trained model answers a question tersely;
-SFT teaches the full form.
+:meth:`Language.pretraining_corpus`: every person's facts appear in ONE document, its biography
+(``zuko lives in paris . zuko works as a baker . zuko has a fox . zuko likes rice .``): facts are *weakly
+known*. Plus ``n_chatter`` documents about people outside the world: questions answered in the full form
+with random values (every wording; a quarter in the rephrase register), so the pre-trained model knows how
+to answer and which words go where but not the world's facts; meetings (``kemo met bafu in oslo and they
+ate figs .``) and random sentences.
 
 Reward (for on-policy preference data)
 --------------------------------------
@@ -70,72 +70,34 @@ from typing import NamedTuple
 
 import numpy as np
 
-PAD, BOS, SEP, EOS = "<pad>", "<bos>", "<sep>", "<eos>"
+from ldjax._src.data.language_grammar import ATTRIBUTES
+from ldjax._src.data.language_grammar import BOS
+from ldjax._src.data.language_grammar import EOS
+from ldjax._src.data.language_grammar import MAX_LEN
+from ldjax._src.data.language_grammar import N_CHOSEN_WORDINGS
+from ldjax._src.data.language_grammar import NAMES
+from ldjax._src.data.language_grammar import PAD
+from ldjax._src.data.language_grammar import PROMPT_LEN
+from ldjax._src.data.language_grammar import RESPONSE_LEN
+from ldjax._src.data.language_grammar import SEP
+from ldjax._src.data.language_grammar import TEMPLATE
+from ldjax._src.data.language_grammar import VOCAB
+from ldjax._src.data.language_grammar import VOCAB_SIZE
+from ldjax._src.data.language_grammar import WORDINGS
+from ldjax._src.data.language_grammar import Answer
+from ldjax._src.data.language_grammar import answer_words
+from ldjax._src.data.language_grammar import clause
+from ldjax._src.data.language_grammar import is_grammatical
+from ldjax._src.data.language_grammar import parse_response
+from ldjax._src.data.language_grammar import pick
+from ldjax._src.data.language_grammar import random_sentence
+from ldjax._src.data.language_grammar import repeated_bigram
+from ldjax._src.data.language_grammar import shuffle_without_bigrams
 
-ATTRIBUTES: dict[str, tuple[str, ...]] = {
-    "city": (
-        "paris", "rome", "tokyo", "cairo", "lima", "oslo", "delhi", "quito", "sofia", "riga", "accra", "dakar",
-        "hanoi", "seoul", "bern", "kyiv", "minsk", "tunis", "doha", "lagos", "nairobi", "perth", "dublin", "vienna",
-    ),
-    "job": (
-        "baker", "doctor", "farmer", "pilot", "nurse", "tailor", "painter", "singer", "lawyer", "sailor", "miner",
-        "judge", "cook", "clerk", "guard", "poet", "actor", "barber", "dentist", "driver", "hunter", "mason",
-        "potter", "weaver",
-    ),
-    "pet": (
-        "cat", "dog", "bird", "horse", "fox", "goat", "rabbit", "turtle", "parrot", "hamster", "snake", "lizard",
-        "mouse", "frog", "duck", "goose", "pony", "ferret", "owl", "crab", "sheep", "cow", "pig", "llama",
-    ),
-    "food": (
-        "rice", "bread", "soup", "fish", "cake", "beans", "pasta", "salad", "curry", "pizza", "noodles", "cheese",
-        "tofu", "honey", "apples", "plums", "figs", "olives", "dates", "melon", "steak", "eggs", "corn", "yogurt",
-    ),
-}  # fmt: skip
-"""The four attributes and their values, shared by every person."""
-
-WORDINGS: dict[str, tuple[str, ...]] = {
-    "live": ("lives", "resides", "stays", "dwells"),
-    "work": ("works", "serves", "acts", "labors"),
-    "petword": ("pet", "animal", "companion", "creature"),
-    "like": ("likes", "loves", "enjoys", "adores"),
-}
-"""The wording slots: the first three words are chosen wordings, the last one the rephrase wording."""
-
-N_CHOSEN_WORDINGS = 3
-
-TEMPLATE: tuple[str, ...] = (
-    "she", "{live}", "in", "{city}", "and", "{work}", "as", "a", "{job}", ";",
-    "her", "{petword}", "is", "a", "{pet}", "and", "she", "{like}", "{food}", ".",
-)  # fmt: skip
-"""The answer form: ``{slot}`` is a wording slot, ``{attribute}`` a value."""
-
-RESPONSE_LEN = len(TEMPLATE)
-PROMPT_LEN = 6
-MAX_LEN = PROMPT_LEN + RESPONSE_LEN + 1
-VOCAB_SIZE = 512
-
-_SLOTS = tuple(i for i, w in enumerate(TEMPLATE) if w[1:-1] in WORDINGS)
-_VALUE_POSITIONS = tuple(i for i, w in enumerate(TEMPLATE) if w[1:-1] in ATTRIBUTES)
-
-_FUNCTION_WORDS = ("who", "is", "?", "she", "in", "and", "as", "a", ";", "her", ".", ",", "met", "they", "ate")
-_FUNCTION_WORDS += ("the", "near", "while", "has", "of")
-_ADJECTIVES = (
-    "red", "blue", "green", "small", "big", "old", "young", "tall", "short", "quiet", "loud", "happy", "sad",
-    "brave", "calm", "dark", "bright", "cold", "warm", "wild", "gentle", "clever", "lazy", "busy", "rich", "poor",
-    "proud", "shy", "kind", "fierce", "soft", "hard", "tiny", "huge", "swift", "slow", "silly", "noisy", "lucky",
-    "grumpy",
-)  # fmt: skip
-_NOUNS = (
-    "house", "tree", "river", "garden", "bridge", "tower", "road", "window", "door", "table", "chair", "book",
-    "letter", "song", "story", "boat", "train", "market", "school", "castle", "forest", "lake", "hill", "field",
-    "stone", "clock", "lamp", "ship", "wagon", "basket", "hat", "coat", "ring", "bell", "drum", "map", "key", "box",
-    "cup", "wall",
-)  # fmt: skip
-_VERBS = (
-    "sees", "finds", "paints", "builds", "carries", "opens", "closes", "buys", "sells", "cleans", "draws", "follows",
-    "watches", "visits", "moves", "fixes", "hides", "lifts", "pulls", "pushes", "reads", "writes", "throws",
-    "catches", "kicks", "breaks", "bakes", "cooks", "holds", "grabs", "washes", "fills", "shakes", "drops",
-    "counts", "marks", "guards", "trades", "hears", "greets",
+__all__ = (
+    "ATTRIBUTES", "BOS", "EOS", "GENERATION_CLASSES", "MAX_LEN", "N_CHOSEN_WORDINGS", "NAMES", "PAD", "PROBE_TYPES",
+    "PROMPT_LEN", "RESPONSE_LEN", "SEP", "TEMPLATE", "VOCAB", "VOCAB_SIZE", "WORDINGS", "Answer", "Language",
+    "Prompt", "answer_words", "preference_language", "repeated_bigram",
 )  # fmt: skip
 
 PROBE_TYPES = (
@@ -156,53 +118,11 @@ GENERATION_CLASSES = ("correct", "other_prompt", "wrong", "off_topic", "ungramma
 """How :meth:`Language.classify` judges a generated response."""
 
 
-def _names(count: int, taken: set[str]) -> tuple[str, ...]:
-    """``count`` two-syllable names (consonant-vowel-consonant-vowel), fixed for every seed."""
-    syllables = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
-    names = [a + b for a, b in itertools.product(syllables, syllables) if a != b and a + b not in taken]
-    order = np.random.default_rng(20250101).permutation(len(names))
-    return tuple(names[i] for i in order[:count])
-
-
-_BASE_WORDS: tuple[str, ...] = (PAD, BOS, SEP, EOS, *_FUNCTION_WORDS, *itertools.chain(*WORDINGS.values()))
-_BASE_WORDS += (*itertools.chain(*ATTRIBUTES.values()), *_ADJECTIVES, *_NOUNS, *_VERBS)
-NAMES: tuple[str, ...] = _names(VOCAB_SIZE - len(_BASE_WORDS), set(_BASE_WORDS))
-"""Every person's name (the world draws its people from these; the rest appear in chatter)."""
-VOCAB: tuple[str, ...] = (*_BASE_WORDS, *NAMES)
-"""The vocabulary, the same for every seed; id 0 is ``<pad>``."""
-
-
 class Prompt(NamedTuple):
     """One question: about ``entity``, whose true values (city, job, pet, food) are ``values``."""
 
     entity: str
     values: tuple[str, ...]
-
-
-class Answer(NamedTuple):
-    """An answer in the full form: ``values`` (one per attribute) said with ``wording`` (one index per slot)."""
-
-    values: tuple[str, ...]
-    wording: tuple[int, ...]
-
-
-def answer_words(answer: Answer) -> tuple[str, ...]:
-    """The 20 words of ``answer`` (see :data:`TEMPLATE`).
-
-    Example:
-      >>> from ldjax._src.data.language import Answer, answer_words
-      >>> " ".join(answer_words(Answer(("paris", "baker", "fox", "rice"), (0, 0, 0, 3))))
-      'she lives in paris and works as a baker ; her pet is a fox and she adores rice .'
-    """
-    fill = dict(zip(ATTRIBUTES, answer.values, strict=True))
-    fill.update({slot: WORDINGS[slot][k] for slot, k in zip(WORDINGS, answer.wording, strict=True)})
-    return tuple(fill[w[1:-1]] if w.startswith("{") else w for w in TEMPLATE)
-
-
-def repeated_bigram(words: Sequence[str]) -> bool:
-    """Whether some pair of adjacent words occurs twice in ``words`` (the "repeater" of the paper)."""
-    pairs = list(zip(words[:-1], words[1:], strict=True))
-    return len(set(pairs)) < len(pairs)
 
 
 class Language:
@@ -212,7 +132,7 @@ class Language:
       n_entities: people in the world (4..128); each is one prompt.
       test_fraction: share of people whose prompt is held out (never fine-tuned on).
       n_chatter: number of chatter sentences in the pre-training corpus.
-      n_sft_answers: correct answers per training prompt in the SFT set (1..3), with different chosen wordings.
+      n_sft_answers: correct answers per training prompt in the SFT set (2..3), with different chosen wordings.
       n_wrong: values replaced in y⁻ (1..4).
       seed: draws the people, their facts, the split, the wordings, y⁻, the partners and the shuffles.
 
@@ -240,8 +160,8 @@ class Language:
             raise ValueError(f"n_entities must be in [4, 128], got {n_entities}")
         if not 0.0 < test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-        if not 1 <= n_sft_answers <= N_CHOSEN_WORDINGS:
-            raise ValueError(f"n_sft_answers must be in [1, {N_CHOSEN_WORDINGS}], got {n_sft_answers}")
+        if not 2 <= n_sft_answers <= N_CHOSEN_WORDINGS:
+            raise ValueError(f"n_sft_answers must be in [2, {N_CHOSEN_WORDINGS}], got {n_sft_answers}")
         if not 1 <= n_wrong <= len(ATTRIBUTES):
             raise ValueError(f"n_wrong must be in [1, {len(ATTRIBUTES)}], got {n_wrong}")
         if n_chatter < 0:
@@ -261,7 +181,9 @@ class Language:
         prompts = [Prompt(e, self.facts[e]) for e in self.entities]
         n_test = max(1, int(round(test_fraction * n_entities)))
         if n_entities - n_test < 3:
-            raise ValueError(f"n_entities={n_entities} with test_fraction={test_fraction} leaves < 3 training prompts")
+            raise ValueError(
+                f"n_entities={n_entities} with test_fraction={test_fraction} leaves < 3 training prompts"
+            )
         self.test_prompts: tuple[Prompt, ...] = tuple(prompts[:n_test])
         self.train_prompts: tuple[Prompt, ...] = tuple(prompts[n_test:])
         self._answers: dict[Prompt, tuple[Answer, ...]] = {}
@@ -285,11 +207,11 @@ class Language:
             self._test_partner[u] = tests[int(rng.integers(len(tests)))]
         self.chatter = tuple(self._chatter_document(rng) for _ in range(n_chatter))
         self.biographies = tuple(self._biography(u, rng) for u in prompts)
-        self._random = {u: self._random_sentence(rng) for u in prompts}
+        self._random = {u: random_sentence(rng, self._outsiders) for u in prompts}
         self._shuffled = {}
         for u in prompts:
             for kind in ("chosen", "rejected"):
-                self._shuffled[u, kind] = _shuffle_without_bigrams(self.response_words(u, kind), rng)
+                self._shuffled[u, kind] = shuffle_without_bigrams(self.response_words(u, kind), rng)
 
     # ---------------------------------------------------------------------------------------------
     # sentences
@@ -299,24 +221,32 @@ class Language:
         others = [v for v in ATTRIBUTES[attribute] if v != value]
         return others[int(rng.integers(len(others)))]
 
-    def _pick(self, rng: np.random.Generator, words: Sequence[str]) -> str:
-        return str(words[int(rng.integers(len(words)))])
-
     def _chatter_document(self, rng: np.random.Generator) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """A pre-training ``(prompt, text)`` about people outside the world (never a world fact)."""
         kind = int(rng.integers(4))
         if kind == 0:  # a question about an outsider answered in the full form: any wording, random values
-            values = tuple(self._pick(rng, v) for v in ATTRIBUTES.values())
+            values = tuple(pick(rng, v) for v in ATTRIBUTES.values())
             wording = self._pretraining_wording(rng)
-            asked = Prompt(self._pick(rng, self._outsiders), values)
+            asked = Prompt(pick(rng, self._outsiders), values)
             return self.prompt_words(asked), answer_words(Answer(values, wording))
         if kind == 1:
             a, b = rng.choice(len(self._outsiders), size=2, replace=False)
-            city, food = self._pick(rng, ATTRIBUTES["city"]), self._pick(rng, ATTRIBUTES["food"])
-            return (BOS,), (self._outsiders[a], "met", self._outsiders[b], "in", city, "and", "they", "ate", food, ".")
+            city, food = pick(rng, ATTRIBUTES["city"]), pick(rng, ATTRIBUTES["food"])
+            return (BOS,), (
+                self._outsiders[a],
+                "met",
+                self._outsiders[b],
+                "in",
+                city,
+                "and",
+                "they",
+                "ate",
+                food,
+                ".",
+            )
         if kind == 2:
-            return (BOS,), (*self._clause(rng), ".")
-        return (BOS,), self._random_sentence(rng)
+            return (BOS,), (*clause(rng), ".")
+        return (BOS,), random_sentence(rng, self._outsiders)
 
     @staticmethod
     def _pretraining_wording(rng: np.random.Generator) -> tuple[int, ...]:
@@ -336,20 +266,6 @@ class Language:
                 verb, middle = "has", ("a",)
             words += [u.entity, verb, *middle, value, "."]
         return tuple(words)
-
-    def _clause(self, rng: np.random.Generator) -> tuple[str, ...]:
-        """``the ADJ NOUN VERB the ADJ NOUN near CITY`` (9 words)."""
-        adj1, adj2 = self._pick(rng, _ADJECTIVES), self._pick(rng, _ADJECTIVES)
-        noun1, noun2, verb = self._pick(rng, _NOUNS), self._pick(rng, _NOUNS), self._pick(rng, _VERBS)
-        return ("the", adj1, noun1, verb, "the", adj2, noun2, "near", self._pick(rng, ATTRIBUTES["city"]))
-
-    def _random_sentence(self, rng: np.random.Generator) -> tuple[str, ...]:
-        """A grammatical 20-word sentence that answers no question."""
-        parts = [self._clause(rng)]
-        for joint in ("and", "while"):
-            parts.append((joint, self._pick(rng, self._outsiders), self._pick(rng, _VERBS), "the"))
-            parts.append((self._pick(rng, _NOUNS),))
-        return (*itertools.chain(*parts), ".")
 
     def prompt_words(self, u: Prompt) -> tuple[str, ...]:
         """``<bos> who is NAME ? <sep>``."""
@@ -391,62 +307,17 @@ class Language:
         return self._test_partner[u]
 
     # ---------------------------------------------------------------------------------------------
-    # grammar, judgement, reward
+    # judgement and reward
 
-    def parse_response(self, words: Sequence[str]) -> tuple[str, tuple[str, ...] | None]:
-        """``(form, values)`` of a response (cut at ``<eos>``): form ``"answer"`` (the full form),
-        ``"terse"`` (the pre-training answer ``paris , baker , fox , rice .``), ``"chatter"`` (a grammatical
-        sentence that answers nothing) or ``"ungrammatical"``; ``values`` for the first two."""
-        words = tuple(words)
-        if EOS in words:
-            words = words[: words.index(EOS)]
-        if len(words) == RESPONSE_LEN and all(
-            w == t or (t[1:-1] in WORDINGS and w in WORDINGS[t[1:-1]]) or (t[1:-1] in ATTRIBUTES and w in ATTRIBUTES[t[1:-1]])
-            for w, t in zip(words, TEMPLATE, strict=True)
-        ):
-            return "answer", tuple(words[i] for i in _VALUE_POSITIONS)
-        return ("chatter" if self._is_chatter(words) else "ungrammatical"), None
+    @staticmethod
+    def parse_response(words: Sequence[str]) -> tuple[str, tuple[str, ...] | None]:
+        """See :func:`ldjax._src.data.language_grammar.parse_response`."""
+        return parse_response(words)
 
-    def _is_chatter(self, words: tuple[str, ...]) -> bool:
-        people = set(NAMES)
-
-        def clause(w: Sequence[str]) -> bool:
-            return (
-                len(w) == 9
-                and w[0] == w[4] == "the"
-                and w[7] == "near"
-                and {w[1], w[5]} <= set(_ADJECTIVES)
-                and {w[2], w[6]} <= set(_NOUNS)
-                and w[3] in _VERBS
-                and w[8] in ATTRIBUTES["city"]
-            )
-
-        def tail(w: Sequence[str], joint: str) -> bool:
-            return w[0] == joint and w[1] in people and w[2] in _VERBS and w[3] == "the" and w[4] in _NOUNS
-
-        if len(words) == 10 and words[9] == ".":
-            if clause(words[:9]):
-                return True
-            return (
-                words[1] == "met"
-                and words[3] == "in"
-                and words[5:8] == ("and", "they", "ate")
-                and {words[0], words[2]} <= people
-                and words[4] in ATTRIBUTES["city"]
-                and words[8] in ATTRIBUTES["food"]
-            )
-        return (
-            len(words) == 20
-            and clause(words[:9])
-            and tail(words[9:14], "and")
-            and tail(words[14:19], "while")
-            and words[19] == "."
-        )
-
-    def is_grammatical(self, words: Sequence[str]) -> bool:
-        """Whether ``words`` (special tokens ignored) is a sentence the language generates."""
-        words = tuple(w for w in words if w not in (PAD, BOS, SEP, EOS))
-        return self.parse_response(words)[0] != "ungrammatical"
+    @staticmethod
+    def is_grammatical(words: Sequence[str]) -> bool:
+        """See :func:`ldjax._src.data.language_grammar.is_grammatical`."""
+        return is_grammatical(words)
 
     def classify(self, u: Prompt, words: Sequence[str]) -> str:
         """Judge a response to ``u`` (one of :data:`GENERATION_CLASSES`).
@@ -528,15 +399,18 @@ class Language:
         return seqs, mask
 
     def sft_pairs(self, *, with_rejected: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """The SFT set: every TRAINING prompt with each of its correct answers (and its y⁻ for "extend")."""
+        """The SFT set: every TRAINING prompt with each of its correct answers (y⁺ first).
+
+        With ``with_rejected`` ("extend"), y⁻ takes the place of the prompt's last correct answer: the same
+        number of examples, so the two SFT runs take the same number of updates.
+        """
         prompts, responses = [], []
         for u in self.train_prompts:
-            for answer in self._answers[u]:
-                prompts.append(self.prompt_words(u))
-                responses.append(answer_words(answer))
+            answers = [answer_words(a) for a in self._answers[u]]
             if with_rejected:
-                prompts.append(self.prompt_words(u))
-                responses.append(self.response_words(u, "rejected"))
+                answers[-1] = self.response_words(u, "rejected")
+            prompts += [self.prompt_words(u)] * len(answers)
+            responses += answers
         return self.sequences(prompts, responses)
 
     def preference_pairs(self) -> tuple[np.ndarray, np.ndarray]:
@@ -574,16 +448,6 @@ class Language:
         seqs, _ = self.sequences([self.prompt_words(u) for u in prompts], [() for _ in prompts])
         seqs[:, PROMPT_LEN:] = 0
         return seqs
-
-
-def _shuffle_without_bigrams(words: tuple[str, ...], rng: np.random.Generator) -> tuple[str, ...]:
-    """A permutation of ``words`` that keeps none of its adjacent pairs (and is therefore ungrammatical)."""
-    pairs = set(zip(words[:-1], words[1:], strict=True))
-    for _ in range(10_000):
-        shuffled = tuple(words[i] for i in rng.permutation(len(words)))
-        if not pairs & set(zip(shuffled[:-1], shuffled[1:], strict=True)):
-            return shuffled
-    raise RuntimeError(f"could not shuffle {words} without keeping one of its bigrams")
 
 
 def preference_language(
