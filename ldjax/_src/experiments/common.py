@@ -266,5 +266,5 @@ def main(module: ModuleType, argv: Sequence[str] | None = None) -> int:
     print(f"{name}: {record['dataset']}; {record['wall_seconds']:.1f} s; results in {out_dir}")
     for row in record["fidelity"]:
         mark = "holds" if row["holds"] else "MISSED"
-        print(f"  [{mark}] {row['claim']}: {row['value']} (paper/target {row['paper']})")
+        print(f"  [{mark}] {row.get('statement', row.get('claim'))}: {row['value']} (paper/target {row['paper']})")
     return 0

@@ -8,22 +8,26 @@ preference language of :mod:`ldjax._src.data.language` (``docs/llm_language.md``
 seeds (seed ``k`` draws the world, the initialisation and the data order; every method of seed ``k`` starts
 from the same pre-trained model and sees the same order of preference pairs):
 
-1. :func:`pretrain` on the language's corpus (facts seen once, questions about outsiders answered);
-2. :func:`supervised` fine-tuning (``sft`` on the correct answers; ``extend_sft`` on them AND y⁻),
-   :func:`preference` optimisation (``dpo`` from the SFT model — the paper's main setting —, ``dpo_base``
-   from the pre-trained model, ``ipo`` from the SFT model with τ = ``ipo_tau``, ``extend`` = DPO after
-   ``extend_sft``) and :func:`on_policy` DPO (pairs sampled from the current model, ranked by the
-   language's reward), every one recorded inside the jitted loop every ``record_every`` updates by
-   :func:`probe_stats`: summed log π of every probe type, the teacher-forced argmax y* along [x; y⁺] and
-   log(1 − p(y*)), the argmax probability at the y⁻ positions, ‖A‖ and ‖G‖;
-3. :func:`first_update`: the first Adam update of the ``dpo`` run (its real optimizer state) predicted
-   token by token by ``first_order`` on held-out and training probes, the y⁺ / y⁻ split of that update,
+1. :func:`~ldjax._src.experiments.llm_phases.pretrain` on the language's corpus (each fact seen once,
+   questions about people outside the world answered in the full form);
+2. fine-tuning, each method recorded inside the jitted loop every ``record_every`` updates
+   (:func:`~ldjax._src.experiments.llm_world.probe_stats`: summed log π of every probe type, the
+   teacher-forced argmax y* along [x; y⁺] and log(1 − p(y*)), the argmax probability at the y⁻ positions,
+   ‖A‖, and the loss and ‖G‖ on the whole training set): ``sft`` and ``extend_sft`` (y⁻ in place of one
+   correct answer per prompt) by :func:`~ldjax._src.experiments.llm_phases.supervised`; ``dpo`` (from the
+   SFT model, the paper's main setting), ``dpo_base`` (from the pre-trained model), ``ipo`` (τ =
+   ``ipo_tau``) and ``extend`` (DPO after ``extend_sft``) by
+   :func:`~ldjax._src.experiments.llm_phases.preferences`; ``onpolicy`` (DPO on answers sampled from the
+   current model and ranked by the language's reward) by :func:`~ldjax._src.experiments.llm_phases.on_policy`;
+3. :func:`first_update`: the first Adam update of ``dpo`` predicted token by token by ``first_order`` on
+   held-out probes, and its force split into the y⁺ half and the y⁻ half;
 4. :func:`influence_map`: the first-order change of every probe type caused by SFT on every response type
-   (one full-batch SGD step at the pre-trained model: an epoch's summed force at fixed parameters);
+   (at the pre-trained model: an epoch's summed force at fixed parameters);
 5. :func:`generation_stats`: greedy answers to every train and test prompt, judged against the world.
 
-The claims and their criteria are in :mod:`ldjax._src.experiments.llm_report`. Quick settings: 3 seeds,
-135k parameters, V = 512; see ``Config``. ``FULL``: 5 seeds, ~14M parameters, sized for one GPU.
+Claims and figures: :mod:`ldjax._src.experiments.llm_report`; settings, world and model:
+:mod:`ldjax._src.experiments.llm_world`. Quick settings (``Config()``): 3 seeds, 135k parameters, V = 512;
+``FULL``: 5 seeds, ~14.6M parameters, sized for one GPU (not yet run on one).
 """
 
 from __future__ import annotations

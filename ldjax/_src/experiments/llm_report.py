@@ -181,6 +181,8 @@ CLAIMS: dict[str, ClaimSpec] = {
         "-61.6 -> -41.2 nats (Pythia-410M, DPO from the base model)",
         claims.Above(0.5, f"Δ log π(y*) over DPO from the pre-trained model ({_NATS})"),
         note="synthetic 20-word answers: the absolute values are not comparable with Pythia's",
+        if_missed="y* rises over the first updates, then falls back: at most positions y*'s word is a template "
+        "word that y⁺ and y⁻ share, and DPO's y⁻ half lowers it in contexts nearly equal to y⁺'s",
     ),
     "extend.chosen_above_plain": ClaimSpec(
         "SFT on y⁺ AND y⁻ before DPO (extend) keeps log π(y⁺) higher after DPO than plain SFT → DPO",
