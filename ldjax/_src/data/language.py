@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import Any
 from typing import NamedTuple
 
 import numpy as np
@@ -450,16 +451,8 @@ class Language:
         return seqs
 
 
-def preference_language(
-    n_entities: int = 32,
-    *,
-    test_fraction: float = 0.25,
-    n_chatter: int = 400,
-    n_sft_answers: int = 3,
-    n_wrong: int = 2,
-    seed: int = 0,
-) -> Language:
-    """Build the synthetic preference language (see :class:`Language` and the module docstring).
+def preference_language(n_entities: int = 32, **options: Any) -> Language:
+    """Build the synthetic preference language: ``Language(n_entities, **options)`` (see :class:`Language`).
 
     Example:
       >>> import ldjax.data
@@ -467,11 +460,4 @@ def preference_language(
       >>> len(lang.train_prompts), len(lang.test_prompts), lang.vocab_size
       (6, 2, 512)
     """
-    return Language(
-        n_entities,
-        test_fraction=test_fraction,
-        n_chatter=n_chatter,
-        n_sft_answers=n_sft_answers,
-        n_wrong=n_wrong,
-        seed=seed,
-    )
+    return Language(n_entities, **options)
