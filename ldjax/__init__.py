@@ -11,6 +11,7 @@ from ldjax._src.adapters import from_linen
 from ldjax._src.adapters import from_nnx
 from ldjax._src.adapters import to_nnx
 from ldjax._src.ntk import empirical_ntk
+from ldjax._src.ntk import empirical_ntk_fn
 from ldjax._src.ntk import jacobian
 from ldjax._src.ntk import ntk_vector_product
 from ldjax._src.one_step import OneStepResult
@@ -41,6 +42,7 @@ __all__ = (
     "as_apply_fn",
     "decomposition",
     "empirical_ntk",
+    "empirical_ntk_fn",
     "epoch_batches",
     "from_linen",
     "from_nnx",

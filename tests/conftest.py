@@ -17,5 +17,7 @@ def pytest_sessionfinish(session, exitstatus):
     skipped = reporter.stats.get("skipped", []) if reporter is not None else []
     if skipped and exitstatus == pytest.ExitCode.OK:
         reasons = sorted({str(getattr(report, "longrepr", ""))[-160:] for report in skipped})
-        reporter.write_line(f"CI: {len(skipped)} test(s) skipped, which CI does not allow: {reasons}", red=True)
+        reporter.write_line(
+            f"CI: {len(skipped)} test(s) skipped, which CI does not allow: {reasons}", red=True
+        )
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -7,6 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+# Every NTK method, in one place for all tests (test_ntk checks it covers ``NtkMethod``).
+NTK_METHODS = ("jacobian", "vector_products", "structured")
+
 
 def mlp_apply(params, x):
     """One example ``[d] -> [k]``: tanh MLP."""

@@ -1,6 +1,7 @@
 """empirical_ntk / ntk_vector_product / jacobian against finite differences (float64)."""
 
 import functools
+import typing
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +9,9 @@ import numpy as np
 import pytest
 
 import ldjax
+from ldjax._src import ntk
 
+from problems import NTK_METHODS
 from problems import cnn_apply
 from problems import cnn_problem
 from problems import finite_difference_ntk
@@ -22,7 +25,7 @@ PROBLEMS = {
     "cnn": (cnn_apply, cnn_problem),
     "seq": (seq_apply, seq_problem),
 }
-METHODS = ["jacobian", "vector_products"]
+METHODS = list(NTK_METHODS)
 
 
 @pytest.mark.parametrize("model", sorted(PROBLEMS))
@@ -91,9 +94,9 @@ def test_per_example_gradients_sum_to_batch_gradient():
         jac = ldjax.jacobian(mlp_apply, params, x)  # leaves [n, k, *leaf]
         g = ldjax.losses.cross_entropy_g(jax.vmap(mlp_apply, (None, 0))(params, x), labels)
         per_example = jax.tree.map(lambda j: jnp.einsum("nk,nk...->n...", g, j), jac)
-        batch = jax.grad(
-            lambda p: ldjax.losses.cross_entropy(jax.vmap(mlp_apply, (None, 0))(p, x), labels)
-        )(params)
+        batch = jax.grad(lambda p: ldjax.losses.cross_entropy(jax.vmap(mlp_apply, (None, 0))(p, x), labels))(
+            params
+        )
         for a, b in zip(jax.tree.leaves(per_example), jax.tree.leaves(batch), strict=True):
             np.testing.assert_allclose(a.sum(0), b, rtol=1e-10, atol=1e-14)
 
@@ -103,16 +106,71 @@ def test_precision_is_highest_by_default_and_can_be_left_to_the_platform():
     text = jax.jit(functools.partial(ldjax.empirical_ntk, mlp_apply)).lower(params, x1, x2).as_text()
     assert "precision = [HIGHEST, HIGHEST]" in text
     text = (
-        jax.jit(functools.partial(ldjax.empirical_ntk, mlp_apply, precision=None)).lower(params, x1, x2).as_text()
+        jax.jit(functools.partial(ldjax.empirical_ntk, mlp_apply, precision=None))
+        .lower(params, x1, x2)
+        .as_text()
     )
     assert "HIGHEST" not in text
 
 
 def test_ntk_errors_name_the_argument():
     params, x1, x2 = mlp_problem(jax.random.key(8), dtype=jnp.float32)
-    with pytest.raises(ValueError, match=r"x1 holds examples of shape \(5,\) but x2 holds examples of shape \(3,\)"):
+    with pytest.raises(
+        ValueError, match=r"x1 holds examples of shape \(5,\) but x2 holds examples of shape \(3,\)"
+    ):
         ldjax.empirical_ntk(mlp_apply, params, x1, x2[:, :3])
     with pytest.raises(ValueError, match="method must be 'jacobian' or 'vector_products'"):
         ldjax.empirical_ntk(mlp_apply, params, x1, method="magic")
     with pytest.raises(ValueError, match="x1 is an empty batch"):
         ldjax.empirical_ntk(mlp_apply, params, x1[:0])
+
+
+def test_the_tests_method_list_covers_every_ntk_method():
+    assert sorted(NTK_METHODS) == sorted(typing.get_args(ntk.NtkMethod))
+    assert sorted(ntk.KERNELS_BY_METHOD) == sorted(typing.get_args(ntk.NtkMethod))
+    assert ntk.DEFAULT_METHOD == "jacobian"
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_empirical_ntk_fn_is_compiled_once_and_matches_empirical_ntk(method):
+    traces = []
+
+    def counted(params, x):
+        traces.append(1)
+        return mlp_apply(params, x)
+
+    with jax.enable_x64(True):
+        params, x1, x2 = mlp_problem(jax.random.key(9))
+        kernel_fn = ldjax.empirical_ntk_fn(counted, method=method)
+        got = kernel_fn(params, x1, x2)
+        traced_once = len(traces)
+        again = kernel_fn(jax.tree.map(lambda a: a + 1.0, params), x1 + 1.0, x2)  # same shapes: no retrace
+        assert len(traces) == traced_once > 0
+        assert got.dtype == jnp.float64
+        np.testing.assert_allclose(
+            got, ldjax.empirical_ntk(mlp_apply, params, x1, x2, method=method), rtol=1e-12
+        )
+        assert not np.allclose(again, got)
+        gram = kernel_fn(params, x1)
+        np.testing.assert_allclose(
+            gram, ldjax.empirical_ntk(mlp_apply, params, x1, method=method), rtol=1e-12
+        )
+        per_layer = ldjax.empirical_ntk_fn(mlp_apply, method=method, per_layer=True, trace=True)(
+            params, x1, x2
+        )
+        want = ldjax.empirical_ntk(mlp_apply, params, x1, x2, method=method, per_layer=True, trace=True)
+        assert sorted(per_layer) == sorted(want)
+        for name in want:
+            np.testing.assert_allclose(per_layer[name], want[name], rtol=1e-12, err_msg=name)
+
+
+def test_empirical_ntk_fn_checks_its_options_when_made_and_its_batches_when_called():
+    with pytest.raises(ValueError, match="method must be 'jacobian' or 'vector_products' or 'structured'"):
+        ldjax.empirical_ntk_fn(mlp_apply, method="magic")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        ldjax.empirical_ntk_fn(mlp_apply, precision="fast")
+    params, x1, x2 = mlp_problem(jax.random.key(10), dtype=jnp.float32)
+    with pytest.raises(
+        ValueError, match=r"x1 holds examples of shape \(5,\) but x2 holds examples of shape \(3,\)"
+    ):
+        ldjax.empirical_ntk_fn(mlp_apply)(params, x1, x2[:, :3])

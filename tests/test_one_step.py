@@ -36,15 +36,21 @@ def test_predicted_is_minus_eta_a_k_g_and_actual_is_a_real_sgd_step():
         params, x_o, x_u = mlp_problem(jax.random.key(0), n1=5, n2=3)
         y_u = jnp.array([0, 2, 3])
         lr = 1e-2
-        r = jax.jit(functools.partial(ldjax.one_step, mlp_apply, loss=CE, learning_rate=lr))(params, x_o, x_u, y_u)
+        r = jax.jit(functools.partial(ldjax.one_step, mlp_apply, loss=CE, learning_rate=lr))(
+            params, x_o, x_u, y_u
+        )
         assert r.predicted.shape == (5, 4) and r.a.shape == (5, 4, 4) and r.k.shape == (5, 3, 4, 4)
-        np.testing.assert_allclose(r.predicted, ldjax.decomposition(r.a, r.k, r.g, lr), rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(
+            r.predicted, ldjax.decomposition(r.a, r.k, r.g, lr), rtol=1e-10, atol=1e-14
+        )
         # the actual change from an explicit SGD step written out by hand
         grads = jax.grad(lambda p: CE(jax.vmap(mlp_apply, (None, 0))(p, x_u), y_u))(params)
         new = jax.tree.map(lambda p, g: p - lr * g, params, grads)
         logp = lambda p: jax.nn.log_softmax(jax.vmap(mlp_apply, (None, 0))(p, x_o))  # noqa: E731
         np.testing.assert_allclose(r.actual, logp(new) - logp(params), rtol=1e-10, atol=1e-14)
-        np.testing.assert_allclose(r.g, ldjax.losses.cross_entropy_g(jax.vmap(mlp_apply, (None, 0))(params, x_u), y_u))
+        np.testing.assert_allclose(
+            r.g, ldjax.losses.cross_entropy_g(jax.vmap(mlp_apply, (None, 0))(params, x_u), y_u)
+        )
         np.testing.assert_allclose(r.residual, r.actual - r.predicted)
         np.testing.assert_allclose(r.predicted.sum(-1) * 0, 0)  # shape sanity
         assert float(jnp.abs(r.actual).max()) > 1e-4
@@ -74,7 +80,9 @@ def test_optax_optimizers_jvp_prediction_is_first_order(name):
         def warm_state(opt):  # a state with history: two earlier steps on other data
             state = opt.init(params)
             for seed in (10, 11):
-                g = jax.tree.map(lambda p, s=seed: jax.random.normal(jax.random.key(s), p.shape, p.dtype), params)
+                g = jax.tree.map(
+                    lambda p, s=seed: jax.random.normal(jax.random.key(s), p.shape, p.dtype), params
+                )
                 _, state = opt.update(g, state, params)
             return state
 
@@ -134,7 +142,9 @@ def call(small, **over):
 def test_batched_where_one_example_is_expected(small):
     params, x_o, x_u, y_u = small
     f = ldjax.as_apply_fn(mlp_apply, example_shape=(5,))
-    with pytest.raises(ValueError, match=r"x_u has shape \(1, 2, 5\) but apply_fn expects one example of shape \(5,\)"):
+    with pytest.raises(
+        ValueError, match=r"x_u has shape \(1, 2, 5\) but apply_fn expects one example of shape \(5,\)"
+    ):
         call(small, apply_fn=f, x_u=x_u[None], x_o=x_o[:2][None])
     # a plain function: the extra axis shows up as 2-D logits that do not match the labels
     with pytest.raises(ValueError, match=r"y_u has shape \(1,\): expected one label per example \[n, 2\]"):
@@ -145,14 +155,18 @@ def test_batched_where_one_example_is_expected(small):
 
 def test_mismatched_x_o_and_x_u(small):
     _, x_o, _, _ = small
-    with pytest.raises(ValueError, match=r"x_o holds examples of shape \(4,\) but x_u holds examples of shape \(5,\)"):
+    with pytest.raises(
+        ValueError, match=r"x_o holds examples of shape \(4,\) but x_u holds examples of shape \(5,\)"
+    ):
         call(small, x_o=x_o[:, :4])
 
 
 def test_labels_out_of_range_or_not_integers(small):
     with pytest.raises(ValueError, match=r"y_u holds labels in \[0, 7\] but the model has k=4 classes"):
         call(small, y_u=jnp.array([0, 7]))
-    with pytest.raises(ValueError, match=r"y_u must hold integer class labels in \[0, 4\), got dtype float32"):
+    with pytest.raises(
+        ValueError, match=r"y_u must hold integer class labels in \[0, 4\), got dtype float32"
+    ):
         call(small, y_u=jnp.array([0.0, 1.0]))
     with pytest.raises(ValueError, match="y_u has 3 targets but x_u has 2 examples"):
         call(small, y_u=jnp.array([0, 1, 2]))

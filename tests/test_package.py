@@ -56,6 +56,9 @@ def test_every_public_function_has_a_docstring_with_an_example():
 def test_ruff_is_clean():
     out = subprocess.run(
         [sys.executable, "-m", "ruff", "check", "ldjax", "tests", "benchmarks"],
-        capture_output=True, text=True, cwd=ROOT, check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
     )
     assert out.returncode == 0, out.stdout + out.stderr

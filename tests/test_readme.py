@@ -30,7 +30,8 @@ def test_readme_api_lists_every_public_function():
     missing = [
         name
         for name in ldjax.__all__
-        if callable(getattr(ldjax, name)) and not isinstance(getattr(ldjax, name), type)
+        if callable(getattr(ldjax, name))
+        and not isinstance(getattr(ldjax, name), type)
         and f"ldjax.{name}`" not in api
     ]
     assert missing == []

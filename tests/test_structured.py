@@ -17,6 +17,7 @@ import ldjax
 from ldjax._src import structured
 
 import problems
+from problems import NTK_METHODS
 
 F64 = jnp.float64
 RTOL, ATOL = 1e-10, 1e-10  # float64 throughout; both sides are exact up to summation order
@@ -322,7 +323,7 @@ def test_linen_model():
 
 
 @pytest.mark.parametrize(
-    "method", ["jacobian", pytest.param("vector_products", marks=pytest.mark.slow), "structured"]
+    "method", [pytest.param(m, marks=pytest.mark.slow) if m == "vector_products" else m for m in NTK_METHODS]
 )
 def test_per_layer_sums_to_total(method):
     with jax.enable_x64(True):

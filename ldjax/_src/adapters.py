@@ -30,7 +30,9 @@ class ApplyFunction:
         return f"ApplyFunction({self._fn!r}, example_shape={self.example_shape})"
 
 
-def as_apply_fn(fn: Callable[[Params, Array], Array], example_shape: Sequence[int] | None = None) -> ApplyFunction:
+def as_apply_fn(
+    fn: Callable[[Params, Array], Array], example_shape: Sequence[int] | None = None
+) -> ApplyFunction:
     """Wrap a plain one-example function, optionally recording the shape of one example.
 
     Example:

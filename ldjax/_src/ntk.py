@@ -1,8 +1,18 @@
-"""Empirical neural tangent kernels by Jacobian contraction and by Jacobian-vector products."""
+"""Empirical neural tangent kernels: one table of methods, one dispatch, one default.
+
+Every method is one function ``(apply_fn, params, x1, x2, trace, per_layer) -> {name: kernel}``
+in :data:`KERNELS_BY_METHOD`, whose kernels (``[n1, n2, O, O]``, or ``[n1, n2]`` when ``trace``)
+sum to the full kernel: one per parameter leaf, named by :func:`~ldjax._src.pytree.leaf_names`,
+when ``per_layer``; otherwise the method may group leaves (a bias folded into its layer, or one
+entry for everything). Adding a method = that function, its entry in the table, its name in
+:data:`NtkMethod` and in the tests' method list (``tests/problems.py``).
+"""
 
 from __future__ import annotations
 
 import math
+import typing
+from collections.abc import Callable
 from typing import Any
 from typing import Literal
 
@@ -12,68 +22,28 @@ from jaxtyping import Array
 from jaxtyping import Float
 
 from ldjax._src import checks
+from ldjax._src import jacobians
+from ldjax._src import pytree
 from ldjax._src import structured
+from ldjax._src.jacobians import jacobian as jacobian  # re-exported: ldjax._src.ntk.jacobian
 from ldjax._src.typing import ApplyFn
 from ldjax._src.typing import Params
 from ldjax._src.typing import Precision
 
 NtkMethod = Literal["jacobian", "vector_products", "structured"]
+METHODS: tuple[NtkMethod, ...] = typing.get_args(NtkMethod)
+DEFAULT_METHOD: NtkMethod = "jacobian"
+"""The default of every function that takes an NTK ``method``: the exact reference, which works for
+every model (custom derivatives, loops, parameters inside nonlinearities) and is the one the other
+methods are tested against. ``"structured"`` is usually much faster; a later ``"auto"`` may choose."""
+
+Kernels = dict[str, Float[Array, "n1 n2 O O"] | Float[Array, "n1 n2"]]
+MethodKernels = Callable[[ApplyFn, Params, Any, Any, bool, bool], Kernels]
 
 
 def batched(apply_fn: ApplyFn):
     """``apply_fn`` for one example turned into ``(params, x[n, *d]) -> logits[n, *o]``."""
     return jax.vmap(apply_fn, in_axes=(None, 0))
-
-
-def jacobian(
-    apply_fn: ApplyFn, params: Params, x: Float[Array, " n *d"], *, precision: Precision = "highest"
-) -> Any:
-    r"""Per-example Jacobians :math:`\partial z(x_i) / \partial \theta` of the logits.
-
-    Args:
-      apply_fn: un-batched model, ``apply_fn(params, x) -> [*o]``.
-      params: pytree of parameters.
-      x: batch of inputs ``[n, *d]``.
-      precision: matmul precision used while tracing (default ``"highest"``).
-
-    Returns:
-      A pytree like ``params`` whose leaves have shape ``[n, *o, *leaf_shape]``.
-
-    Example:
-      >>> import jax.numpy as jnp, ldjax
-      >>> f = lambda p, x: jnp.tanh(x @ p["w"])
-      >>> j = ldjax.jacobian(f, {"w": jnp.ones((3, 2))}, jnp.ones((4, 3)))
-      >>> j["w"].shape
-      (4, 2, 3, 2)
-    """
-    with checks.precision_scope(precision):
-        return jax.vmap(lambda xi: jax.jacrev(apply_fn)(params, xi))(x)
-
-
-def _flat_jacobian(apply_fn: ApplyFn, params: Params, x: Any) -> list[jax.Array]:
-    """Per-leaf Jacobians reshaped to ``[n, O, p_leaf]`` with ``O = prod(o)``."""
-    jac = jax.vmap(lambda xi: jax.jacrev(lambda p: apply_fn(p, xi).reshape(-1))(params))(x)
-    n = checks.batch_size(x)
-    return [leaf.reshape(n, leaf.shape[1], -1) for leaf in jax.tree.leaves(jac)]
-
-
-def _contract(j1: list[jax.Array], j2: list[jax.Array], trace: bool) -> jax.Array:
-    return sum(_contract_leaves(j1, j2, trace))
-
-
-def _contract_leaves(j1: list[jax.Array], j2: list[jax.Array], trace: bool) -> list[jax.Array]:
-    spec = "iap,jap->ij" if trace else "iap,jbp->ijab"
-    return [jnp.einsum(spec, a, b) for a, b in zip(j1, j2, strict=True)]
-
-
-def _one_leaf(apply_fn: ApplyFn, params: Params, index: int) -> tuple[ApplyFn, jax.Array]:
-    """``apply_fn`` as a function of parameter leaf ``index`` alone (the others held fixed)."""
-    leaves, treedef = jax.tree.flatten(params)
-
-    def f(leaf: jax.Array, x: Any) -> jax.Array:
-        return apply_fn(jax.tree.unflatten(treedef, [*leaves[:index], leaf, *leaves[index + 1 :]]), x)
-
-    return f, leaves[index]
 
 
 def ntk_vector_product(
@@ -118,24 +88,129 @@ def ntk_vector_product(
     return out
 
 
-def _vector_products_ntk(apply_fn: ApplyFn, params: Params, x1: Any, x2: Any, trace: bool) -> jax.Array:
+# ----------------------------------------------------------------------------------------------
+# The methods: one function each, all with the same signature and contract (see the module doc).
+
+
+def _jacobian_kernels(
+    apply_fn: ApplyFn, params: Params, x1: Any, x2: Any, trace: bool, per_layer: bool
+) -> Kernels:
+    """Materialised per-example Jacobians contracted leaf by leaf (memory ``n * O * p``)."""
+    kernels = jacobians.jacobian_kernels(apply_fn, params, x1, x2, trace)
+    return dict(zip(pytree.leaf_names(params), kernels, strict=True))
+
+
+def _vector_products_kernel(apply_fn: ApplyFn, params: Params, x1: Any, x2: Any, trace: bool) -> jax.Array:
+    """``[n1, n2, O, O]``: column ``(j, b)`` from one VJP at ``x2_j`` and one JVP at ``x1``."""
     f = batched(apply_fn)
     out_shape = jax.eval_shape(apply_fn, params, jax.tree.map(lambda a: a[0], x2)).shape
     size = math.prod(out_shape)
     basis = jnp.eye(size, dtype=jax.tree.leaves(params)[0].dtype).reshape((size, *out_shape))
 
-    def column(xj, e):
-        _, vjp = jax.vjp(lambda p: apply_fn(p, xj), params)
-        (g,) = vjp(e)
-        _, t = jax.jvp(lambda p: f(p, x1), (params,), (g,))
-        return t.reshape(t.shape[0], size)  # [n1, O]: K[:, j, :, b]
+    def column(x2_j, direction):
+        _, vjp = jax.vjp(lambda p: apply_fn(p, x2_j), params)
+        (g,) = vjp(direction)
+        _, tangent = jax.jvp(lambda p: f(p, x1), (params,), (g,))
+        return tangent.reshape(tangent.shape[0], size)  # [n1, O]: K[:, j, :, b]
 
     # lax.map over x2 keeps memory at O parameter-sized vectors; vmap over the output basis.
-    cols = jax.lax.map(lambda xj: jax.vmap(lambda e: column(xj, e))(basis), x2)  # [n2, O_b, n1, O_a]
-    kernel = jnp.transpose(cols, (2, 0, 3, 1))  # [n1, n2, O_a, O_b]
+    columns = jax.lax.map(lambda x2_j: jax.vmap(lambda e: column(x2_j, e))(basis), x2)  # [n2, O_b, n1, O_a]
+    kernel = jnp.transpose(columns, (2, 0, 3, 1))  # [n1, n2, O_a, O_b]
     if trace:
         return jnp.trace(kernel, axis1=2, axis2=3)
     return kernel
+
+
+def _vector_products_kernels(
+    apply_fn: ApplyFn, params: Params, x1: Any, x2: Any, trace: bool, per_layer: bool
+) -> Kernels:
+    """Kernel columns from VJPs and JVPs (memory ``O * p``); per leaf, the model restricted to that leaf."""
+    if not per_layer:
+        return {"params": _vector_products_kernel(apply_fn, params, x1, x2, trace)}
+    return {
+        name: _vector_products_kernel(*pytree.restrict_to_leaves(apply_fn, params, [index]), x1, x2, trace)
+        for index, name in enumerate(pytree.leaf_names(params))
+    }
+
+
+def _structured_kernels(
+    apply_fn: ApplyFn, params: Params, x1: Any, x2: Any, trace: bool, per_layer: bool
+) -> Kernels:
+    """Layer inputs x output cotangents per layer (see :mod:`ldjax._src.structured`); biases folded
+    into their dense layer unless ``per_layer``."""
+    return structured.structured_ntk(apply_fn, params, x1, x2, trace, fold=not per_layer)
+
+
+KERNELS_BY_METHOD: dict[str, MethodKernels] = {
+    "jacobian": _jacobian_kernels,
+    "vector_products": _vector_products_kernels,
+    "structured": _structured_kernels,
+}
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method must be {' or '.join(map(repr, METHODS))}, got {method!r}")
+
+
+def _logits_shape(apply_fn: ApplyFn, params: Params, x1: Any, x2: Any) -> tuple[int, ...]:
+    """Check both batches (the errors name ``x1``/``x2``); the shape ``o`` of one example's logits."""
+    checks.check_batch(x1, "x1")
+    checks.check_batch(x2, "x2")
+    checks.check_same_examples(x1, "x1", x2, "x2")
+    return checks.logits_shape(apply_fn, params, x1, "x1")
+
+
+def empirical_ntk_fn(
+    apply_fn: ApplyFn,
+    *,
+    method: NtkMethod = DEFAULT_METHOD,
+    trace: bool = False,
+    per_layer: bool = False,
+    precision: Precision = "highest",
+) -> Callable[..., Float[Array, "n1 n2 *o *o"] | dict[str, Float[Array, "n1 n2 *o *o"]]]:
+    """A jitted ``kernel_fn(params, x1, x2=None)`` computing :func:`ldjax.empirical_ntk` for ``apply_fn``.
+
+    Hold on to it and call it again: it compiles once per input shape (``empirical_ntk`` builds a
+    new one on every call). The options are checked here, the batches when it is called.
+
+    Args:
+      apply_fn: un-batched model, ``apply_fn(params, x) -> [*o]``.
+      method, trace, per_layer, precision: as in :func:`ldjax.empirical_ntk` (default method
+        ``"jacobian"``, the exact reference that works for every model).
+
+    Returns:
+      ``kernel_fn(params, x1[n1, *d], x2[n2, *d] | None = None)`` returning ``[n1, n2, *o, *o]``
+      (``[n1, n2]`` when ``trace``; ``{name: kernel}`` when ``per_layer``). ``x2=None`` is the Gram
+      matrix of ``x1``, whose Jacobians (or cotangents) are computed once.
+
+    Example:
+      >>> import jax.numpy as jnp, ldjax
+      >>> model = lambda w, x: jnp.tanh(x @ w)
+      >>> kernel_fn = ldjax.empirical_ntk_fn(model, method="structured", trace=True)
+      >>> w, x = jnp.full((5, 3), 0.1), jnp.linspace(0.0, 1.0, 20).reshape(4, 5)
+      >>> kernel_fn(w, x).shape, kernel_fn(w, x[:2], jnp.ones((6, 5))).shape
+      ((4, 4), (2, 6))
+      >>> bool(jnp.allclose(kernel_fn(w, x), ldjax.empirical_ntk(model, w, x, trace=True), rtol=1e-5))
+      True
+    """
+    _check_method(method)
+    checks.precision_scope(precision)  # a bad precision fails here, not at the first call
+    method_kernels = KERNELS_BY_METHOD[method]
+
+    def kernel_fn(params: Params, x1: Any, x2: Any = None):
+        if x2 is None:
+            x2 = x1
+        out_shape = _logits_shape(apply_fn, params, x1, x2)
+        n1, n2 = checks.batch_size(x1), checks.batch_size(x2)
+        shape = (n1, n2) if trace else (n1, n2, *out_shape, *out_shape)
+        with checks.precision_scope(precision):
+            kernels = method_kernels(apply_fn, params, x1, x2, trace, per_layer)
+        if per_layer:
+            return {name: kernel.reshape(shape) for name, kernel in kernels.items()}
+        return sum(kernels.values()).reshape(shape)
+
+    return jax.jit(kernel_fn)
 
 
 def empirical_ntk(
@@ -144,7 +219,7 @@ def empirical_ntk(
     x1: Float[Array, " n1 *d"],
     x2: Float[Array, " n2 *d"] | None = None,
     *,
-    method: NtkMethod = "jacobian",
+    method: NtkMethod = DEFAULT_METHOD,
     trace: bool = False,
     per_layer: bool = False,
     precision: Precision = "highest",
@@ -156,15 +231,17 @@ def empirical_ntk(
     vocabulary entry) pair is one output, so the kernel is ``[n1, n2, T, V, T, V]``:
     ``K[i, j, t, a, s, b]`` couples logit ``a`` at position ``t`` of ``x1_i`` with logit ``b`` at
     position ``s`` of ``x2_j`` (causal models give zero blocks for ``s > t``). To study one position,
-    wrap ``apply_fn`` (e.g. ``lambda p, x: f(p, x)[-1]``).
+    wrap ``apply_fn`` (e.g. ``lambda p, x: f(p, x)[-1]``). To compute kernels repeatedly, hold the
+    compiled function of :func:`ldjax.empirical_ntk_fn` instead.
 
     Args:
       apply_fn: un-batched model, ``apply_fn(params, x) -> [*o]``.
       params: pytree of parameters.
       x1: batch ``[n1, *d]``.
       x2: batch ``[n2, *d]``; ``None`` means ``x1`` (the Gram matrix).
-      method: ``"jacobian"`` contracts materialised per-example Jacobians (memory
-        ``n * O * p``); ``"vector_products"`` builds each column from one VJP and one JVP (memory
+      method: ``"jacobian"`` (the default) contracts materialised per-example Jacobians (memory
+        ``n * O * p``): the exact reference, which works for every model, custom derivatives
+        included. ``"vector_products"`` builds each column from one VJP and one JVP (memory
         ``O * p``); ``"structured"`` computes every layer's kernel from its inputs and output
         cotangents, :math:`\sum_{s,s'} \langle x_{i,s}, x_{j,s'}\rangle \langle \delta_{i,a,s},
         \delta_{j,b,s'}\rangle` (dense, convolution, embedding lookup, attention projections,
@@ -191,38 +268,8 @@ def empirical_ntk(
       >>> sorted(layers), bool(jnp.allclose(sum(layers.values()), ldjax.empirical_ntk(f, p, x), atol=1e-4))
       (['w1', 'w2'], True)
     """
-    if x2 is None:
-        x2 = x1
-    checks.check_batch(x1, "x1")
-    checks.check_batch(x2, "x2")
-    checks.check_same_examples(x1, "x1", x2, "x2")
-    out_shape = checks.logits_shape(apply_fn, params, x1, "x1")
-    n1, n2 = checks.batch_size(x1), checks.batch_size(x2)
-    if method not in ("jacobian", "vector_products", "structured"):
-        raise ValueError(f"method must be 'jacobian' or 'vector_products' or 'structured', got {method!r}")
-    shape = (n1, n2) if trace else (n1, n2, *out_shape, *out_shape)
-    with checks.precision_scope(precision):
-        if method == "structured":
-            per_leaf = structured.structured_ntk(apply_fn, params, x1, x2, trace, fold=not per_layer)
-            if per_layer:
-                return {name: k.reshape(shape) for name, k in per_leaf.items()}
-            return sum(per_leaf.values()).reshape(shape)
-        if not per_layer:
-            if method == "jacobian":
-                j1 = _flat_jacobian(apply_fn, params, x1)
-                j2 = j1 if x2 is x1 else _flat_jacobian(apply_fn, params, x2)
-                kernel = _contract(j1, j2, trace)
-            else:
-                kernel = _vector_products_ntk(apply_fn, params, x1, x2, trace)
-            return kernel.reshape(shape)
-        names = structured.leaf_names(params)
-        if method == "jacobian":
-            j1 = _flat_jacobian(apply_fn, params, x1)
-            j2 = j1 if x2 is x1 else _flat_jacobian(apply_fn, params, x2)
-            kernels = _contract_leaves(j1, j2, trace)
-        else:
-            kernels = [
-                _vector_products_ntk(*_one_leaf(apply_fn, params, index), x1, x2, trace)
-                for index in range(len(names))
-            ]
-        return {name: k.reshape(shape) for name, k in zip(names, kernels, strict=True)}
+    _logits_shape(apply_fn, params, x1, x1 if x2 is None else x2)  # bad batches fail before compiling
+    kernel_fn = empirical_ntk_fn(
+        apply_fn, method=method, trace=trace, per_layer=per_layer, precision=precision
+    )
+    return kernel_fn(params, x1, None if x2 is x1 else x2)

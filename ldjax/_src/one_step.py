@@ -16,6 +16,7 @@ from jaxtyping import Shaped
 from ldjax._src import checks
 from ldjax._src.first_order import actual_change
 from ldjax._src.first_order import first_order_step
+from ldjax._src.ntk import DEFAULT_METHOD
 from ldjax._src.ntk import NtkMethod
 from ldjax._src.ntk import empirical_ntk
 from ldjax._src.terms import a_term
@@ -60,7 +61,7 @@ def one_step(
     optimizer: optax.GradientTransformation | None = None,
     opt_state: Any = None,
     terms: bool = True,
-    method: NtkMethod = "jacobian",
+    method: NtkMethod = DEFAULT_METHOD,
     precision: Precision = "highest",
 ) -> OneStepResult:
     r"""Predicted and actual change of log π on ``x_o`` after ONE update on the batch ``(x_u, y_u)``.
@@ -113,7 +114,7 @@ def one_step_fn(
     *,
     optimizer: optax.GradientTransformation | None = None,
     terms: bool = True,
-    method: NtkMethod = "jacobian",
+    method: NtkMethod = DEFAULT_METHOD,
     precision: Precision = "highest",
 ) -> Callable[..., OneStepResult]:
     r"""A compiled :func:`one_step` for one model, loss and optimizer, to hold and call many times.

@@ -46,6 +46,7 @@ from ldjax._src.first_order import actual_change
 from ldjax._src.first_order import batch_update
 from ldjax._src.first_order import gradient_update
 from ldjax._src.first_order import probe_change
+from ldjax._src.ntk import DEFAULT_METHOD
 from ldjax._src.ntk import NtkMethod
 from ldjax._src.ntk import empirical_ntk
 from ldjax._src.typing import ApplyFn
@@ -182,7 +183,7 @@ def preconditioned_ntk(
     x2: Shaped[Array, " n2 *d"] | None = None,
     *,
     preconditioner: Any,
-    method: NtkMethod = "jacobian",
+    method: NtkMethod = DEFAULT_METHOD,
     trace: bool = False,
     precision: Precision = "highest",
 ) -> Float[Array, "n1 n2 *o *o"]:
@@ -242,7 +243,7 @@ def preconditioned_one_step(
     learning_rate: float,
     opt_state: Any = None,
     terms: bool = True,
-    method: NtkMethod = "jacobian",
+    method: NtkMethod = DEFAULT_METHOD,
     precision: Precision = "highest",
     **hyperparameters: Any,
 ) -> PreconditionedStep:

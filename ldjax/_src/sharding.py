@@ -23,6 +23,7 @@ from jaxtyping import Shaped
 from ldjax._src import checks
 from ldjax._src.first_order import batch_update
 from ldjax._src.first_order import probe_change
+from ldjax._src.ntk import DEFAULT_METHOD
 from ldjax._src.ntk import NtkMethod
 from ldjax._src.ntk import empirical_ntk
 from ldjax._src.typing import ApplyFn
@@ -57,7 +58,7 @@ def sharded_ntk(
     *,
     mesh: Mesh,
     axis: str | None = None,
-    method: NtkMethod = "jacobian",
+    method: NtkMethod = DEFAULT_METHOD,
     trace: bool = False,
     per_layer: bool = False,
     precision: Precision = "highest",

@@ -163,7 +163,9 @@ def train(
     target = max(1, num_segments // 50)
     block = max(d for d in range(1, target + 1) if num_segments % d == 0)
     carry = (params, opt_state)
-    first = None if record is None else jax.jit(lambda p, d: _call(record, (p, jnp.int32(0)), d))(params, data)
+    first = (
+        None if record is None else jax.jit(lambda p, d: _call(record, (p, jnp.int32(0)), d))(params, data)
+    )
     outputs = []
     bar = _progress_bar(num_steps, desc, progress)
     for start in range(0, num_segments, block):

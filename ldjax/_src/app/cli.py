@@ -10,6 +10,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from ldjax._src.experiments import claims
 from ldjax._src.experiments import common
 from ldjax._src.experiments import registry
 
@@ -88,10 +89,10 @@ def _reproduce(args: argparse.Namespace) -> int:
                     module, config, target, data_dir=args.data_dir, progress=not args.no_progress
                 )
                 entry = {"state": "complete", "reason": "", "seconds": time.perf_counter() - start}
-                held = sum(row["holds"] for row in record["fidelity"])
+                counts = claims.summary(record["fidelity"])
                 print(
-                    f"[done] {spec.name}: {record['wall_seconds']:.1f} s, {held}/{len(record['fidelity'])} "
-                    f"fidelity rows hold; {record['dataset']}"
+                    f"[done] {spec.name}: {record['wall_seconds']:.1f} s, {counts['claims_held']}/{counts['claims']} "
+                    f"claims hold, {counts['checks_held']}/{counts['checks']} checks pass; {record['dataset']}"
                 )
                 if hasattr(module, "summary"):
                     print(module.summary(record["results"]))

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ldjax._src.experiments import claims
 from ldjax._src.experiments import common
 from ldjax._src.experiments import registry
 
@@ -39,6 +40,7 @@ figcaption { color: var(--muted); font-size: 13px; }
 details pre { white-space: pre-wrap; overflow-wrap: anywhere; font-size: 12px; background: var(--bg);
               padding: 8px; border-radius: 6px; }
 nav a { margin-right: 14px; }
+h3 { font-size: 16px; margin: 14px 0 4px; }
 """
 
 
@@ -49,7 +51,52 @@ def _status_cell(holds: bool) -> str:
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
+    if value is None:
+        return "—"
     return html.escape(str(value))
+
+
+def _value_cell(row: dict[str, Any]) -> str:
+    value = _fmt(row.get("value"))
+    spread = row.get("spread")
+    if isinstance(spread, int | float):
+        value += f" ± {spread:.2g}"
+    seeds = row.get("seeds", 1)
+    if row.get("kind") == "claim":
+        value += f" <span class='meta'>({seeds} seed{'s' if seeds != 1 else ''})</span>"
+    return f"<td>{value}</td>"
+
+
+def _rows_table(rows: list[dict[str, Any]], kind: str, *, with_experiment: bool = False) -> str:
+    """One table of claims (statement, paper, criterion, value ± spread, verdict) or checks."""
+    esc = html.escape
+    picked = [row for row in rows if row["kind"] == kind]
+    if not picked:
+        return ""
+    head = "<tr>" + ("<th>experiment</th>" if with_experiment else "") + "<th>id</th><th>statement</th>"
+    head += "<th>paper</th>" if kind == "claim" else ""
+    head += (
+        "<th>criterion</th><th>this run</th><th></th>"
+        + ("" if with_experiment else "<th>note</th>")
+        + "</tr>"
+    )
+    body = []
+    for row in picked:
+        cells = ""
+        if with_experiment:
+            cells += f"<td><a href='#{esc(row['experiment'])}'>{esc(row['experiment'])}</a></td>"
+        cells += f"<td><code>{esc(str(row.get('id', '')))}</code></td><td>{esc(str(row['statement']))}"
+        if row.get("source"):
+            cells += f"<br><span class='meta'>{esc(str(row['source']))}</span>"
+        cells += "</td>"
+        if kind == "claim":
+            cells += f"<td>{esc(str(row.get('paper', '')))}</td>"
+        cells += f"<td>{esc(str(row.get('criterion', '')))}</td>{_value_cell(row)}"
+        cells += _status_cell(bool(row["holds"]))
+        if not with_experiment:
+            cells += f"<td>{esc(str(row.get('note', '')))}</td>"
+        body.append(f"<tr>{cells}</tr>")
+    return f"<table>{head}{''.join(body)}</table>"
 
 
 def _section(spec: registry.ExperimentSpec, out: Path, status: dict[str, Any]) -> tuple[str, list[dict]]:
@@ -65,7 +112,7 @@ def _section(spec: registry.ExperimentSpec, out: Path, status: dict[str, Any]) -
         return head + body + "</section>", []
     record = json.loads(path.read_text())
     env = record.get("environment", {})
-    rows = record.get("fidelity", [])
+    rows = [claims.normalise(row) for row in record.get("fidelity", [])]
     parts = [head]
     parts.append(
         f'<p class="meta"><b>Data set used:</b> {esc(str(record.get("dataset")))}<br>'
@@ -73,17 +120,13 @@ def _section(spec: registry.ExperimentSpec, out: Path, status: dict[str, Any]) -
         f"({esc(str(env.get('backend')))}, {env.get('cpu_count')} CPUs) · jax {esc(str(env.get('jax')))} · "
         f"ldjax {esc(str(env.get('ldjax')))} · {esc(str(env.get('date')))}</p>"
     )
-    if rows:
-        parts.append(
-            "<table><tr><th>target (paper / issue)</th><th>paper</th><th>this run</th><th></th>"
-            "<th>note</th></tr>"
-        )
-        for row in rows:
-            parts.append(
-                f"<tr><td>{esc(row['claim'])}</td><td>{esc(str(row['paper']))}</td><td>{_fmt(row['value'])}</td>"
-                f"{_status_cell(bool(row['holds']))}<td>{esc(str(row.get('note', '')))}</td></tr>"
-            )
-        parts.append("</table>")
+    for kind, title in (
+        ("claim", "Claims of the papers"),
+        ("check", "Checks (identities and numerical self-tests)"),
+    ):
+        table = _rows_table(rows, kind)
+        if table:
+            parts.append(f"<h3>{title}</h3>{table}")
     for name in record.get("figures", []):
         image = folder / name
         if not image.exists():
@@ -113,20 +156,21 @@ def build(out: str | Path = "results") -> Path:
         section, rows = _section(spec, out, status)
         sections.append(section)
         all_rows.extend(rows)
-    held = sum(bool(row["holds"]) for row in all_rows)
-    summary = [f"<section id='fidelity'><h2>Fidelity: {held} of {len(all_rows)} targets hold</h2>"]
-    if all_rows:
-        summary.append(
-            "<table><tr><th>experiment</th><th>target</th><th>paper</th><th>this run</th><th></th></tr>"
-        )
-        for row in all_rows:
-            summary.append(
-                f"<tr><td><a href='#{row['experiment']}'>{row['experiment']}</a></td>"
-                f"<td>{html.escape(row['claim'])}</td><td>{html.escape(str(row['paper']))}</td>"
-                f"<td>{_fmt(row['value'])}</td>{_status_cell(bool(row['holds']))}</tr>"
-            )
-        summary.append("</table>")
-    summary.append("</section>")
+    claims_ = [row for row in all_rows if row["kind"] == "claim"]
+    checks_ = [row for row in all_rows if row["kind"] == "check"]
+    held = sum(bool(row["holds"]) for row in claims_)
+    passed = sum(bool(row["holds"]) for row in checks_)
+    summary = [
+        f"<section id='fidelity'><h2>Claims: {held} of {len(claims_)} findings of the papers hold</h2>",
+        "<p class='meta'>A claim is a paper's finding, decided over several seeds by a criterion fixed in code "
+        "with a margin; a missed claim stays missed, and its note says why. Checks (identities, "
+        f"predicted-vs-actual agreement) prove the code, not the phenomenon: {passed} of {len(checks_)} pass, "
+        "listed apart below.</p>",
+        _rows_table(all_rows, "claim", with_experiment=True),
+        f"<h3>Checks: {passed} of {len(checks_)} pass</h3>",
+        _rows_table(all_rows, "check", with_experiment=True),
+        "</section>",
+    ]
     nav = "".join(f'<a href="#{spec.name}">{spec.name}</a>' for spec in registry.EXPERIMENTS)
     page = (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"

@@ -369,9 +369,16 @@ def plot(results: dict, out_dir: Path) -> list[Path]:
     for ax, g in zip(axes, ("easy", "medium", "flipped"), strict=True):
         grp = results["groups"][g]
         sc = plotting.simplex_paths(
-            ax, np.asarray(grp["paths"]), np.asarray(grp["p_star"]), np.asarray(grp["label"]),
-            np.asarray(grp["ids"]), time=epochs, stop_index=best, class_names=classes,
-            stop_label="best val", p_star_label="p* (CIFAR-10H)",
+            ax,
+            np.asarray(grp["paths"]),
+            np.asarray(grp["p_star"]),
+            np.asarray(grp["label"]),
+            np.asarray(grp["ids"]),
+            time=epochs,
+            stop_index=best,
+            class_names=classes,
+            stop_label="best val",
+            p_star_label="p* (CIFAR-10H)",
         )
         ax.set_title(f"{g} (IDs = CIFAR-10 test index)")
     axes[0].legend(loc="upper left", fontsize=7)

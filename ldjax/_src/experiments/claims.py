@@ -227,7 +227,7 @@ def summary(rows: Sequence[Row | dict[str, Any]]) -> dict[str, int]:
       >>> claims.summary([r])
       {'claims_held': 0, 'claims': 0, 'checks_held': 1, 'checks': 1}
     """
-    as_dicts = [row._asdict() if isinstance(row, Row) else row for row in rows]
+    as_dicts = [normalise(row) for row in rows]
     claims_ = [row for row in as_dicts if row.get("kind") == "claim"]
     checks_ = [row for row in as_dicts if row.get("kind") == "check"]
     return {
@@ -235,4 +235,32 @@ def summary(rows: Sequence[Row | dict[str, Any]]) -> dict[str, int]:
         "claims": len(claims_),
         "checks_held": sum(bool(row["holds"]) for row in checks_),
         "checks": len(checks_),
+    }
+
+
+def normalise(row: Row | dict[str, Any]) -> dict[str, Any]:
+    """A fidelity row as a dict in the claims/checks layout; a row of an older ``results.json`` (no
+    ``kind``) is shown as an unclassified claim so that nothing is hidden.
+
+    Example:
+      >>> from ldjax._src.experiments import claims
+      >>> claims.normalise({"claim": "x > 0", "paper": "> 0", "value": 1.0, "holds": True})["kind"]
+      'claim'
+    """
+    if isinstance(row, Row):
+        return row._asdict()
+    if "kind" in row:
+        return dict(row)
+    return {
+        "id": "",
+        "kind": "claim",
+        "statement": row.get("claim", ""),
+        "source": "",
+        "paper": row.get("paper", ""),
+        "criterion": "(unclassified row of an older results.json)",
+        "value": row.get("value"),
+        "spread": None,
+        "seeds": 1,
+        "holds": bool(row.get("holds")),
+        "note": row.get("note", ""),
     }

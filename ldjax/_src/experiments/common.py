@@ -25,6 +25,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ldjax._src.experiments import claims
+
 RESULTS_FILE = "results.json"
 
 
@@ -133,7 +135,9 @@ def use_agg() -> None:
     matplotlib.use("Agg", force=True)
 
 
-def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", enabled: bool = True):
+def progress(
+    iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", enabled: bool = True
+):
     """A tqdm progress bar, or the plain iterable when disabled."""
     if not enabled:
         return iterable if iterable is not None else _NullBar()
@@ -258,13 +262,18 @@ def config_from_args(module: ModuleType, args: argparse.Namespace) -> Any:
 def main(module: ModuleType, argv: Sequence[str] | None = None) -> int:
     """CLI of one experiment: flags from ``Config``; writes results.json and figures."""
     name = module.__name__.rsplit(".", 1)[-1]
-    parser = config_parser(module.Config, prog=f"python -m ldjax.experiments.{name}", description=module.__doc__)
+    parser = config_parser(
+        module.Config, prog=f"python -m ldjax.experiments.{name}", description=module.__doc__
+    )
     args = parser.parse_args(argv)
     config = config_from_args(module, args)
     out_dir = Path(args.out or Path("results") / name)
     record = run_and_save(module, config, out_dir, data_dir=args.data_dir, progress=not args.no_progress)
     print(f"{name}: {record['dataset']}; {record['wall_seconds']:.1f} s; results in {out_dir}")
-    for row in record["fidelity"]:
+    for row in map(claims.normalise, record["fidelity"]):
         mark = "holds" if row["holds"] else "MISSED"
-        print(f"  [{mark}] {row.get('statement', row.get('claim'))}: {row['value']} (paper/target {row['paper']})")
+        spread = f" ± {row['spread']:.2g}" if isinstance(row.get("spread"), int | float) else ""
+        print(
+            f"  [{row['kind']} {mark}] {row['id']} {row['statement']}: {row['value']}{spread} ({row['criterion']})"
+        )
     return 0

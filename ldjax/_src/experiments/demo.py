@@ -81,7 +81,9 @@ def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -
         return ldjax.losses.cross_entropy(f(p, x_train[idx]), y_train[idx])
 
     batches = epoch_batches(key_batches, config.n_train, config.batch_size, config.epochs)
-    trained = train(loss_fn, params, optax.sgd(config.train_learning_rate), batches, progress=progress, desc="demo")
+    trained = train(
+        loss_fn, params, optax.sgd(config.train_learning_rate), batches, progress=progress, desc="demo"
+    )
     params = trained.params
     test_accuracy = float(jnp.mean(jnp.argmax(f(params, x_probe), -1) == y_probe))
 
@@ -90,12 +92,23 @@ def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -
     u = int(jnp.argmin(jnp.where(y_train == config.update_class, log_probs, jnp.inf)))
     x_u, y_u = x_train[u : u + 1], y_train[u : u + 1]
     step = ldjax.one_step(
-        mlp_apply, params, x_probe, x_u, y_u, loss=ldjax.losses.cross_entropy,
-        learning_rate=config.step_learning_rate, terms=False,
+        mlp_apply,
+        params,
+        x_probe,
+        x_u,
+        y_u,
+        loss=ldjax.losses.cross_entropy,
+        learning_rate=config.step_learning_rate,
+        terms=False,
     )
     shown = [int(jnp.argmax(y_probe == c)) for c in config.probe_classes]
     terms = ldjax.one_step(
-        mlp_apply, params, x_probe[jnp.array(shown)], x_u, y_u, loss=ldjax.losses.cross_entropy,
+        mlp_apply,
+        params,
+        x_probe[jnp.array(shown)],
+        x_u,
+        y_u,
+        loss=ldjax.losses.cross_entropy,
         learning_rate=config.step_learning_rate,
     )
     pred, act = np.asarray(step.predicted).ravel(), np.asarray(step.actual).ravel()
@@ -109,7 +122,14 @@ def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -
         residuals = []
         for lr in config.slope_learning_rates:
             r = ldjax.one_step(
-                mlp_apply, p64, xo64, xu64, y_u, loss=ldjax.losses.cross_entropy, learning_rate=lr, terms=False
+                mlp_apply,
+                p64,
+                xo64,
+                xu64,
+                y_u,
+                loss=ldjax.losses.cross_entropy,
+                learning_rate=lr,
+                terms=False,
             )
             residuals.append(float(jnp.linalg.norm(r.residual)))
     slope = float(np.polyfit(np.log(config.slope_learning_rates), np.log(residuals), 1)[0])
@@ -144,17 +164,24 @@ def fidelity(results: dict[str, Any]) -> list[common.Fidelity]:
     return [
         common.Fidelity(
             "predicted vs actual Δ log π correlation (one step, all probes, all classes)",
-            ">= 0.99", round(r["correlation"], 5), r["correlation"] >= 0.99,
+            ">= 0.99",
+            round(r["correlation"], 5),
+            r["correlation"] >= 0.99,
             f"η = step learning rate; {len(r['probe_labels'])} probes",
         ),
         common.Fidelity(
-            "residual actual − predicted is O(η²): log-log slope", "2 ± 0.2", round(r["residual_slope"], 3),
-            abs(r["residual_slope"] - 2) <= 0.2, "float64, 200 probes",
+            "residual actual − predicted is O(η²): log-log slope",
+            "2 ± 0.2",
+            round(r["residual_slope"], 3),
+            abs(r["residual_slope"] - 2) <= 0.2,
+            "float64, 200 probes",
         ),
         common.Fidelity(
-            "learning a 4 raises log π(4) of held-out 4s on average", "> 0",
+            "learning a 4 raises log π(4) of held-out 4s on average",
+            "> 0",
             round(r["mean_true_class_change_by_class"][r["update_label"]], 6),
-            r["mean_true_class_change_by_class"][r["update_label"]] > 0, "",
+            r["mean_true_class_change_by_class"][r["update_label"]] > 0,
+            "",
         ),
     ]
 

@@ -380,8 +380,14 @@ def plot(results: dict, out_dir: Path) -> list[Path]:
         grp = results["groups"][g]
         paths = np.asarray(grp["paths"])
         sc = plotting.simplex_paths(
-            ax, paths, np.asarray(grp["p_star"]), np.asarray(grp["label"]), np.asarray(grp["index"]),
-            time=np.arange(paths.shape[0]), stop_index=es, max_paths=3,
+            ax,
+            paths,
+            np.asarray(grp["p_star"]),
+            np.asarray(grp["label"]),
+            np.asarray(grp["index"]),
+            time=np.arange(paths.shape[0]),
+            stop_index=es,
+            max_paths=3,
         )
         ax.set_title(f"{g}: zig-zag in {grp['zigzag_fraction']:.0%} of {len(grp['index'])} paths")
     axes[0].legend(loc="upper left", fontsize=7)

@@ -69,8 +69,15 @@ def simplex_paths(
             xy[stop],
         )
         for (marker, size, colour, name), point in zip(marks, points, strict=True):
-            ax.scatter(*point, marker=marker, s=size, c=colour, edgecolors="k", zorder=5,
-                       label=name if j == 0 else None)
+            ax.scatter(
+                *point,
+                marker=marker,
+                s=size,
+                c=colour,
+                edgecolors="k",
+                zorder=5,
+                label=name if j == 0 else None,
+            )
         ax.annotate(f"#{int(ids[j])}", xy[-1], fontsize=7)
     ax.set_aspect("equal")
     ax.axis("off")
