@@ -188,8 +188,9 @@ CLAIMS: dict[str, ClaimSpec] = {
         "SFT on y⁺ AND y⁻ before DPO (extend) keeps log π(y⁺) higher after DPO than plain SFT → DPO",
         "extend keeps y⁺ higher",
         claims.Above(0.5, f"log π(y⁺) after extend's DPO − after plain DPO, paired seeds ({_NATS})"),
-        if_missed="y⁻ differs from y⁺ in two values only: its other 18 words are likely after either SFT, "
-        "so making y⁻ likely (extend) changes little of where the negative gradient lands",
+        if_missed="in this language the y⁻ positions where plain DPO squeezes (its two wrong values) have y⁺'s "
+        "value as the argmax, so squeezing there feeds y⁺; extend makes y⁻'s values likely, and pushing a likely "
+        "token down spreads its mass instead (probably why extend's y⁺ falls further here)",
     ),
     "onpolicy.chosen_above_offpolicy": ClaimSpec(
         "on-policy DPO (pairs sampled from the model, ranked by the reward) lowers y⁺ less than off-policy DPO",
