@@ -187,9 +187,11 @@ def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -
 
     Returns a dict: per phase ``p`` in :data:`PHASES`, ``p_logp`` ``[records, S, len(PROBES)]`` (summed
     log π of each probe type, mean over the training prompts), ``p_argmax_prob_rejected``,
-    ``p_argmax_prob_valley``, ``p_a_norm``, ``p_g_norm`` ``[records, S]`` and ``p_losses`` ``[steps]``
-    (the loss summed over seeds); ``generation`` (:func:`generation_stats` of every model);
-    ``force`` (:func:`force_analysis`); ``influence`` (:func:`influence_map` at the pre-trained model).
+    ``p_argmax_prob_valley``, ``p_a_norm``, ``p_g_norm`` and ``p_loss`` ``[records, S]`` (the last two on
+    the phase's whole training set); ``pretrain_losses`` ``[steps]`` (mean over seeds); ``generation``
+    (:func:`generation_stats` of the pre-trained model and of every phase); ``examples`` (a few greedy
+    answers); ``force`` (:func:`first_update`, flattened) and ``influence`` ``[S, types, types]``
+    (:func:`influence_map` at the pre-trained model).
     """
     del data_dir  # synthetic data, no files
     world = make_world(config)
