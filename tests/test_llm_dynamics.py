@@ -13,9 +13,9 @@ import ldjax
 import ldjax.models
 from ldjax._src.data import language as L
 from ldjax._src.experiments import llm_dynamics as llm
-from ldjax._src.experiments import llm_phases as phases
-from ldjax._src.experiments import llm_report as report
-from ldjax._src.experiments import llm_world as world
+from ldjax._src.experiments.llm_dynamics import phases
+from ldjax._src.experiments.llm_dynamics import report
+from ldjax._src.experiments.llm_dynamics import world
 
 
 @pytest.fixture(scope="module")

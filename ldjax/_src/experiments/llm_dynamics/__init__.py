@@ -8,25 +8,25 @@ preference language of :mod:`ldjax._src.data.language` (``docs/llm_language.md``
 seeds (seed ``k`` draws the world, the initialisation and the data order; every method of seed ``k`` starts
 from the same pre-trained model and sees the same order of preference pairs):
 
-1. :func:`~ldjax._src.experiments.llm_phases.pretrain` on the language's corpus (each fact seen once,
+1. :func:`~ldjax._src.experiments.llm_dynamics.phases.pretrain` on the language's corpus (each fact seen once,
    questions about people outside the world answered in the full form);
 2. fine-tuning, each method recorded inside the jitted loop every ``record_every`` updates
-   (:func:`~ldjax._src.experiments.llm_world.probe_stats`: summed log π of every probe type, the
+   (:func:`~ldjax._src.experiments.llm_dynamics.world.probe_stats`: summed log π of every probe type, the
    teacher-forced argmax y* along [x; y⁺] and log(1 − p(y*)), the argmax probability at the y⁻ positions,
    ‖A‖, and the loss and ‖G‖ on the whole training set): ``sft`` and ``extend_sft`` (y⁻ in place of one
-   correct answer per prompt) by :func:`~ldjax._src.experiments.llm_phases.supervised`; ``dpo`` (from the
+   correct answer per prompt) by :func:`~ldjax._src.experiments.llm_dynamics.phases.supervised`; ``dpo`` (from the
    SFT model, the paper's main setting), ``dpo_base`` (from the pre-trained model), ``ipo`` (τ =
    ``ipo_tau``) and ``extend`` (DPO after ``extend_sft``) by
-   :func:`~ldjax._src.experiments.llm_phases.preferences`; ``onpolicy`` (DPO on answers sampled from the
-   current model and ranked by the language's reward) by :func:`~ldjax._src.experiments.llm_phases.on_policy`;
+   :func:`~ldjax._src.experiments.llm_dynamics.phases.preferences`; ``onpolicy`` (DPO on answers sampled from the
+   current model and ranked by the language's reward) by :func:`~ldjax._src.experiments.llm_dynamics.phases.on_policy`;
 3. :func:`first_update`: the first Adam update of ``dpo`` predicted token by token by ``first_order`` on
    held-out probes, and its force split into the y⁺ half and the y⁻ half;
 4. :func:`influence_map`: the first-order change of every probe type caused by SFT on every response type
    (at the pre-trained model: an epoch's summed force at fixed parameters);
 5. :func:`generation_stats`: greedy answers to every train and test prompt, judged against the world.
 
-Claims and figures: :mod:`ldjax._src.experiments.llm_report`; settings, world and model:
-:mod:`ldjax._src.experiments.llm_world`. Quick settings (``Config()``): 3 seeds, 135k parameters, V = 512;
+Claims and figures: :mod:`ldjax._src.experiments.llm_dynamics.report`; settings, world and model:
+:mod:`ldjax._src.experiments.llm_dynamics.world`. Quick settings (``Config()``): 3 seeds, 135k parameters, V = 512;
 ``FULL``: 5 seeds, ~14.6M parameters, sized for one GPU (not yet run on one).
 """
 
@@ -49,23 +49,23 @@ from ldjax._src.data.language import EOS
 from ldjax._src.data.language import PROBE_TYPES
 from ldjax._src.data.language import PROMPT_LEN
 from ldjax._src.experiments import common
-from ldjax._src.experiments import llm_report
-from ldjax._src.experiments.llm_phases import on_policy
-from ldjax._src.experiments.llm_phases import preference_loss
-from ldjax._src.experiments.llm_phases import preference_order
-from ldjax._src.experiments.llm_phases import preferences
-from ldjax._src.experiments.llm_phases import pretrain
-from ldjax._src.experiments.llm_phases import supervised
-from ldjax._src.experiments.llm_world import FULL
-from ldjax._src.experiments.llm_world import TINY
-from ldjax._src.experiments.llm_world import Config
-from ldjax._src.experiments.llm_world import Model
-from ldjax._src.experiments.llm_world import Tokens
-from ldjax._src.experiments.llm_world import World
-from ldjax._src.experiments.llm_world import build_model
-from ldjax._src.experiments.llm_world import make_world
-from ldjax._src.experiments.llm_world import picked
-from ldjax._src.experiments.llm_world import take_rows
+from ldjax._src.experiments.llm_dynamics import report as llm_report
+from ldjax._src.experiments.llm_dynamics.phases import on_policy
+from ldjax._src.experiments.llm_dynamics.phases import preference_loss
+from ldjax._src.experiments.llm_dynamics.phases import preference_order
+from ldjax._src.experiments.llm_dynamics.phases import preferences
+from ldjax._src.experiments.llm_dynamics.phases import pretrain
+from ldjax._src.experiments.llm_dynamics.phases import supervised
+from ldjax._src.experiments.llm_dynamics.world import FULL
+from ldjax._src.experiments.llm_dynamics.world import TINY
+from ldjax._src.experiments.llm_dynamics.world import Config
+from ldjax._src.experiments.llm_dynamics.world import Model
+from ldjax._src.experiments.llm_dynamics.world import Tokens
+from ldjax._src.experiments.llm_dynamics.world import World
+from ldjax._src.experiments.llm_dynamics.world import build_model
+from ldjax._src.experiments.llm_dynamics.world import make_world
+from ldjax._src.experiments.llm_dynamics.world import picked
+from ldjax._src.experiments.llm_dynamics.world import take_rows
 from ldjax._src.first_order import actual_change
 from ldjax._src.first_order import batch_update
 from ldjax._src.first_order import probe_change

@@ -4,7 +4,7 @@ A copy is one seed of one method: the copies' parameters are stacked on a leadin
 sum of their losses (:func:`over_copies`), so each gets its own loss's gradient and, Adam being element-wise,
 runs on its own. The methods that share a data shape run as copies of one loop (``sft`` with ``extend_sft``;
 ``dpo``, ``dpo_base``, ``ipo`` and ``extend``), which costs one compilation instead of one per method.
-Every fine-tuning phase records :func:`~ldjax._src.experiments.llm_world.probe_stats`, its loss and ‖G‖ on
+Every fine-tuning phase records :func:`~ldjax._src.experiments.llm_dynamics.world.probe_stats`, its loss and ‖G‖ on
 its whole training set every ``record_every`` updates.
 """
 
@@ -24,17 +24,17 @@ from jaxtyping import Int
 
 from ldjax._src.data.language import EOS
 from ldjax._src.data.language import PROMPT_LEN
-from ldjax._src.experiments.llm_world import Config
-from ldjax._src.experiments.llm_world import Model
-from ldjax._src.experiments.llm_world import Tokens
-from ldjax._src.experiments.llm_world import World
-from ldjax._src.experiments.llm_world import concat_trees
-from ldjax._src.experiments.llm_world import decode
-from ldjax._src.experiments.llm_world import probe_stats
-from ldjax._src.experiments.llm_world import response_mask
-from ldjax._src.experiments.llm_world import slice_trees
-from ldjax._src.experiments.llm_world import take_rows
-from ldjax._src.experiments.llm_world import tokens_of
+from ldjax._src.experiments.llm_dynamics.world import Config
+from ldjax._src.experiments.llm_dynamics.world import Model
+from ldjax._src.experiments.llm_dynamics.world import Tokens
+from ldjax._src.experiments.llm_dynamics.world import World
+from ldjax._src.experiments.llm_dynamics.world import concat_trees
+from ldjax._src.experiments.llm_dynamics.world import decode
+from ldjax._src.experiments.llm_dynamics.world import probe_stats
+from ldjax._src.experiments.llm_dynamics.world import response_mask
+from ldjax._src.experiments.llm_dynamics.world import slice_trees
+from ldjax._src.experiments.llm_dynamics.world import take_rows
+from ldjax._src.experiments.llm_dynamics.world import tokens_of
 from ldjax._src.losses import sequence as seq_losses
 from ldjax._src.training import TrainResult
 from ldjax._src.training import epoch_batches
