@@ -124,12 +124,13 @@ def check_params(params: Params, name: str = "params") -> None:
         raise ValueError(f"{name} has no leaves: expected a pytree of float arrays (the model's parameters)")
     for path, leaf in flat:
         where = name + jax.tree_util.keystr(path)
-        try:
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is None and isinstance(leaf, int | float | complex):
             dtype = jnp.result_type(leaf)
-        except TypeError:
+        if dtype is None:
             raise ValueError(
                 f"{where} is a {type(leaf).__name__}, not an array: every leaf of {name} must be a float array"
-            ) from None
+            )
         if not jnp.issubdtype(dtype, jnp.inexact):
             raise ValueError(
                 f"{where} has dtype {dtype}: every leaf of {name} must be a float array (derivatives are "
@@ -355,12 +356,12 @@ def _describe_state(tree: Any) -> str:
         inner = ", ".join(_describe_state(item) for item in tree)
         return f"({inner},)" if len(tree) == 1 else f"({inner})"
     if isinstance(tree, dict):
-        return "{" + ", ".join(f"{key!r}: {_describe_state(value)}" for key, value in tree.items()) + "}"
-    return type(tree).__name__
+        return f"a dict with keys {', '.join(map(repr, tree))}"
+    return "an array" if hasattr(tree, "shape") else type(tree).__name__
 
 
 def _state_fields(tree: Any) -> list[str]:
-    """The NamedTuple field names anywhere in ``tree`` (depth first)."""
+    """The NamedTuple field names (and dict keys) anywhere in ``tree`` (depth first)."""
     fields: list[str] = []
     if hasattr(tree, "_fields"):
         fields += tree._fields
@@ -368,6 +369,7 @@ def _state_fields(tree: Any) -> list[str]:
         for item in tree:
             fields += _state_fields(item)
     elif isinstance(tree, dict):
+        fields += map(str, tree)
         for item in tree.values():
             fields += _state_fields(item)
     return fields
@@ -382,27 +384,27 @@ def check_opt_state(
       optimizer: an optax ``GradientTransformation``.
       params: the parameters the state belongs to.
       opt_state: the state to check (``None`` passes: the caller then uses ``optimizer.init``).
-      optimizer_name: how to name the optimizer in the message (``"optax.adam"``); default: by its state.
+      optimizer_name: how to name the optimizer in the message (``"optax.adam"``); default ``"optimizer"``.
     """
     if opt_state is None:
         return
     expected = jax.eval_shape(optimizer.init, params)
-    want, got = jax.tree.structure(expected), jax.tree.structure(opt_state)
-    described = optimizer_name or f"the optimizer (whose init gives {_describe_state(expected)})"
-    if want != got:
-        missing = [field for field in _state_fields(expected) if field not in _state_fields(opt_state)]
-        lacks = f"it has no {missing[0]!r} field" if missing else "its structure differs"
+    name = optimizer_name or "optimizer"
+    if jax.tree.structure(expected) != jax.tree.structure(opt_state):
+        have = set(_state_fields(opt_state))
+        missing = [field for field in dict.fromkeys(_state_fields(expected)) if field not in have]
+        lacks = f", without the field(s) {', '.join(map(repr, missing))}" if missing else ""
         raise ValueError(
-            f"opt_state is not a state of {described}: {lacks}. Expected {_describe_state(expected)}, got "
-            f"{_describe_state(opt_state)}; pass the state of the same optimizer (optimizer.init(params) or "
-            f"the state after training with it)"
+            f"opt_state does not fit {name}: its init(params) gives {_describe_state(expected)} but opt_state is "
+            f"{_describe_state(opt_state)}{lacks}. Pass the state of the same optimizer (its init(params), or "
+            f"its state after training)"
         )
     flat_want = jax.tree_util.tree_flatten_with_path(expected)[0]
     for (path, a), b in zip(flat_want, jax.tree.leaves(opt_state), strict=True):
         if tuple(a.shape) != tuple(np.shape(b)):
             raise ValueError(
-                f"opt_state{jax.tree_util.keystr(path)} has shape {tuple(np.shape(b))} but {described} gives "
-                f"{tuple(a.shape)} for these params: is opt_state from another model?"
+                f"opt_state{jax.tree_util.keystr(path)} has shape {tuple(np.shape(b))} but {name}'s init(params) "
+                f"gives {tuple(a.shape)}: is opt_state from another model?"
             )
 
 
@@ -538,7 +540,7 @@ def kernel_bytes(
     Example:
       >>> from ldjax._src.checks import kernel_bytes
       >>> kernel_bytes(2, 3, (32, 2000), "float32") / 2**30  # a sequence model's kernel, 2 x 3 examples
-      95.367...
+      91.55...
     """
     out = 1 if trace else math.prod(out_shape) ** 2
     return count * n1 * n2 * out * np.dtype(dtype).itemsize
@@ -652,7 +654,7 @@ def check_probe_memory(
 def _shape_signature(*trees: Any) -> Any:
     """A hashable key of the structure, shapes and dtypes of ``trees`` (not their values)."""
     leaves, treedef = jax.tree.flatten(trees)
-    return treedef, tuple((np.shape(leaf), jnp.result_type(leaf)) for leaf in leaves)
+    return treedef, tuple((np.shape(leaf), getattr(leaf, "dtype", type(leaf))) for leaf in leaves)
 
 
 def _check_step_shapes(apply_fn: ApplyFn, params: Params, x_o: Any, x_u: Any, y_u: Any, probe_name: str):
@@ -705,6 +707,8 @@ def validate_step(
     check_update_rule(learning_rate, optimizer)
     if not callable(loss):
         raise ValueError(f"loss must be a function loss(logits, target) -> scalar, got {type(loss).__name__}")
+    check_model_input(apply_fn, x_o, probe_name)
+    check_model_input(apply_fn, x_u, "x_u")
     key = _shape_signature(params, x_o, x_u, y_u, opt_state)
     known = known_shapes is not None and key in known_shapes
     out_shape = (
@@ -713,8 +717,6 @@ def validate_step(
     if check_finite:
         check_finite_values(((params, "params"), (x_o, probe_name), (x_u, "x_u"), (y_u, "y_u")))
         check_finite_values(((opt_state, "opt_state"),))
-    check_model_input(apply_fn, x_o, probe_name)
-    check_model_input(apply_fn, x_u, "x_u")
     check_loss_target(loss, out_shape, y_u, "y_u")
     if not known:
         if optimizer is not None:
@@ -756,6 +758,8 @@ def validate_kernel(
     """
     same = x2 is None or x2 is x1
     x2 = x1 if x2 is None else x2
+    check_model_input(apply_fn, x1, "x1")
+    check_model_input(apply_fn, x2, "x2")
     key = _shape_signature(params, x1, x2)
     if known_shapes is not None and key in known_shapes:
         out_shape = known_shapes[key]
@@ -769,24 +773,30 @@ def validate_kernel(
         items = kernel_memory(
             method, params, rows, batch_size(x2), out_shape, trace=trace, per_layer=per_layer, same=same
         )
+        cheaper = [] if trace else ["trace=True (a kernel [n1, n2])"]
+        cheaper += [] if method == "structured" else ["method='structured' (no Jacobians)"]
+        cheaper += ["fewer examples per call (blocks of x1)"]
+        cheaper += (
+            ["one position of a sequence model (lambda p, x: f(p, x)[-1])"] if len(out_shape) == 2 else []
+        )
         check_memory(
             items,
             what=f"{what}(method={method!r})",
-            cheaper="trace=True (a kernel [n1, n2]), method='structured' (no Jacobians), fewer examples per "
-            "call (blocks of x1), or one position of a sequence model (lambda p, x: f(p, x)[-1])",
+            cheaper=", ".join(cheaper[:-1]) + " or " + cheaper[-1] if len(cheaper) > 1 else cheaper[0],
             budget=memory_budget,
         )
         if known_shapes is not None:
             known_shapes[key] = out_shape
-    check_kernel_values(apply_fn, params, x1, x2, check_finite=check_finite)
+    if check_finite:
+        check_finite_values(((params, "params"), (x1, "x1"), (x2, "x2")))
     return out_shape
 
 
 def check_kernel_values(apply_fn: ApplyFn, params: Params, x1: Any, x2: Any, *, check_finite: bool) -> None:
-    """The value checks of a kernel's arguments: finite values (unless ``check_finite`` is false) and the
-    model's own input check (token ids in range)."""
+    """The value checks of a kernel's arguments: the model's own input check (token ids in range) and
+    finite values (unless ``check_finite`` is false)."""
     x2 = x1 if x2 is None else x2
-    if check_finite:
-        check_finite_values(((params, "params"), (x1, "x1"), (x2, "x2")))
     check_model_input(apply_fn, x1, "x1")
     check_model_input(apply_fn, x2, "x2")
+    if check_finite:
+        check_finite_values(((params, "params"), (x1, "x1"), (x2, "x2")))
