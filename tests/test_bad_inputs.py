@@ -1370,6 +1370,32 @@ def test_a_declared_sequence_model_and_token_inputs_pass_the_batch_axis_check():
     assert ldjax.empirical_ntk(seq, PS, TOK, trace=True).shape == (2, 2)
 
 
+def test_the_default_budget_refuses_the_terms_of_a_language_model_before_allocating_them():
+    """The issue's case, ``one_step`` with ``terms=True`` on an LM with V=2000, T=32, with 16 sequences (a 3.8 TiB
+    kernel: more than half of any machine's memory)."""
+    from ldjax._src.checks import MemoryBudgetError
+
+    k = jax.random.split(jax.random.key(1), 2)
+    big = {"emb": jax.random.normal(k[0], (2000, 8)), "out": jax.random.normal(k[1], (8, 2000))}
+    tokens = jnp.zeros((16, 32), int)
+    target = losses.SequenceTarget(tokens, jnp.ones((16, 32)))
+    with pytest.raises(MemoryBudgetError) as info:
+        ldjax.one_step(seq, big, tokens, tokens, target, loss=losses.sft, learning_rate=SGD)
+    message = str(info.value)
+    assert message.startswith(
+        "one_step(terms=True, method='jacobian') would need about 4.1 TiB (k [16, 16, 32, "
+    )
+    assert "more than the memory budget of" in message and "Cheaper: terms=False" in message
+    with pytest.raises(
+        MemoryBudgetError, match=r"^empirical_ntk\(method='structured'\) would need about 3.8 TiB"
+    ):
+        ldjax.empirical_ntk(seq, big, tokens, method="structured")
+    cheaper = ldjax.one_step(
+        seq, big, tokens, tokens, target, loss=losses.sft, learning_rate=SGD, terms=False
+    )
+    assert cheaper.predicted.shape == (16, 32, 2000) and cheaper.k is None
+
+
 def test_custom_vjp_models_work_with_the_reverse_mode_methods():
     reference = ldjax.empirical_ntk(lambda p, x: jnp.sin(x @ p["w1"]) @ p["w2"], P, X, trace=True)
     for method in ("jacobian", "structured"):
