@@ -225,6 +225,12 @@ def test_errors_name_the_argument():
         ldjax.feature_step(
             feature_fn, head_fn, params, x_o, x_u, y_u, loss=CE, learning_rate=0.1, optimizer=optax.sgd(0.1)
         )
+    with pytest.raises(
+        ValueError, match=r"feature_step\(terms=True, method='jacobian'\) would need about .*kernel"
+    ):
+        ldjax.feature_step(
+            feature_fn, head_fn, params, x_o, x_u, y_u, loss=CE, learning_rate=0.1, memory_budget=1
+        )
     with pytest.raises(ValueError, match=r"labels has shape \(2,\) but logits has shape \(3, 4\)"):
         ldjax.energy(jnp.zeros((3, 4)), jnp.array([0, 1]))
     with pytest.raises(ValueError, match=r"labels holds labels in \[0, 4\] but the logits have k=4 classes"):

@@ -110,7 +110,8 @@ def from_nnx(
             return call(_add_batch(x))[0]
         return call(x)
 
-    return ApplyFunction(apply_fn, example_shape, check_input=getattr(module, "check_input", None)), params
+    check_input = getattr(module, "check_input", None) if method is None else None  # the module's inputs only
+    return ApplyFunction(apply_fn, example_shape, check_input=check_input), params
 
 
 def to_nnx(module: Any, params: Params) -> Any:

@@ -50,10 +50,9 @@ from jaxtyping import Int
 from jaxtyping import Shaped
 
 from ldjax._src import checks
-from ldjax._src.adapters import as_apply_fn
+from ldjax._src.adapters import ApplyFunction
 from ldjax._src.first_order import batch_update
 from ldjax._src.first_order import output_change
-from ldjax._src.losses._base import check_ids
 from ldjax._src.losses._base import softmax_minus_one_hot
 from ldjax._src.ntk import DEFAULT_METHOD
 from ldjax._src.ntk import NtkMethod
@@ -129,6 +128,8 @@ def feature_step(
     terms: bool = True,
     method: NtkMethod = DEFAULT_METHOD,
     precision: Precision = "highest",
+    check_finite: bool = True,
+    memory_budget: float | None = None,
 ) -> FeatureStepResult:
     r"""Predicted and actual change of the feature ``h`` on ``x_o`` after ONE update on ``(x_u, y_u)``.
 
@@ -154,6 +155,9 @@ def feature_step(
       terms: also return ``kernel`` and ``direction`` (the kernel needs features ``[f]`` or ``[T, f]``).
       method: how the kernel is computed (see :func:`ldjax.empirical_ntk`).
       precision: matmul precision (default ``"highest"``).
+      check_finite: refuse NaN or inf in ``params``, the inputs, float targets and ``opt_state``.
+      memory_budget: bytes the kernel and direction terms may take (as in :func:`ldjax.one_step`); above it
+        the call is refused before anything is allocated. Default: half of the device's memory.
 
     Returns:
       :class:`FeatureStepResult`.
@@ -176,8 +180,9 @@ def feature_step(
       True
     """
     step = feature_step_fn(
-        feature_fn, head_fn, loss, optimizer=optimizer, terms=terms, method=method, precision=precision
-    )
+        feature_fn, head_fn, loss, optimizer=optimizer, terms=terms, method=method, precision=precision,
+        check_finite=check_finite, memory_budget=memory_budget,
+    )  # fmt: skip
     return step(params, x_o, x_u, y_u, learning_rate=learning_rate, opt_state=opt_state)
 
 
@@ -190,6 +195,8 @@ def feature_step_fn(
     terms: bool = True,
     method: NtkMethod = DEFAULT_METHOD,
     precision: Precision = "highest",
+    check_finite: bool = True,
+    memory_budget: float | None = None,
 ) -> Callable[..., FeatureStepResult]:
     r"""A compiled :func:`feature_step` for one model, loss and optimizer, to hold and call many times.
 
@@ -198,7 +205,8 @@ def feature_step_fn(
     learning rate does not recompile.
 
     Args:
-      feature_fn, head_fn, loss, optimizer, terms, method, precision: as in :func:`feature_step`.
+      feature_fn, head_fn, loss, optimizer, terms, method, precision, check_finite, memory_budget: as in
+        :func:`feature_step`.
 
     Returns:
       ``step(params, x_o, x_u, y_u, *, learning_rate=None, opt_state=None) -> FeatureStepResult``.
@@ -217,6 +225,9 @@ def feature_step_fn(
       ((6, 8), True, True)
     """
     checks.precision_scope(precision)  # an unknown precision fails here, not at the first call
+    checks.check_optimizer(optimizer, None)
+    if memory_budget is not None:
+        checks.check_positive_budget(memory_budget)
     apply_fn = _compose(feature_fn, head_fn)
     known_shapes: dict = {}
     run = jax.jit(
@@ -229,11 +240,15 @@ def feature_step_fn(
         if key not in known_shapes:
             checks.check_batch(x_u, "x_u")
             known_shapes[key] = _check_feature_model(feature_fn, head_fn, params, x_u, terms)
-        checks.validate_step(
-            apply_fn, params, x_o, x_u, y_u, loss, learning_rate, optimizer, known_shapes=known_shapes
-        )
+        out_shape = checks.validate_step(
+            apply_fn, params, x_o, x_u, y_u, loss, learning_rate, optimizer, opt_state=opt_state,
+            known_shapes=known_shapes, check_finite=check_finite,
+        )  # fmt: skip
+        if terms:
+            _check_terms_memory(params, x_o, x_u, known_shapes[key], out_shape, method, memory_budget)
         rate = 0.0 if learning_rate is None else learning_rate
-        return run(params, x_o, x_u, y_u, opt_state, rate)
+        with checks.forward_mode("feature_step"):
+            return run(params, x_o, x_u, y_u, opt_state, rate)
 
     return step
 
@@ -361,7 +376,7 @@ def energy(logits: Float[Array, "*b k"], labels: Int[Array, "*b"]) -> Energy:
             f"of logits, labels [*b] for logits [*b, k]"
         )
     k = logits.shape[-1]
-    check_ids(
+    checks.check_ids(
         labels, k, "labels", what="class labels", short="labels", bound=f"the logits have k={k} classes"
     )
     force = softmax_minus_one_hot(logits, labels)  # π − e_y
@@ -371,9 +386,36 @@ def energy(logits: Float[Array, "*b k"], labels: Int[Array, "*b"]) -> Energy:
 
 
 def _compose(feature_fn: FeatureFn, head_fn: HeadFn) -> ApplyFn:
-    """The whole model ``head_fn(params, feature_fn(params, x))``, keeping ``feature_fn``'s example shape."""
-    return as_apply_fn(
-        lambda params, x: head_fn(params, feature_fn(params, x)), getattr(feature_fn, "example_shape", None)
+    """The whole model ``head_fn(params, feature_fn(params, x))``, keeping what ``feature_fn`` knows of its inputs."""
+    return ApplyFunction(
+        lambda params, x: head_fn(params, feature_fn(params, x)),
+        getattr(feature_fn, "example_shape", None),
+        check_input=getattr(feature_fn, "check_input", None),
+    )
+
+
+def _check_terms_memory(
+    params: Params,
+    x_o: Any,
+    x_u: Any,
+    feature: tuple[int, ...],
+    out: tuple[int, ...],
+    method: str,
+    budget: Any,
+) -> None:
+    """Refuse ``terms=True`` when the feature kernel (and what builds it) and the direction exceed the budget."""
+    n_o, n_u = checks.batch_size(x_o), checks.batch_size(x_u)
+    items = checks.kernel_memory(
+        method, params, n_o, n_u, feature, trace=False, per_layer=False, same=False, name="kernel"
+    )
+    shape = (n_u, *out, *feature)
+    items.append((f"direction {list(shape)}", checks.array_bytes(shape, checks.params_dtype(params))))
+    checks.check_memory(
+        items,
+        what=f"feature_step(terms=True, method={method!r})",
+        cheaper="terms=False (predicted, actual and energy need no kernel: one VJP and one JVP), fewer x_o or "
+        "x_u, or method='structured'",
+        budget=budget,
     )
 
 
