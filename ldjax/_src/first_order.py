@@ -8,7 +8,8 @@ One update on the batch ``x_u`` moves log π at ``x_o`` by
 which for plain SGD (:math:`u = -\eta\, J(x_u)^\top G`) is :math:`-\eta\, A(x_o) \sum_u K(x_o, x_u)\, G(x_u)`
 without forming :math:`K = J(x_o) J(x_u)^\top`. This module is the one place where that sequence is written:
 :func:`batch_update` (loss, force :math:`G = \partial L/\partial z`, :math:`\nabla_\theta L` and ONE
-``optimizer.update`` at ``x_u``), :func:`probe_change` (:math:`A\, J(x_o)\, u`, one JVP),
+``optimizer.update`` at ``x_u``), :func:`output_change` (:math:`J(x)\, u` of ANY per-example output, the
+logits or an intermediate feature, one JVP), :func:`probe_change` (:math:`A\, J(x_o)\, u`),
 :func:`actual_change`, :func:`first_order_step` (the first two in a row), and :func:`split_change`, the
 predicted change caused by each part of a force (G is linear: the y⁺ and y⁻ halves of DPO, the positive- and
 negative-advantage responses of GRPO, any partition of the batch), for plain SGD and for a diagonal
@@ -145,8 +146,37 @@ def probe_change(
       >>> change
       Array([[ 0.5, -0.5]], dtype=float32)
     """
-    z_o, dz_o = jax.jvp(lambda p: batched(apply_fn)(p, x_o), (params,), (updates,))
+    dz_o, z_o = output_change(apply_fn, params, updates, x_o)
     return apply_a_term(z_o, dz_o), z_o
+
+
+def output_change(
+    fn: ApplyFn, params: Params, updates: Params, x: Shaped[ArrayLike, " n *d"]
+) -> tuple[Float[Array, " n *h"], Float[Array, " n *h"]]:
+    r"""The first-order change :math:`J(x)\, u` of any per-example output along a parameter update (one JVP).
+
+    ``fn`` is the logits (:func:`probe_change` applies :math:`A` to this) or an intermediate output such as
+    the penultimate layer's feature :math:`h(x)` (:func:`ldjax.feature_step`).
+
+    Args:
+      fn: un-batched ``fn(params, x) -> [*h]``.
+      params: pytree of parameters (before the update).
+      updates: the update ``u``, a pytree like ``params``.
+      x: the examples, ``[n, *d]``.
+
+    Returns:
+      ``(change, value)``: :math:`J(x)\, u` ``[n, *h]`` and ``fn`` at ``x`` before the update ``[n, *h]``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from ldjax._src.first_order import output_change
+      >>> change, h = output_change(lambda p, x: x @ p, jnp.ones((2, 3)), jnp.full((2, 3), 0.5), jnp.eye(2))
+      >>> change
+      Array([[0.5, 0.5, 0.5],
+             [0.5, 0.5, 0.5]], dtype=float32)
+    """
+    value, change = jax.jvp(lambda p: batched(fn)(p, x), (params,), (updates,))
+    return change, value
 
 
 def actual_change(
@@ -235,15 +265,20 @@ def first_order_step_fn(
     *,
     optimizer: optax.GradientTransformation | None,
     precision: Precision,
+    check_finite: bool,
+    memory_budget: float | None,
+    check_memory: Callable[[Params, Any, Any, tuple[int, ...], float | None], None],
+    what: str,
     probe_name: str = "x_o",
 ) -> Callable[..., Any]:
     r"""A held, compiled :func:`first_order_step` whose result ``finish`` turns into what the caller returns.
 
-    The factory behind :func:`ldjax.one_step_fn` and :func:`ldjax.predict_fn`. The returned
-    ``call(params, x_o, x_u, y_u, *, learning_rate=None, opt_state=None)`` validates its arguments outside
-    ``jax.jit`` (:func:`checks.validate_step`: shape checks once per shape signature, value checks on every
-    call), then runs one jitted program: :func:`first_order_step` with ``optimizer`` (plain SGD at the
-    call's ``learning_rate`` when ``None``, so a new rate does not recompile), then
+    The factory behind :func:`ldjax.one_step_fn` and :func:`ldjax.predict_fn`. The options are checked
+    here, when the function is made. The returned ``call(params, x_o, x_u, y_u, *, learning_rate=None,
+    opt_state=None)`` validates its arguments outside ``jax.jit`` (:func:`checks.validate_step`: shape
+    checks once per shape signature, value checks on every call), runs ``check_memory(params, x_o, x_u,
+    out_shape, memory_budget)``, then one jitted program: :func:`first_order_step` with ``optimizer``
+    (plain SGD at the call's ``learning_rate`` when ``None``, so a new rate does not recompile) and
     ``finish(params, x_o, x_u, step)``, all under the matmul ``precision``.
 
     Args:
@@ -252,7 +287,11 @@ def first_order_step_fn(
       finish: ``finish(params, x_o, x_u, step: FirstOrderStep) -> result``, traced inside the program.
       optimizer: any ``optax.GradientTransformation``, or ``None`` for plain SGD.
       precision: matmul precision.
-      probe_name: the probes' name in error messages.
+      check_finite: refuse NaN or inf in the inputs (see :func:`ldjax.one_step`).
+      memory_budget: bytes the result may take (``None``: the default), handed to ``check_memory``.
+      check_memory: refuses a call whose result would not fit ``memory_budget``.
+      what: the caller's name in messages (``"one_step"``).
+      probe_name: the probes' name in messages.
 
     Returns:
       ``call(params, x_o, x_u, y_u, *, learning_rate=None, opt_state=None) -> result``.
@@ -260,12 +299,17 @@ def first_order_step_fn(
     Example:
       >>> import jax.numpy as jnp, ldjax
       >>> from ldjax._src.first_order import first_order_step_fn
-      >>> call = first_order_step_fn(lambda p, x: x @ p, ldjax.losses.cross_entropy,
-      ...                            lambda p, x_o, x_u, step: step.loss, optimizer=None, precision="highest")
+      >>> call = first_order_step_fn(
+      ...     lambda p, x: x @ p, ldjax.losses.cross_entropy, lambda p, x_o, x_u, step: step.loss,
+      ...     optimizer=None, precision="highest", check_finite=True, memory_budget=None,
+      ...     check_memory=lambda *args: None, what="example")
       >>> round(float(call(jnp.zeros((3, 2)), jnp.eye(3), jnp.ones((1, 3)), jnp.array([0]), learning_rate=0.1)), 4)
       0.6931
     """
     checks.precision_scope(precision)  # an unknown precision fails here, not at the first call
+    checks.check_optimizer(optimizer, None)
+    if memory_budget is not None:
+        checks.check_positive_budget(memory_budget)
     known_shapes: dict = {}
 
     @jax.jit
@@ -276,7 +320,7 @@ def first_order_step_fn(
             return finish(params, x_o, x_u, step)
 
     def call(params, x_o, x_u, y_u, *, learning_rate=None, opt_state=None):
-        checks.validate_step(
+        out_shape = checks.validate_step(
             apply_fn,
             params,
             x_o,
@@ -285,10 +329,14 @@ def first_order_step_fn(
             loss,
             learning_rate,
             optimizer,
+            opt_state=opt_state,
             probe_name=probe_name,
             known_shapes=known_shapes,
+            check_finite=check_finite,
         )
-        return run(params, x_o, x_u, y_u, opt_state, 0.0 if learning_rate is None else learning_rate)
+        check_memory(params, x_o, x_u, out_shape, memory_budget)
+        with checks.forward_mode(what):
+            return run(params, x_o, x_u, y_u, opt_state, 0.0 if learning_rate is None else learning_rate)
 
     return call
 

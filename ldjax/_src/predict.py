@@ -13,6 +13,7 @@ from typing import NamedTuple
 import optax
 from jaxtyping import Array
 
+from ldjax._src import checks
 from ldjax._src.first_order import FirstOrderStep
 from ldjax._src.first_order import actual_change
 from ldjax._src.first_order import first_order_step_fn
@@ -51,6 +52,8 @@ def predict_log_prob_change(
     opt_state: Any = None,
     actual: bool = False,
     precision: Precision = "highest",
+    check_finite: bool = True,
+    memory_budget: float | None = None,
 ) -> LogProbChange:
     r"""Predicted change of log π on every probe, position and vocabulary entry after one update.
 
@@ -73,6 +76,14 @@ def predict_log_prob_change(
       opt_state: its state (e.g. from training); default ``optimizer.init(params)``.
       actual: also take the real optax step and return the actual change (one more forward pass).
       precision: matmul precision (default ``"highest"``).
+      check_finite: refuse NaN or inf in ``params``, the inputs, float targets and ``opt_state``
+        (``False`` skips it for speed).
+      memory_budget: bytes the logits at the probes and their change may take (a few arrays
+        ``[n_probe, *o]``); above it the call is refused, naming the cheaper routes. Default: half of the
+        device's memory (of the RAM on CPU); ``math.inf`` turns the check off.
+
+    The model must support forward mode (one JVP at the probes): a model with ``jax.custom_vjp`` is
+    refused with a message (use ``jax.custom_jvp``).
 
     Returns:
       :class:`LogProbChange`.
@@ -88,7 +99,15 @@ def predict_log_prob_change(
       >>> r.predicted.shape, bool(jnp.abs(r.actual - r.predicted).max() < 1e-5)
       ((2, 3, 5), True)
     """
-    predict = predict_fn(apply_fn, loss, optimizer=optimizer, actual=actual, precision=precision)
+    predict = predict_fn(
+        apply_fn,
+        loss,
+        optimizer=optimizer,
+        actual=actual,
+        precision=precision,
+        check_finite=check_finite,
+        memory_budget=memory_budget,
+    )
     return predict(params, x_probe, x_u, y_u, learning_rate=learning_rate, opt_state=opt_state)
 
 
@@ -99,6 +118,8 @@ def predict_fn(
     optimizer: optax.GradientTransformation | None = None,
     actual: bool = False,
     precision: Precision = "highest",
+    check_finite: bool = True,
+    memory_budget: float | None = None,
 ) -> Callable[..., LogProbChange]:
     r"""A compiled :func:`predict_log_prob_change` for one model, loss and optimizer, to hold and reuse.
 
@@ -113,6 +134,7 @@ def predict_fn(
         given to each call.
       actual: also take the real optax step and return the actual change.
       precision: matmul precision (default ``"highest"``).
+      check_finite, memory_budget: as in :func:`predict_log_prob_change`.
 
     Returns:
       ``predict(params, x_probe, x_u, y_u, *, learning_rate=None, opt_state=None) -> LogProbChange``.
@@ -128,10 +150,22 @@ def predict_fn(
       (2, 3, 5)
     """
 
+    def check_memory(params, x_probe, x_u, out_shape, budget):
+        checks.check_probe_memory(params, x_probe, out_shape, budget, actual=actual)
+
     def finish(params, x_probe, x_u, step: FirstOrderStep) -> LogProbChange:
         change = actual_change(apply_fn, params, step.updates, x_probe, step.z_o) if actual else None
         return LogProbChange(predicted=step.predicted, actual=change, loss=step.loss)
 
     return first_order_step_fn(
-        apply_fn, loss, finish, optimizer=optimizer, precision=precision, probe_name="x_probe"
+        apply_fn,
+        loss,
+        finish,
+        optimizer=optimizer,
+        precision=precision,
+        check_finite=check_finite,
+        memory_budget=memory_budget,
+        check_memory=check_memory,
+        what="predict_log_prob_change",
+        probe_name="x_probe",
     )

@@ -12,7 +12,7 @@ from jaxtyping import Float
 from jaxtyping import Int
 
 from ldjax._src import checks
-from ldjax._src.losses._base import check_ids
+from ldjax._src.losses._base import checks_target
 from ldjax._src.losses._base import softmax_minus_one_hot
 from ldjax._src.losses._base import token_log_probs
 from ldjax._src.losses._base import with_target_check
@@ -22,7 +22,7 @@ def check_integer_labels(out_shape: tuple[int, ...], labels: Any, name: str) -> 
     """Labels must be integers in ``[0, k)`` with one label per example (and position)."""
     k = out_shape[-1]
     bound = f"the model has k={k} classes"
-    check_ids(labels, k, name, what="class labels", short="labels", bound=bound)
+    checks.check_ids(labels, k, name, what="class labels", short="labels", bound=bound)
     expected = tuple(out_shape[:-1])
     if tuple(np.shape(labels)[1:]) != expected:
         raise ValueError(
@@ -58,6 +58,7 @@ def cross_entropy(logits: Float[ArrayLike, "n *t k"], labels: Int[ArrayLike, " n
     return -jnp.mean(token_log_probs(logits, labels))
 
 
+@checks_target(check_integer_labels)
 def cross_entropy_g(
     logits: Float[ArrayLike, "n *t k"], labels: Int[ArrayLike, " n *t"]
 ) -> Float[Array, "n *t k"]:
@@ -78,6 +79,7 @@ def soft_cross_entropy(logits: Float[ArrayLike, "n k"], targets: Float[ArrayLike
     return -jnp.sum(targets * logp) / math.prod(logits.shape[:-1])
 
 
+@checks_target(check_probability_targets)
 def soft_cross_entropy_g(
     logits: Float[ArrayLike, "n k"], targets: Float[ArrayLike, "n k"]
 ) -> Float[Array, "n k"]:
