@@ -12,6 +12,8 @@ import ldjax
 from ldjax._src.features import head_direction
 
 from problems import finite_difference_ntk
+from problems import optax_update
+from typechecking import ill_typed
 
 CE = ldjax.losses.cross_entropy
 F64 = {"rtol": 1e-6, "atol": 1e-9}  # against central differences with eps = 1e-6 in float64
@@ -57,86 +59,82 @@ def loss_at(params, x, y):
     return CE(jax.vmap(lambda xi: head_fn(params, feature_fn(params, xi)))(x), y)
 
 
+@pytest.mark.float64
 def test_terms_and_prediction_match_float64_finite_differences_and_a_real_sgd_step():
-    with jax.enable_x64(True):
-        params, x_o, x_u, y_u = problem()
-        lr, eps = 1e-2, 1e-6
-        r = ldjax.feature_step(feature_fn, head_fn, params, x_o, x_u, y_u, loss=CE, learning_rate=lr)
-        assert r.predicted.shape == r.actual.shape == r.h_o.shape == (5, 6)
-        assert r.kernel.shape == (5, 3, 6, 6) and r.direction.shape == (3, 4, 6) and r.energy.shape == (3, 4)
-        # kernel: finite-difference Jacobians of the feature map on the flattened parameters
-        np.testing.assert_allclose(r.kernel, finite_difference_ntk(feature_fn, params, x_o, x_u), **F64)
+    params, x_o, x_u, y_u = problem()
+    lr, eps = 1e-2, 1e-6
+    r = ldjax.feature_step(feature_fn, head_fn, params, x_o, x_u, y_u, loss=CE, learning_rate=lr)
+    assert r.predicted.shape == r.actual.shape == r.h_o.shape == (5, 6)
+    assert r.kernel.shape == (5, 3, 6, 6) and r.direction.shape == (3, 4, 6) and r.energy.shape == (3, 4)
+    # kernel: finite-difference Jacobians of the feature map on the flattened parameters
+    np.testing.assert_allclose(r.kernel, finite_difference_ntk(feature_fn, params, x_o, x_u), **F64)
 
-        @jax.jit
-        def by_hand(params):
-            """Central differences of the head at h(x_u); (π − e_y)/n_u; the SGD update written out."""
-            head = jax.vmap(head_fn, (None, 0))
-            h_u = features(params, x_u)
-            columns = jax.vmap(
-                lambda e: (head(params, h_u + eps * e) - head(params, h_u - eps * e)) / (2 * eps)
-            )
-            force = (jax.nn.softmax(head(params, h_u)) - jax.nn.one_hot(y_u, 4)) / 3
-            flat, unravel = ravel_pytree(params)
-            u = -lr * ravel_pytree(jax.grad(loss_at)(params, x_u, y_u))[0]
-            along = (features(unravel(flat + eps * u), x_o) - features(unravel(flat - eps * u), x_o)) / (
-                2 * eps
-            )
-            moved = features(unravel(flat + u), x_o) - features(params, x_o)
-            return jnp.moveaxis(columns(jnp.eye(6)), 0, -1), force, along, moved, loss_at(params, x_u, y_u)
+    @jax.jit
+    def by_hand(params):
+        """Central differences of the head at h(x_u); (π − e_y)/n_u; the SGD update written out."""
+        head = jax.vmap(head_fn, (None, 0))
+        h_u = features(params, x_u)
+        columns = jax.vmap(lambda e: (head(params, h_u + eps * e) - head(params, h_u - eps * e)) / (2 * eps))
+        force = (jax.nn.softmax(head(params, h_u)) - jax.nn.one_hot(y_u, 4)) / 3
+        flat, unravel = ravel_pytree(params)
+        u = -lr * ravel_pytree(jax.grad(loss_at)(params, x_u, y_u))[0]
+        along = (features(unravel(flat + eps * u), x_o) - features(unravel(flat - eps * u), x_o)) / (2 * eps)
+        moved = features(unravel(flat + u), x_o) - features(params, x_o)
+        return jnp.moveaxis(columns(jnp.eye(6)), 0, -1), force, along, moved, loss_at(params, x_u, y_u)
 
-        direction, force, along, moved, loss = by_hand(params)
-        np.testing.assert_allclose(r.direction, direction, **F64)
-        np.testing.assert_allclose(r.energy, force, **EXACT)
-        # SGD: the JVP prediction is −η Σ K Dᵀ G (the head's parameters do not enter the feature map) ...
-        terms = ldjax.feature_decomposition(r.kernel, r.direction, r.energy, lr)
-        np.testing.assert_allclose(r.predicted, terms, **EXACT)
-        # ... and the central difference of h(x_o) along the update; actual = the step itself
-        np.testing.assert_allclose(r.predicted, along, **F64)
-        np.testing.assert_allclose(r.actual, moved, **EXACT)
-        np.testing.assert_allclose(r.residual, r.actual - r.predicted, **EXACT)
-        assert float(r.loss) == pytest.approx(float(loss), rel=1e-12)
+    direction, force, along, moved, loss = by_hand(params)
+    np.testing.assert_allclose(r.direction, direction, **F64)
+    np.testing.assert_allclose(r.energy, force, **EXACT)
+    # SGD: the JVP prediction is −η Σ K Dᵀ G (the head's parameters do not enter the feature map) ...
+    terms = ldjax.feature_decomposition(r.kernel, r.direction, r.energy, lr)
+    np.testing.assert_allclose(r.predicted, terms, **EXACT)
+    # ... and the central difference of h(x_o) along the update; actual = the step itself
+    np.testing.assert_allclose(r.predicted, along, **F64)
+    np.testing.assert_allclose(r.actual, moved, **EXACT)
+    np.testing.assert_allclose(r.residual, r.actual - r.predicted, **EXACT)
+    assert float(r.loss) == pytest.approx(float(loss), rel=1e-12)
 
 
 def warm(opt, params):
     """An optimizer state with history: two earlier updates from fixed, non-trivial gradients."""
     state = opt.init(params)
     for shift in (0.3, -0.7):
-        _, state = opt.update(jax.tree.map(lambda p, c=shift: jnp.sin(3 * p + c), params), state, params)
+        _, state = optax_update(
+            opt, jax.tree.map(lambda p, c=shift: jnp.sin(3 * p + c), params), state, params
+        )
     return state
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam"])
+@pytest.mark.float64
 def test_residual_shrinks_like_eta_squared_after_a_real_optimizer_step(name):
-    with jax.enable_x64(True):
-        params, x_o, x_u, y_u = problem(seed=1, n_o=6, n_u=2)
-        rates, norms, predictions = [1e-3, 3e-3, 1e-2, 3e-2, 1e-1], [], []
-        opt = (
-            None
-            if name == "sgd"
-            else optax.inject_hyperparams(optax.adam)(learning_rate=0.0, b1=0.8, b2=0.95)
+    params, x_o, x_u, y_u = problem(seed=1, n_o=6, n_u=2)
+    rates, norms, predictions = [1e-3, 3e-3, 1e-2, 3e-2, 1e-1], [], []
+    opt = None if name == "sgd" else optax.inject_hyperparams(optax.adam)(learning_rate=0.0, b1=0.8, b2=0.95)
+    step = ldjax.feature_step_fn(feature_fn, head_fn, CE, optimizer=opt, terms=False)  # compiled once
+    history = None if opt is None else warm(opt, params)
+    for lr in rates:
+        if opt is None:
+            r = step(params, x_o, x_u, y_u, learning_rate=lr)
+        else:  # Adam with moments from earlier steps, at learning rate lr / 10
+            state = history._replace(
+                hyperparams={**history.hyperparams, "learning_rate": jnp.asarray(lr / 10)}
+            )
+            r = step(params, x_o, x_u, y_u, opt_state=state)
+        norms.append(float(jnp.linalg.norm(r.residual)))
+        predictions.append(r.predicted)
+    slope = np.polyfit(np.log(rates), np.log(norms), 1)[0]
+    assert abs(slope - 2.0) < 0.2, (slope, norms)
+    if opt is None:  # one held program for every η: the SGD prediction is linear in η; works under jit
+        np.testing.assert_allclose(10 * predictions[0], predictions[2], **EXACT)
+        inside = jax.jit(lambda p: step(p, x_o, x_u, y_u, learning_rate=1e-3).predicted)(params)
+        np.testing.assert_allclose(inside, predictions[0], **EXACT)
+    else:  # the actual change is the real Adam update with that state (the last η)
+        updates, _ = jax.jit(lambda g, s, p: optax_update(opt, g, s, p))(
+            jax.grad(loss_at)(params, x_u, y_u), state, params
         )
-        step = ldjax.feature_step_fn(feature_fn, head_fn, CE, optimizer=opt, terms=False)  # compiled once
-        history = None if opt is None else warm(opt, params)
-        for lr in rates:
-            if opt is None:
-                r = step(params, x_o, x_u, y_u, learning_rate=lr)
-            else:  # Adam with moments from earlier steps, at learning rate lr / 10
-                state = history._replace(
-                    hyperparams={**history.hyperparams, "learning_rate": jnp.asarray(lr / 10)}
-                )
-                r = step(params, x_o, x_u, y_u, opt_state=state)
-            norms.append(float(jnp.linalg.norm(r.residual)))
-            predictions.append(r.predicted)
-        slope = np.polyfit(np.log(rates), np.log(norms), 1)[0]
-        assert abs(slope - 2.0) < 0.2, (slope, norms)
-        if opt is None:  # one held program for every η: the SGD prediction is linear in η; works under jit
-            np.testing.assert_allclose(10 * predictions[0], predictions[2], **EXACT)
-            inside = jax.jit(lambda p: step(p, x_o, x_u, y_u, learning_rate=1e-3).predicted)(params)
-            np.testing.assert_allclose(inside, predictions[0], **EXACT)
-        else:  # the actual change is the real Adam update with that state (the last η)
-            updates, _ = jax.jit(opt.update)(jax.grad(loss_at)(params, x_u, y_u), state, params)
-            moved = features(optax.apply_updates(params, updates), x_o) - features(params, x_o)
-            np.testing.assert_allclose(r.actual, moved, **EXACT)
+        moved = features(optax.apply_updates(params, updates), x_o) - features(params, x_o)
+        np.testing.assert_allclose(r.actual, moved, **EXACT)
 
 
 class Net(nnx.Module):
@@ -153,57 +151,58 @@ class Net(nnx.Module):
         return self.head(self.features(x))
 
 
+@pytest.mark.float64
 def test_flax_nnx_feature_and_head_through_from_nnx_method():
-    with jax.enable_x64(True):
-        model = Net(nnx.Rngs(0))
-        apply_fn, params = ldjax.from_nnx(model)
-        f, p_f = ldjax.from_nnx(model, method=lambda m, x: m.features(x), example_shape=(5,))
-        g, p_g = ldjax.from_nnx(model, method=lambda m, h: m.head(h))
-        assert jax.tree.structure(p_f) == jax.tree.structure(p_g) == jax.tree.structure(params)
-        x = jnp.asarray(np.random.default_rng(3).normal(size=(4, 5)))
-        y = jnp.array([0, 2])
-        r = ldjax.feature_step(f, g, params, x, x[:2], y, loss=CE, learning_rate=1e-2)
+    model = Net(nnx.Rngs(0))
+    apply_fn, params = ldjax.from_nnx(model)
+    f, p_f = ldjax.from_nnx(model, method=lambda m, x: m.features(x), example_shape=(5,))
+    g, p_g = ldjax.from_nnx(model, method=lambda m, h: m.head(h))
+    assert jax.tree.structure(p_f) == jax.tree.structure(p_g) == jax.tree.structure(params)
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(4, 5)))
+    y = jnp.array([0, 2])
+    r = ldjax.feature_step(f, g, params, x, x[:2], y, loss=CE, learning_rate=1e-2)
 
-        @jax.jit
-        def by_hand(params):  # the composition is the module; one SGD step on the module's loss
-            grads = jax.grad(lambda p: CE(jax.vmap(apply_fn, (None, 0))(p, x[:2]), y))(params)
-            moved = jax.tree.map(lambda a, b: a - 1e-2 * b, params, grads)
-            composed = jax.vmap(lambda xi: g(params, f(params, xi)))(x)
-            return composed, jax.vmap(apply_fn, (None, 0))(params, x), jax.vmap(f, (None, 0))(moved, x)
+    @jax.jit
+    def by_hand(params):  # the composition is the module; one SGD step on the module's loss
+        grads = jax.grad(lambda p: CE(jax.vmap(apply_fn, (None, 0))(p, x[:2]), y))(params)
+        moved = jax.tree.map(lambda a, b: a - 1e-2 * b, params, grads)
+        composed = jax.vmap(lambda xi: g(params, f(params, xi)))(x)
+        return composed, jax.vmap(apply_fn, (None, 0))(params, x), jax.vmap(f, (None, 0))(moved, x)
 
-        composed, direct, after = by_hand(params)
-        np.testing.assert_allclose(composed, direct, **EXACT)
-        np.testing.assert_allclose(r.actual, after - r.h_o, **EXACT)
-        terms = ldjax.feature_decomposition(r.kernel, r.direction, r.energy, 1e-2)
-        np.testing.assert_allclose(r.predicted, terms, **EXACT)
-        kernel = np.asarray(params["head"]["kernel"]).T  # the direction of a linear head is its weight
-        np.testing.assert_allclose(r.direction, np.broadcast_to(kernel, (2, 3, 6)), **EXACT)
-        with pytest.raises(
+    composed, direct, after = by_hand(params)
+    np.testing.assert_allclose(composed, direct, **EXACT)
+    np.testing.assert_allclose(r.actual, after - r.h_o, **EXACT)
+    terms = ldjax.feature_decomposition(r.kernel, r.direction, r.energy, 1e-2)
+    np.testing.assert_allclose(r.predicted, terms, **EXACT)
+    kernel = np.asarray(params["head"]["kernel"]).T  # the direction of a linear head is its weight
+    np.testing.assert_allclose(r.direction, np.broadcast_to(kernel, (2, 3, 6)), **EXACT)
+    with (
+        pytest.raises(
             ValueError, match=r"x_u has shape \(2, 4\) but feature_fn expects one example of shape \(5,\)"
-        ):
-            ldjax.feature_step(f, g, params, x, jnp.ones((2, 4)), y, loss=CE, learning_rate=1e-2)
+        ),
+        ill_typed(),
+    ):
+        ldjax.feature_step(f, g, params, x, jnp.ones((2, 4)), y, loss=CE, learning_rate=1e-2)
 
 
+@pytest.mark.float64
 def test_energy_against_a_numpy_reference():
-    with jax.enable_x64(True):
-        rng = np.random.default_rng(0)
-        for shape in ((7,), (2, 3)):
-            logits = rng.normal(size=(*shape, 5)) * 2
-            labels = rng.integers(0, 5, size=shape)
-            e = jax.jit(ldjax.energy)(jnp.asarray(logits), jnp.asarray(labels))
-            probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
-            onehot = np.eye(5)[labels]
-            norm = np.sqrt(((probs - onehot) ** 2).sum(-1))
-            gap = 1 - np.take_along_axis(probs, labels[..., None], -1)[..., 0]
-            np.testing.assert_allclose(e.norm, norm, **EXACT)
-            np.testing.assert_allclose(e.gap, gap, **EXACT)
-            assert float(e.mean) == pytest.approx(norm.mean(), rel=1e-12)
-            assert float(e.mean_gap) == pytest.approx(gap.mean(), rel=1e-12)
-        # the energy of a correct, confident data set is small; of a uniform one it is sqrt(1 - 1/k)
-        assert float(ldjax.energy(jnp.array([[20.0, 0.0]]), jnp.array([0])).mean) < 1e-8
-        assert float(ldjax.energy(jnp.zeros((3, 4)), jnp.array([0, 1, 2])).mean) == pytest.approx(
-            np.sqrt(0.75)
-        )
+    rng = np.random.default_rng(0)
+    for shape in ((7,), (2, 3)):
+        logits = rng.normal(size=(*shape, 5)) * 2
+        labels = rng.integers(0, 5, size=shape)
+        e = jax.jit(ldjax.energy)(jnp.asarray(logits), jnp.asarray(labels))
+        probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+        onehot = np.eye(5)[labels]
+        norm = np.sqrt(((probs - onehot) ** 2).sum(-1))
+        gap = 1 - np.take_along_axis(probs, labels[..., None], -1)[..., 0]
+        np.testing.assert_allclose(e.norm, norm, **EXACT)
+        np.testing.assert_allclose(e.gap, gap, **EXACT)
+        assert float(e.mean) == pytest.approx(norm.mean(), rel=1e-12)
+        assert float(e.mean_gap) == pytest.approx(gap.mean(), rel=1e-12)
+    # the energy of a correct, confident data set is small; of a uniform one it is sqrt(1 - 1/k)
+    assert float(ldjax.energy(jnp.array([[20.0, 0.0]]), jnp.array([0])).mean) < 1e-8
+    assert float(ldjax.energy(jnp.zeros((3, 4)), jnp.array([0, 1, 2])).mean) == pytest.approx(np.sqrt(0.75))
 
 
 def test_errors_name_the_argument():
@@ -231,7 +230,10 @@ def test_errors_name_the_argument():
         ldjax.feature_step(
             feature_fn, head_fn, params, x_o, x_u, y_u, loss=CE, learning_rate=0.1, memory_budget=1
         )
-    with pytest.raises(ValueError, match=r"labels has shape \(2,\) but logits has shape \(3, 4\)"):
+    with (
+        pytest.raises(ValueError, match=r"labels has shape \(2,\) but logits has shape \(3, 4\)"),
+        ill_typed(),
+    ):
         ldjax.energy(jnp.zeros((3, 4)), jnp.array([0, 1]))
     with pytest.raises(ValueError, match=r"labels holds labels in \[0, 4\] but the logits have k=4 classes"):
         ldjax.energy(jnp.zeros((2, 4)), jnp.array([0, 4]))
@@ -241,10 +243,10 @@ def test_errors_name_the_argument():
         ldjax.feature_decomposition(jnp.zeros((2, 3, 5, 5)), jnp.zeros((3, 4, 6)), jnp.zeros((3, 4)), 0.1)
 
 
+@pytest.mark.float64
 def test_head_direction_of_a_nonlinear_head_is_its_input_jacobian():
-    with jax.enable_x64(True):
-        w = jax.random.normal(jax.random.key(4), (3, 2), jnp.float64)
-        h = jax.random.normal(jax.random.key(5), (4, 2), jnp.float64)
-        got = head_direction(lambda p, hi: jnp.tanh(p @ hi), w, h)
-        expected = (1 - jnp.tanh(h @ w.T) ** 2)[:, :, None] * w[None]  # d tanh(W h) / dh = diag(1 − z²) W
-        np.testing.assert_allclose(got, expected, **EXACT)
+    w = jax.random.normal(jax.random.key(4), (3, 2), jnp.float64)
+    h = jax.random.normal(jax.random.key(5), (4, 2), jnp.float64)
+    got = head_direction(lambda p, hi: jnp.tanh(p @ hi), w, h)
+    expected = (1 - jnp.tanh(h @ w.T) ** 2)[:, :, None] * w[None]  # d tanh(W h) / dh = diag(1 − z²) W
+    np.testing.assert_allclose(got, expected, **EXACT)

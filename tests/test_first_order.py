@@ -260,7 +260,7 @@ def test_split_errors_name_the_argument():
     with pytest.raises(ValueError, match="preconditioner must be a pytree with the structure of params"):
         gradient_update(params, preconditioner={"w1": params["w1"]}, coefficient=1.0)
     with pytest.raises(
-        ValueError, match=r"preconditioner leaf of shape \(1,\) does not match parameter \(6,\)"
+        ValueError, match=r"preconditioner\['b1'\] has shape \(1,\) but the parameter has shape \(6,\)"
     ):
         gradient_update(params, preconditioner=jax.tree.map(lambda a: a[:1], params), coefficient=1.0)
 
