@@ -41,6 +41,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # fake_experiments, when run as a script
 
 import fake_experiments  # noqa: E402
+from typechecking import ill_typed  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -313,7 +314,7 @@ API_CASES = [
     ),
     Case(
         "ntk.float_tokens",
-        lambda: ldjax.empirical_ntk(transformer()[0], transformer()[1], TOK * 1.0),
+        lambda: ldjax.empirical_ntk(transformer()[0], transformer()[1], TOK.astype(jnp.float32)),
         "x1 must hold integer token ids in [0, 11), got dtype float32",
     ),
     Case(
@@ -488,7 +489,7 @@ API_CASES = [
     ),
     Case(
         "one_step.loss_fails",
-        lambda: step(loss=lambda z, y: z @ y),
+        lambda: step(loss=lambda z, y: z @ y.astype(z.dtype)),
         "loss(logits, target) failed on logits of shape (2, 3): dot_general requires contracting dimensions to have the same shape, got (3,) and (2,).",
     ),
     Case(
@@ -561,7 +562,7 @@ API_CASES = [
     ),
     Case(
         "predict.target_float_ids",
-        lambda: predict(y_u=SEQ_T._replace(tokens=TOK * 1.0)),
+        lambda: predict(y_u=SEQ_T._replace(tokens=TOK.astype(jnp.float32))),
         "y_u.tokens must hold integer token ids in [0, 5), got dtype float32",
     ),
     Case(
@@ -641,7 +642,11 @@ API_CASES = [
     ),
     Case(
         "predict.float_sequence_undeclared",
-        lambda: predict(apply_fn=lambda p, x: seq(p, x.astype(int)), x_probe=TOK * 1.0, x_u=TOK * 1.0),
+        lambda: predict(
+            apply_fn=lambda p, x: seq(p, x.astype(int)),
+            x_probe=TOK.astype(jnp.float32),
+            x_u=TOK.astype(jnp.float32),
+        ),
         "apply_fn returned logits of shape (4, 5) for one example of x_u: x_u may be batched twice (its examples have shape (4,))"
         + TWO_D,
     ),
@@ -1336,7 +1341,9 @@ def fake_registry(monkeypatch):
 
 @pytest.mark.parametrize("case", API_CASES, ids=lambda case: case.id)
 def test_api_refuses_a_bad_input_with_its_message(case):
-    with pytest.raises(case.error) as info:
+    # The table breaks the annotations on purpose: it tests ldjax's own messages, which a user without a
+    # run-time type checker gets; jaxtyping would reject many of these calls first (see conftest.py).
+    with pytest.raises(case.error) as info, ill_typed():
         case.call()
     assert str(info.value) == case.message
 
@@ -1366,7 +1373,7 @@ def test_check_finite_false_skips_the_value_checks_and_debug_shows_the_traceback
 
 def test_a_declared_sequence_model_and_token_inputs_pass_the_batch_axis_check():
     declared = ldjax.as_apply_fn(lambda p, x: seq(p, x.astype(int)), sequence_output=True)
-    assert ldjax.empirical_ntk(declared, PS, TOK * 1.0, trace=True).shape == (2, 2)
+    assert ldjax.empirical_ntk(declared, PS, TOK.astype(jnp.float32), trace=True).shape == (2, 2)
     assert ldjax.empirical_ntk(seq, PS, TOK, trace=True).shape == (2, 2)
 
 
