@@ -34,10 +34,12 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 import jaxtyping  # noqa: E402
 
 # The core of ldjax, checked at run time against its shape annotations (before any test imports ldjax).
+_SRC = _ROOT / "ldjax" / "_src"
 _CHECKED_MODULES = [
-    f"ldjax._src.{path.relative_to(_ROOT / 'ldjax' / '_src').with_suffix('').as_posix().replace('/', '.')}"
-    for path in sorted((_ROOT / "ldjax" / "_src").rglob("*.py"))
-    if path.parent.name not in ("experiments", "app") and path.name not in ("__init__.py", "typing.py")
+    f"ldjax._src.{path.relative_to(_SRC).with_suffix('').as_posix().replace('/', '.')}"
+    for path in sorted(_SRC.rglob("*.py"))
+    if path.relative_to(_SRC).parts[0] not in ("experiments", "app")  # with their subpackages
+    and path.name not in ("__init__.py", "typing.py")
 ]
 jaxtyping.install_import_hook(_CHECKED_MODULES, "typechecking.typechecked")
 

@@ -269,7 +269,7 @@ def sampled_pairs(
     :meth:`Language.reward`): y⁺ rows first, y⁻ rows second; a tied pair gets zero mask (no force)."""
     seqs = decode(batched, params, jnp.concatenate([prompts] * 2), key, temperature)
     ok = jnp.take_along_axis(jnp.concatenate([allowed] * 2), seqs[:, PROMPT_LEN:, None], -1)[..., 0]
-    reward = jnp.sum(ok * response_mask(seqs, eos_id)[:, PROMPT_LEN:], -1)
+    reward = jnp.sum(ok.astype(jnp.float32) * response_mask(seqs, eos_id)[:, PROMPT_LEN:], -1)
     b = prompts.shape[0]
     first_wins = (reward[:b] >= reward[b:])[:, None]
     both = jnp.concatenate(

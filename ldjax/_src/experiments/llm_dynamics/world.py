@@ -250,7 +250,7 @@ def valley_mask(batched: Callable, params: Any, probes: Tokens) -> Float[Array, 
     rejected = PROBE_TYPES.index("rejected")
     part = jax.tree.map(lambda a: a.reshape(len(PROBE_TYPES), -1, a.shape[-1])[rejected], probes)
     top = jnp.argmax(batched(params, part.x), -1)
-    return part.mask * (top != part.tokens)
+    return part.mask * (top != part.tokens).astype(part.mask.dtype)
 
 
 def reference_logp(batched: Callable, params: Any, pairs: Tokens) -> Float[Array, " n"]:
