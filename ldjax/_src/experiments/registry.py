@@ -100,6 +100,13 @@ EXPERIMENTS: tuple[ExperimentSpec, ...] = (
         0.1,
         0.3,
     ),
+    ExperimentSpec(
+        "grpo_exploration",
+        "GRPO raises pass@1 but lowers pass@256 (probability squeezed into the top-1); SimKO vs GRPO",
+        "synthetic layered-graph walks (no files)",
+        2.0,
+        10.0,
+    ),
 )
 
 
