@@ -175,14 +175,19 @@ def _policy_reference(logits, target, top_k=3, alpha=0.0, scale=1.0, quantile=0.
     return loss, force, plan
 
 
+def _policy_problem(seed):
+    """8 responses with advantages of both signs; most negative responses sample their top-1 tokens."""
+    rng, logits, tokens, mask = _problem(seed, n=8)
+    top1 = np.asarray(jnp.argmax(logits, -1))
+    adv = jnp.asarray([1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 1.0, -1.0])
+    pick = (rng.random(tokens.shape) < 0.7) & (np.asarray(adv) < 0)[:, None]  # exercise the negative branch
+    tokens = jnp.asarray(np.where(pick, top1, np.asarray(tokens)), jnp.int32)
+    return rng, logits, tokens, mask, adv
+
+
 def test_simko_matches_slow_reference():
     with jax.enable_x64(True):
-        rng, logits, tokens, mask = _problem(5, n=8)
-        # make some sampled tokens the top-1 so the negative branch is exercised
-        top1 = np.asarray(jnp.argmax(logits, -1))
-        adv = jnp.asarray([1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 1.0, -1.0])
-        pick = (rng.random(tokens.shape) < 0.7) & (np.asarray(adv) < 0)[:, None]
-        tokens = jnp.asarray(np.where(pick, top1, np.asarray(tokens)), jnp.int32)
+        rng, logits, tokens, mask, adv = _policy_problem(5)
         # flatten two rows so that high-entropy tokens exist among both signs of advantage
         logits = logits.at[jnp.array([0, 1])].multiply(0.2)
         target = losses.PolicyTarget(tokens, mask, adv)
@@ -203,11 +208,7 @@ def test_simko_matches_slow_reference():
 def test_clipped_surrogate_matches_slow_reference(kind):
     """With old_log_probs: the clipped surrogate's value and force; clipped tokens get no force."""
     with jax.enable_x64(True):
-        rng, logits, tokens, mask = _problem(7, n=8)
-        top1 = np.asarray(jnp.argmax(logits, -1))
-        adv = jnp.asarray([1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 1.0, -1.0])
-        pick = (rng.random(tokens.shape) < 0.7) & (np.asarray(adv) < 0)[:, None]
-        tokens = jnp.asarray(np.where(pick, top1, np.asarray(tokens)), jnp.int32)
+        rng, logits, tokens, mask, adv = _policy_problem(7)
         logp = np.asarray(losses.token_log_probs(logits, tokens))
         old = jnp.asarray(logp - rng.normal(size=logp.shape) * 0.3)  # ratios around 1, some clipped
         ratio = np.exp(logp - np.asarray(old))
