@@ -422,8 +422,10 @@ def _programs(config: Config, apply_fn, seq_len: int) -> Programs:
     @jax.jit
     @functools.partial(jax.vmap, in_axes=(0, 0, None))
     def chunk(carry, run: RunData, index):
-        """``record_every`` iterations of every run; the keys of a seed's runs are equal (paired runs)."""
-        keys = jax.random.split(jax.random.fold_in(run.seed.key(1), index), config.record_every)
+        """Iterations ``index·record_every …`` of every run. Iteration ``i`` draws with ``fold_in(key, i)``:
+        the runs of a seed share their keys (paired runs) and the record period does not change them."""
+        steps = index * config.record_every + jnp.arange(config.record_every)
+        keys = jax.vmap(lambda i: jax.random.fold_in(run.seed.key(1), i))(steps)
         return jax.lax.scan(lambda c, k: iteration(c, k, run), carry, keys)
 
     @functools.partial(jax.jit, static_argnames="samples")
