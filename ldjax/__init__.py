@@ -36,10 +36,28 @@ from ldjax._src.training import train
 
 __version__ = "0.1.0"
 
+_LAZY_SUBMODULES = ("data", "experiments", "models")
+"""Imported on first use (``ldjax.models.MLP`` after a plain ``import ldjax``): they bring flax,
+scikit-learn or matplotlib, which ``import ldjax`` does not."""
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"ldjax.{name}")
+    raise AttributeError(f"module 'ldjax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))
+
+
 __all__ = (
     "a_term",
     "ApplyFunction",
     "as_apply_fn",
+    "data",
     "decomposition",
     "empirical_ntk",
     "empirical_ntk_fn",
@@ -50,6 +68,7 @@ __all__ = (
     "jacobian",
     "LogProbChange",
     "losses",
+    "models",
     "ntk_vector_product",
     "one_step",
     "one_step_fn",

@@ -16,12 +16,23 @@ class ApplyFunction:
     """A one-example ``apply_fn(params, x) -> logits`` that may know the shape of one example.
 
     ldjax's input checks use ``example_shape`` to say exactly what was expected when a batch is
-    passed where one example was meant.
+    passed where one example was meant, ``sequence_output`` to read a 2-D output ``[T, V]`` as a
+    sequence model's (declared; token-id inputs need no declaration) and ``check_input(x, name)``, the
+    model's own check of a batch of inputs (token ids in range for the built-in language models).
     """
 
-    def __init__(self, fn: Callable[[Params, Array], Array], example_shape: Sequence[int] | None = None):
+    def __init__(
+        self,
+        fn: Callable[[Params, Array], Array],
+        example_shape: Sequence[int] | None = None,
+        *,
+        sequence_output: bool | None = None,
+        check_input: Callable[[Any, str], None] | None = None,
+    ):
         self._fn = fn
         self.example_shape = None if example_shape is None else tuple(int(s) for s in example_shape)
+        self.sequence_output = sequence_output
+        self.check_input = check_input
 
     def __call__(self, params: Params, x: Array) -> Array:
         return self._fn(params, x)
@@ -31,9 +42,17 @@ class ApplyFunction:
 
 
 def as_apply_fn(
-    fn: Callable[[Params, Array], Array], example_shape: Sequence[int] | None = None
+    fn: Callable[[Params, Array], Array],
+    example_shape: Sequence[int] | None = None,
+    *,
+    sequence_output: bool | None = None,
 ) -> ApplyFunction:
     """Wrap a plain one-example function, optionally recording the shape of one example.
+
+    ``sequence_output=True`` declares that a 2-D output ``[T, V]`` is a sequence model's logits. Without
+    it ldjax reads a 2-D output that way only for integer token inputs ``[T]``; otherwise it refuses it,
+    since a 2-D output usually means a batch axis too many (``x`` batched twice, or ``apply_fn`` adding
+    one).
 
     Example:
       >>> import jax.numpy as jnp, ldjax
@@ -41,7 +60,7 @@ def as_apply_fn(
       >>> f.example_shape
       (3,)
     """
-    return ApplyFunction(fn, example_shape)
+    return ApplyFunction(fn, example_shape, sequence_output=sequence_output)
 
 
 def from_nnx(
@@ -83,7 +102,7 @@ def from_nnx(
             return model(_add_batch(x))[0]
         return model(x)
 
-    return ApplyFunction(apply_fn, example_shape), params
+    return ApplyFunction(apply_fn, example_shape, check_input=getattr(module, "check_input", None)), params
 
 
 def to_nnx(module: Any, params: Params) -> Any:

@@ -54,6 +54,7 @@ from jaxtyping import Float
 from jaxtyping import Int
 
 from ldjax._src.losses._base import bind
+from ldjax._src.losses._base import checks_target
 from ldjax._src.losses._base import softmax_minus_one_hot
 from ldjax._src.losses._base import token_log_probs
 from ldjax._src.losses._base import with_target_check
@@ -152,6 +153,7 @@ def grpo(logits: Float[Array, "n T V"], target: PolicyTarget, *, clip: float = 0
     return _policy_loss(picked, picked, target, clip)
 
 
+@checks_target(check_policy_target)
 def grpo_g(
     logits: Float[Array, "n T V"], target: PolicyTarget, *, clip: float = 0.2
 ) -> Float[Array, "n T V"]:
