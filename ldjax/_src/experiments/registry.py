@@ -107,6 +107,13 @@ EXPERIMENTS: tuple[ExperimentSpec, ...] = (
         0.7,
         3.0,
     ),
+    ExperimentSpec(
+        "grpo_exploration",
+        "GRPO raises pass@1 but lowers pass@256 (probability squeezed into the top-1); SimKO vs GRPO",
+        "synthetic layered-graph walks (no files)",
+        2.0,
+        10.0,
+    ),
 )
 
 
