@@ -126,12 +126,12 @@ def synthetic(speedup=6.0, coop=0.7, random_coop=-0.5, slowdown=4.0, noisy_coop=
     epochs, objects = 40, 16
     r = np.arange(epochs + 1)[:, None] * np.ones(seeds)
     full = {"compositional": 4, "random": int(round(4 * speedup)), "noisy": 30}
-    train_acc = np.stack([np.minimum(r / full[name], 1.0) for name in report._MAPS])
+    train_acc = np.stack([np.minimum(r / full[name], 1.0) for name in compositional.MAPS])
     own = np.exp(-np.arange(epochs) / 8.0)[:, None, None] * np.ones((epochs, seeds, 2))
     own[..., 1] *= 0.2
     ratio = {"compositional": (coop, 0.0), "random": (random_coop, 0.0), "noisy": (0.2, noisy_coop)}
-    others = np.stack([own * np.array(ratio[name]) for name in report._MAPS])
-    own = np.stack([own * np.array([1.0, name == "noisy"]) for name in report._MAPS])
+    others = np.stack([own * np.array(ratio[name]) for name in compositional.MAPS])
+    own = np.stack([own * np.array([1.0, name == "noisy"]) for name in compositional.MAPS])
     train = np.ones((seeds, objects), bool)
     train[:, :4] = False
     noisy = np.zeros((seeds, objects), bool)

@@ -87,8 +87,9 @@ def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -
     over the updates of :func:`update_forces`: ``self``, ``others``, ``heldout`` ``[M, epochs, S, 2]`` and
     ``actual_self``, ``actual_others``, ``abs_error``, ``abs_actual``, ``abs_error_tenth`` ``[M, epochs, S]``;
     ``influence`` ``[M, S, 4]`` (:func:`relation_means` of the :func:`influence_map` at initialisation; for
-    ``noisy`` over its clean updaters) and ``influence_noisy_updaters`` ``[S, 4]``; seed 0's maps
-    ``influence_map`` ``[M, n, C]``, ``influence_train_idx`` ``[n]`` and the ``factors`` ``[C, 2]``;
+    ``noisy`` over its clean updaters) and ``influence_noisy_updaters`` ``[S, 4]``; seed 0's maps of
+    ``compositional`` and ``random`` between its training objects ``influence_map`` ``[2, n, n]`` (rounded to
+    1e-6), ``influence_train_idx`` ``[n]`` and the ``factors`` ``[C, 2]``;
     ``train`` and ``noisy`` masks ``[S, C]``.
     """
     del data_dir  # synthetic, no files
@@ -198,7 +199,7 @@ def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -
         **sums,
         "influence": influence,
         "influence_noisy_updaters": noisy_updaters,
-        "influence_map": maps[:, 0],
+        "influence_map": np.round(maps[:2, 0][:, :, train_idx[0]], 6),  # seed 0, training objects
         "influence_train_idx": train_idx[0],
         "factors": factors,
         "train": trained,

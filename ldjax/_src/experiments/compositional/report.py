@@ -18,13 +18,13 @@ import numpy as np
 
 from ldjax._src.experiments import claims
 from ldjax._src.experiments import common
+from ldjax._src.experiments.compositional.forces import PARTS
+from ldjax._src.experiments.compositional.task import MAPS
 
 SOURCE = (
     "Ren & Sutherland, Understanding simplicity bias towards compositional mappings via learning dynamics "
     "(NeurIPS 2024 workshop on compositional learning); Ren's thesis, ch. 7"
 )
-_MAPS = ("compositional", "random", "noisy")
-_PARTS = ("clean", "noisy")
 
 
 def learned_epochs(correct: np.ndarray) -> np.ndarray:
@@ -45,7 +45,7 @@ def learned_epochs(correct: np.ndarray) -> np.ndarray:
 def epochs_to_full(results: dict[str, Any], name: str) -> np.ndarray:
     """``[S]``: the first epoch at which every training object of mapping ``name`` is answered correctly
     (``R = epochs + 1`` when never: a censored, i.e. conservative, value)."""
-    acc = np.asarray(results["train_accuracy"], float)[_MAPS.index(name)]  # [R, S]
+    acc = np.asarray(results["train_accuracy"], float)[MAPS.index(name)]  # [R, S]
     full = acc >= 1.0
     return np.where(full.any(0), np.argmax(full, axis=0), acc.shape[0]).astype(float)
 
@@ -56,12 +56,12 @@ def cooperation(
     """``[S]``: Σ over every update of the change of the OTHER training objects' log π(y|x) / Σ of the updated
     objects' own, for the force of ``part`` (first order); ``actual=True``: the same ratio of the actual
     changes, for the whole update."""
-    m = _MAPS.index(name)
+    m = MAPS.index(name)
     if actual:
         return np.sum(np.asarray(results["actual_others"], float)[m], 0) / np.sum(
             np.asarray(results["actual_self"], float)[m], 0
         )
-    p = _PARTS.index(part)
+    p = PARTS.index(part)
     others = np.asarray(results["others"], float)[m, ..., p]
     own = np.asarray(results["self"], float)[m, ..., p]
     return others.sum(0) / own.sum(0)
@@ -70,7 +70,7 @@ def cooperation(
 def noisy_slowdown(results: dict[str, Any]) -> np.ndarray:
     """``[S]``: mean learned epoch (:func:`learned_epochs`) of the mislabelled training objects of the noisy run
     over that of its clean training objects."""
-    learned = np.asarray(results["learned_epoch"], float)[_MAPS.index("noisy")]  # [S, C]
+    learned = np.asarray(results["learned_epoch"], float)[MAPS.index("noisy")]  # [S, C]
     noisy, train = np.asarray(results["noisy"], bool), np.asarray(results["train"], bool)
     return np.array(
         [
@@ -106,8 +106,8 @@ _COOPERATION = (
     "objects' own"
 )
 _SETUP = (
-    "one example per object and plain SGD (η·A·K·G exact to first order); the authors' code trains with Adam "
-    "on noisy copies of each object"
+    "one example per object, plain SGD (the force is exactly −η·Jᵀ·G), two ReLU layers of 128; the authors' toy "
+    "code repeats each object 100 times and trains three LeakyReLU layers of 128 with Adam"
 )
 CLAIMS: dict[str, ClaimSpec] = {
     "ch7.compositional_learned_faster": ClaimSpec(
@@ -258,12 +258,12 @@ def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
     train_acc, held_acc = np.asarray(results["train_accuracy"]), np.asarray(results["heldout_accuracy"])
     t = np.arange(train_acc.shape[1])
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    for m, name in enumerate(_MAPS[:2]):
+    for m, name in enumerate(MAPS[:2]):
         _band(axes[0], t, train_acc[m], name, _STYLE[name])
     rows = np.asarray(results["noisy_row_accuracy"])
     _band(axes[0], t, rows[0], "noisy run: clean objects", _STYLE["noisy"])
     _band(axes[0], t, rows[1], "noisy run: mislabelled objects", _STYLE["noisy"], ls="--")
-    for m, name in enumerate(_MAPS):
+    for m, name in enumerate(MAPS):
         _band(axes[1], t, held_acc[m], name, _STYLE[name])
     axes[0].set_title("training accuracy (both tokens right)")
     axes[1].set_title("held-out objects (unseen combinations of seen values)")
@@ -279,13 +279,13 @@ def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
     e = np.arange(1, own.shape[1] + 1)
     curves = [("compositional", 0), ("random", 0), ("noisy", 0), ("noisy", 1)]
     for name, p in curves:
-        m = _MAPS.index(name)
+        m = MAPS.index(name)
         ratio = np.cumsum(others[m, ..., p], 0) / np.cumsum(own[m, ..., p], 0)
-        label = name if name != "noisy" else f"noisy run: {_PARTS[p]} rows' forces"
+        label = name if name != "noisy" else f"noisy run: {PARTS[p]} rows' forces"
         _band(axes[0], e, ratio, label, _STYLE[name], ls="--" if p else "-")
     axes[0].axhline(0, color="k", lw=0.6)
     axes[0].set_title("cooperation: Σ Δ log π(others) / Σ Δ log π(own), cumulative")
-    for m, name in enumerate(_MAPS):
+    for m, name in enumerate(MAPS):
         predicted, actual = (
             others[m].sum(-1).mean(-1),
             np.asarray(results["actual_others"], float)[m].mean(-1),
@@ -295,7 +295,7 @@ def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
     axes[1].set_yscale("symlog", linthresh=0.1)
     axes[1].set_title("Δ log π of the other objects per epoch (mean over seeds)")
     for name in ("compositional", "random"):
-        m = _MAPS.index(name)
+        m = MAPS.index(name)
         _band(axes[2], e, np.cumsum(held[m, ..., 0], 0) / np.cumsum(own[m, ..., 0], 0), name, _STYLE[name])
     axes[2].axhline(0, color="k", lw=0.6)
     axes[2].set_title("held-out objects: Σ Δ log π(held-out) / Σ Δ log π(own)")
@@ -306,13 +306,12 @@ def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
     fig.tight_layout()
     paths.append(common.save_figure(fig, out_dir, "compositional_forces"))
 
-    maps = np.asarray(results["influence_map"], float)  # [M, n, C]
+    square = np.array(results["influence_map"], float)  # [2, n, n]: compositional, random
     idx = np.asarray(results["influence_train_idx"])
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
-    square = maps[:2][:, :, idx].copy()
     square[:, np.arange(len(idx)), np.arange(len(idx))] = np.nan  # the object's own change dwarfs the others
     lim = np.nanmax(np.abs(square))
-    for ax, name, image in zip(axes[:2], _MAPS[:2], square, strict=True):
+    for ax, name, image in zip(axes[:2], MAPS[:2], square, strict=True):
         shown = ax.imshow(image, cmap="RdBu", vmin=-lim, vmax=lim)
         ax.set_title(f"{name}: Δ log π(y_o) from a step on x_u (seed 0, init)", fontsize=9)
         ax.set_xlabel("observed training object o, sorted by (g1, g2)")
@@ -320,7 +319,7 @@ def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
     fig.colorbar(shown, ax=axes[:2], shrink=0.8)
     influence = np.asarray(results["influence"], float)
     bars = [
-        (f"{name}" if name != "noisy" else "noisy run: clean u", influence[m]) for m, name in enumerate(_MAPS)
+        (f"{name}" if name != "noisy" else "noisy run: clean u", influence[m]) for m, name in enumerate(MAPS)
     ]
     bars.append(("noisy run: mislabelled u", np.asarray(results["influence_noisy_updaters"], float)))
     width = 0.8 / len(bars)

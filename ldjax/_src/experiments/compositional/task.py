@@ -21,7 +21,7 @@ and the compositional one with ``noise_fraction`` of its training objects mislab
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Settings; the defaults are the quick run (5 paired seeds, about 25 s of CPU).
+    """Settings; the defaults are the quick run (5 paired seeds, about 30 s of CPU time on 2 cores).
 
     Attributes:
       seed: base seed; seed ``k`` draws the mappings, the held-out split, the initialisation and the order.
@@ -48,7 +48,7 @@ class Config:
 
 FULL = Config(seeds=20, learning_rate=0.02, epochs=500)
 """One GPU: 20 paired seeds and a smaller step (closer to the first-order picture), long enough for the
-random bijection to be learned (not yet run on a GPU)."""
+random bijection to be learned at that step (about 10× the quick run's work; not yet run on a GPU)."""
 TINY = Config(seeds=2, values=4, heldout_per_value=1, hidden=(16,), learning_rate=0.2, batch_size=4, epochs=6)
 """The smoke-test size (the test suite and the notebook under ``LDJAX_NOTEBOOK_TINY``)."""
 
