@@ -130,7 +130,8 @@ CLAIMS: dict[str, ClaimSpec] = {
         note=_SETUP,
     ),
     "ch7.clean_faster_than_noisy": ClaimSpec(
-        "with 20 % of the compositional labels corrupted, the clean objects are learned before the mislabelled ones",
+        "with a share (noise_fraction) of the compositional labels corrupted, the clean objects are learned "
+        "before the mislabelled ones",
         "clean labels are learned faster than noisy ones",
         claims.Above(1.5, "mean epoch from which a mislabelled object stays learned / that of a clean one"),
         note="learned epoch: first epoch from which both tokens stay right; an object not learned by the end "
