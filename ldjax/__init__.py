@@ -7,9 +7,14 @@ from ldjax import losses
 from ldjax import paths
 from ldjax._src.adapters import ApplyFunction
 from ldjax._src.adapters import as_apply_fn
+from ldjax._src.adapters import from_equinox
 from ldjax._src.adapters import from_linen
 from ldjax._src.adapters import from_nnx
 from ldjax._src.adapters import to_nnx
+from ldjax._src.chunked import chunked_ntk
+from ldjax._src.explain import KernelPlan
+from ldjax._src.explain import explain_kernel
+from ldjax._src.ntk import KernelFunction
 from ldjax._src.ntk import empirical_ntk
 from ldjax._src.ntk import empirical_ntk_fn
 from ldjax._src.ntk import jacobian
@@ -40,14 +45,19 @@ __all__ = (
     "a_term",
     "ApplyFunction",
     "as_apply_fn",
+    "chunked_ntk",
     "decomposition",
     "empirical_ntk",
     "empirical_ntk_fn",
     "epoch_batches",
+    "explain_kernel",
+    "from_equinox",
     "from_linen",
     "from_nnx",
     "g_term",
     "jacobian",
+    "KernelFunction",
+    "KernelPlan",
     "LogProbChange",
     "losses",
     "ntk_vector_product",
