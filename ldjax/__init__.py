@@ -7,6 +7,7 @@ from ldjax import losses
 from ldjax import paths
 from ldjax._src.adapters import ApplyFunction
 from ldjax._src.adapters import as_apply_fn
+from ldjax._src.adapters import binary_logits
 from ldjax._src.adapters import from_equinox
 from ldjax._src.adapters import from_linen
 from ldjax._src.adapters import from_nnx
@@ -45,6 +46,7 @@ __all__ = (
     "a_term",
     "ApplyFunction",
     "as_apply_fn",
+    "binary_logits",
     "chunked_ntk",
     "decomposition",
     "empirical_ntk",

@@ -11,15 +11,14 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-
-import ldjax
-
 from model_zoo import EqxCnn
 from model_zoo import EqxRnn
 from model_zoo import LinenResNet
 from model_zoo import LinenSeq2Seq
 from model_zoo import NnxCnn
 from model_zoo import ScanMLP
+
+import ldjax
 
 METHODS = ("vector_products", "structured", "auto")
 

@@ -341,5 +341,29 @@ def from_equinox(
     return ApplyFunction(apply_fn, example_shape), params
 
 
+def binary_logits(apply_fn: Callable[[Params, Array], Array]) -> ApplyFunction:
+    """A one-logit (sigmoid) model as a two-class model: logits ``[0, z]``, so softmax is ``[1 − σ(z), σ(z)]``.
+
+    ``log π`` of class 1 is then ``log σ(z)`` and of class 0 ``log(1 − σ(z))``; cross-entropy with labels
+    in ``{0, 1}`` is binary cross-entropy, and ``A`` applied to ``[0, Δz]`` gives the sigmoid's own
+    Jacobian: ``Δ log σ(z) = (1 − σ(z)) Δz``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, ldjax
+      >>> f = ldjax.binary_logits(lambda w, x: x @ w)  # [d] -> [1]
+      >>> z = f(jnp.ones((3, 1)), jnp.ones(3))
+      >>> z, jax.nn.softmax(z)[1] == jax.nn.sigmoid(3.0)
+      (Array([0., 3.], dtype=float32), Array(True, dtype=bool))
+    """
+
+    def two(params: Params, x: Array) -> Array:
+        z = apply_fn(params, x)
+        if z.shape[-1:] != (1,):
+            raise ValueError(f"binary_logits expects apply_fn to return [..., 1] logits, got shape {z.shape}")
+        return jax.numpy.concatenate([jax.numpy.zeros_like(z), z], axis=-1)
+
+    return ApplyFunction(two, getattr(apply_fn, "example_shape", None))
+
+
 def _add_batch(x: Any) -> Any:
     return jax.tree.map(lambda leaf: leaf[None], x)
