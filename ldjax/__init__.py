@@ -5,6 +5,7 @@ One update on x_u moves log π on x_o by  Δ log π(x_o) = −η · A(x_o) · K(
 
 from ldjax import losses
 from ldjax import paths
+from ldjax import plot
 from ldjax._src.adapters import ApplyFunction
 from ldjax._src.adapters import as_apply_fn
 from ldjax._src.adapters import binary_logits
@@ -32,6 +33,9 @@ from ldjax._src.optimizer_kernels import preconditioned_one_step
 from ldjax._src.predict import LogProbChange
 from ldjax._src.predict import predict_fn
 from ldjax._src.predict import predict_log_prob_change
+from ldjax._src.results_io import Loaded
+from ldjax._src.results_io import load_results
+from ldjax._src.results_io import save_results
 from ldjax._src.sharding import sharded_log_prob_change
 from ldjax._src.sharding import sharded_ntk
 from ldjax._src.terms import a_term
@@ -60,6 +64,8 @@ __all__ = (
     "jacobian",
     "KernelFunction",
     "KernelPlan",
+    "load_results",
+    "Loaded",
     "LogProbChange",
     "losses",
     "ntk_vector_product",
@@ -69,11 +75,13 @@ __all__ = (
     "optimizer_update",
     "OptimizerUpdate",
     "paths",
+    "plot",
     "preconditioned_ntk",
     "preconditioned_one_step",
     "PreconditionedStep",
     "predict_fn",
     "predict_log_prob_change",
+    "save_results",
     "sharded_log_prob_change",
     "sharded_ntk",
     "to_nnx",
