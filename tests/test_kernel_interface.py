@@ -78,6 +78,8 @@ def test_diagonal_over_examples_alone_and_errors():
     full = ldjax.empirical_ntk(mlp_apply, params, x1, x2, method="jacobian")
     diag = ldjax.empirical_ntk(mlp_apply, params, x1, x2, diagonal_axes=0, trace_axes=())
     np.testing.assert_allclose(diag, full[np.arange(4), np.arange(4)], **F64)
+    mean_trace = ldjax.empirical_ntk(mlp_apply, params, x1, x2, diagonal_axes=0, trace_axes=-1)  # nt: a mean
+    np.testing.assert_allclose(mean_trace, np.trace(diag, axis1=1, axis2=2) / 4, **F64)
     with pytest.raises(ValueError, match="pairs x1_i with x2_i: x1 has 4 examples but x2 has 2"):
         ldjax.empirical_ntk(mlp_apply, params, x1, x2[:2], diagonal_axes=0)
     with pytest.raises(ValueError, match="share an axis"):

@@ -165,7 +165,9 @@ def test_empirical_ntk_fn_is_compiled_once_and_matches_empirical_ntk(method):
 
 
 def test_empirical_ntk_fn_checks_its_options_when_made_and_its_batches_when_called():
-    with pytest.raises(ValueError, match="method must be 'auto' or 'jacobian' or 'vector_products' or 'structured'"):
+    with pytest.raises(
+        ValueError, match="method must be 'auto' or 'jacobian' or 'vector_products' or 'structured'"
+    ):
         ldjax.empirical_ntk_fn(mlp_apply, method="magic")
     with pytest.raises(ValueError, match="precision must be one of"):
         ldjax.empirical_ntk_fn(mlp_apply, precision="fast")

@@ -447,7 +447,8 @@ def empirical_ntk_fn(
                     return kernel
                 if logit_trace:
                     kernel = kernel / math.prod(out_shape)
-                    return _nt_axes(kernel, 0, tuple(a for a in t_axes if a == 0), (), example_diag)
+                    zero = lambda axes: tuple(a for a in axes if a == 0)  # noqa: E731
+                    return _nt_axes(kernel, 0, zero(t_axes), zero(d_axes), example_diag)
                 return _nt_axes(kernel, m, t_axes, d_axes, example_diag)
 
             rename = dict(zip(pytree.leaf_names(p), names, strict=True))
