@@ -17,7 +17,6 @@ import json
 import math
 import os
 import pathlib
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +29,7 @@ from ldjax._src.explain import GiB
 from ldjax._src.ntk import DEFAULT_METHOD
 from ldjax._src.ntk import NtkMethod
 from ldjax._src.ntk import empirical_ntk_fn
+from ldjax._src.results_io import atomic_write
 from ldjax._src.typing import ApplyFn
 from ldjax._src.typing import Params
 from ldjax._src.typing import Precision
@@ -224,7 +224,7 @@ class _BlockStore:
                     f"{old.get('block')}): use a new directory or delete it"
                 )
         else:
-            _atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=1).encode()))
+            atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=1).encode()))
 
     def _path(self, i: int, j: int) -> pathlib.Path:
         return self.directory / f"block_{i:05d}_{j:05d}.npy"
@@ -236,18 +236,4 @@ class _BlockStore:
         return np.load(self._path(i, j), allow_pickle=False)
 
     def save(self, i: int, j: int, block: np.ndarray) -> None:
-        _atomic_write(self._path(i, j), lambda f: np.save(f, block, allow_pickle=False))
-
-
-def _atomic_write(path: pathlib.Path, write: Callable[[Any], Any]) -> None:
-    """Write to a temporary file in the same directory, then rename it onto ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+        atomic_write(self._path(i, j), lambda f: np.save(f, block, allow_pickle=False))

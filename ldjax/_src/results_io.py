@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import tempfile
+from collections.abc import Callable
 from typing import Any
 from typing import NamedTuple
 
@@ -98,15 +99,23 @@ def save_results(path: str | os.PathLike, result: Any, **metadata: Any) -> pathl
         raise ValueError(f"metadata must be JSON-serialisable: {err}") from err
     arrays[_META] = np.array(meta)
     path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: np.savez(f, allow_pickle=False, **arrays))
+    return path
+
+
+def atomic_write(path: pathlib.Path, write: Callable[[Any], Any]) -> None:
+    """``write(file)`` to a temporary file in ``path``'s directory, then rename it onto ``path``: the file
+    is either complete or absent, even if the process is interrupted."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, allow_pickle=False, **arrays)
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise
-    return path
 
 
 def _array(value: Any, name: str) -> np.ndarray:
