@@ -11,8 +11,10 @@ for ``n1 x n2`` example pairs with ``O`` logits each and ``p`` parameters, the c
   its structured formula or per-example gradients (:mod:`ldjax._src.structured.routing`), plus a
   Jacobian contraction of the leaves it cannot see through.
 
-``method="auto"`` (:func:`choose_method`) takes the cheapest estimate whose memory fits the budget.
-The estimates count arithmetic, not memory traffic: they rank the methods, they do not time them.
+``method="auto"`` (:func:`choose_method`) takes the cheapest estimate whose memory fits the budget,
+FLOPs of model passes weighted :data:`PASS_WEIGHT` times those of kernel contractions (the passes are
+many small operations, the contractions a few large matmuls). The estimates count arithmetic, not memory
+traffic: they rank the methods, they do not time them.
 """
 
 from __future__ import annotations
@@ -71,8 +73,23 @@ class SiteRow(NamedTuple):
 
 
 class MethodCost(NamedTuple):
+    """Estimated cost of one method: all FLOPs, the part spent in model passes (forward, reverse, JVP),
+    and the memory of its largest intermediate arrays."""
+
     flops: int
     bytes: int
+    pass_flops: int = 0
+
+    @property
+    def score(self) -> float:
+        """FLOPs with those of model passes weighted by :data:`PASS_WEIGHT` (what ``"auto"`` minimises)."""
+        return self.flops + (PASS_WEIGHT - 1) * self.pass_flops
+
+
+PASS_WEIGHT = 5
+"""How much dearer a FLOP of a model pass (per-example forward, reverse and JVP passes: many small
+operations) is than a FLOP of a kernel contraction (a few large matmuls). On the CPU benchmark models
+(``benchmarks/bench_ntk.py``) the passes ran at about a fifth of the contractions' FLOP rate."""
 
 
 class KernelPlan(NamedTuple):
@@ -238,21 +255,27 @@ def plan_from_prepared(prepared: Any, n1: int, n2: int, gram: bool, trace: bool,
                 bytes=int(nbytes),
             )
         )
+    vp_passes = 3 * prepared.forward_flops * o * n2 * (n1 + 1)
+    structured_passes = reverse * (2 if p_fallback else 1)
+    if not any(r.route in (*KINDS, "gradients") for r in rows):
+        structured_passes = 2 * reverse  # the probe pass finds nothing to structure, then the Jacobian
     costs = {
         "jacobian": MethodCost(
-            reverse + n * o * p_total + contraction * p_total, itemsize * n * o * p_total + kernel_bytes
+            reverse + n * o * p_total + contraction * p_total,
+            itemsize * n * o * p_total + kernel_bytes,
+            reverse,
         ),
         "vector_products": MethodCost(
-            3 * prepared.forward_flops * o * n2 * (n1 + 1) + 2 * n2 * o * p_total,
+            vp_passes + 2 * n2 * o * p_total,
             itemsize * (2 * o * p_total + n1 * o * o) + kernel_bytes,
+            vp_passes,
         ),
         "structured": MethodCost(
-            reverse * (2 if p_fallback else 1) + structured_flops,
+            structured_passes + structured_flops,
             itemsize * (n * o * p_fallback) + structured_bytes + kernel_bytes,
+            structured_passes,
         ),
     }
-    if not any(r.route in (*KINDS, "gradients") for r in rows):
-        costs["structured"] = MethodCost(costs["structured"].flops + reverse, costs["structured"].bytes)
     return KernelPlan(
         method=choose_method(costs, budget),
         rows=rows,
@@ -266,8 +289,9 @@ def plan_from_prepared(prepared: Any, n1: int, n2: int, gram: bool, trace: bool,
 
 
 def choose_method(costs: dict[str, MethodCost], budget: int) -> str:
-    """The method of fewest estimated FLOPs among those whose memory fits ``budget`` (else the least memory)."""
+    """The method of lowest :attr:`MethodCost.score` among those whose memory fits ``budget`` (else the
+    one of least memory)."""
     fitting = {m: c for m, c in costs.items() if c.bytes <= budget}
     if not fitting:
         return min(costs, key=lambda m: costs[m].bytes)
-    return min(fitting, key=lambda m: fitting[m].flops)
+    return min(fitting, key=lambda m: fitting[m].score)
