@@ -3,11 +3,12 @@ r"""How a kernel will be computed: every parameter site, its route, and FLOP and
 :func:`explain_kernel` traces the model once (the structured package's preparation) and estimates,
 for ``n1 x n2`` example pairs with ``O`` logits each and ``p`` parameters, the cost of each NTK method:
 
-- ``"jacobian"``: ``O`` reverse passes per example (about ``2 F`` FLOPs each for a forward cost ``F``),
+- ``"jacobian"``: ``O`` reverse passes per example (about ``2 F`` FLOPs each for a forward cost ``F``:
+  the cotangents and the weight gradients),
   the per-example Jacobians ``[n, O, p]`` held in memory, then ``2 n1 n2 O² p`` for the contraction;
 - ``"vector_products"``: one VJP and ``n1`` JVPs per kernel column, about ``3 F O n2 (n1 + 1)``, memory
   ``O p``;
-- ``"structured"``: the same ``O`` reverse passes to the layer outputs (the cotangents), then per leaf
+- ``"structured"``: ``O`` reverse passes to the layer outputs (the cotangents only, about ``F``), then per leaf
   its structured formula or per-example gradients (:mod:`ldjax._src.structured.routing`), plus a
   Jacobian contraction of the leaves it cannot see through.
 
@@ -215,7 +216,9 @@ def plan_from_prepared(prepared: Any, n1: int, n2: int, gram: bool, trace: bool,
     o_out = 1 if trace else o
     contraction = 2 * n1 * n2 * o * o_out  # per parameter
     kernel_bytes = itemsize * n1 * n2 * o_out * o_out
-    reverse = 2 * prepared.forward_flops * o * n  # O reverse passes per example
+    # O reverse passes per example: with the weight gradients (Jacobian), or the cotangents alone (structured)
+    reverse = 2 * prepared.forward_flops * o * n
+    cotangents = prepared.forward_flops * o * n
     rows = []
     p_total = p_fallback = 0
     structured_flops = structured_bytes = 0
@@ -256,9 +259,7 @@ def plan_from_prepared(prepared: Any, n1: int, n2: int, gram: bool, trace: bool,
             )
         )
     vp_passes = 3 * prepared.forward_flops * o * n2 * (n1 + 1)
-    structured_passes = reverse * (2 if p_fallback else 1)
-    if not any(r.route in (*KINDS, "gradients") for r in rows):
-        structured_passes = 2 * reverse  # the probe pass finds nothing to structure, then the Jacobian
+    structured_passes = cotangents + (reverse if p_fallback else 0)  # the fallback leaves' own Jacobian pass
     costs = {
         "jacobian": MethodCost(
             reverse + n * o * p_total + contraction * p_total,
