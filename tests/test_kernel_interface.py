@@ -301,3 +301,19 @@ def test_predict_with_params_filter_freezes_the_rest():
     )
     np.testing.assert_allclose(only_head.predicted, full.predicted, **F64)
     np.testing.assert_allclose(only_head.actual, full.actual, **F64)
+
+
+def test_choose_method_weighs_passes_and_respects_the_budget():
+    from ldjax._src.explain import PASS_WEIGHT
+    from ldjax._src.explain import MethodCost
+    from ldjax._src.explain import choose_method
+
+    costs = {
+        "jacobian": MethodCost(flops=100, bytes=50, pass_flops=10),  # score 100 + 4 * 10 = 140
+        "structured": MethodCost(flops=60, bytes=10, pass_flops=30),  # score 60 + 4 * 30 = 180
+        "vector_products": MethodCost(flops=500, bytes=1, pass_flops=500),
+    }
+    assert PASS_WEIGHT == 5
+    assert choose_method(costs, budget=100) == "jacobian"
+    assert choose_method(costs, budget=20) == "structured"  # the Jacobian does not fit
+    assert choose_method(costs, budget=0) == "vector_products"  # nothing fits: the least memory
