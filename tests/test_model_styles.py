@@ -20,7 +20,9 @@ from model_zoo import ScanMLP
 
 import ldjax
 
-METHODS = ("vector_products", "structured")  # "auto" picks one of these (tests/test_kernel_interface.py)
+# The structured kernel (what "auto" picks for these models) on every model by default; vector products on
+# every model in the slow test at the end (tests/test_kernel_interface.py checks "auto" and all methods).
+METHODS = ("structured",)
 
 
 @pytest.fixture(autouse=True)
@@ -42,14 +44,18 @@ def _assert_same(before, after):
     jax.tree.map(np.testing.assert_array_equal, before, after)
 
 
-def check_methods_and_step(apply_fn, params, x, y, loss=ldjax.losses.cross_entropy, optimizer=None):
+def check_methods_and_step(
+    apply_fn, params, x, y, loss=ldjax.losses.cross_entropy, optimizer=None, methods=METHODS, step=True
+):
     """Every method against the Jacobian (float64); one_step against the real optax step it takes."""
     x1, x2 = jax.tree.map(lambda a: a[:3], x), jax.tree.map(lambda a: a[3:5], x)
     reference = ldjax.empirical_ntk(apply_fn, params, x1, x2, method="jacobian")
     assert float(jnp.abs(reference).max()) > 0
-    for method in METHODS:
+    for method in methods:
         got = ldjax.empirical_ntk_fn(apply_fn, method=method)(params, x1, x2)
         np.testing.assert_allclose(got, reference, rtol=1e-9, atol=1e-12 * float(jnp.abs(reference).max()))
+    if not step:
+        return None
     lr = 1e-4
     r = ldjax.one_step(
         apply_fn,
@@ -72,11 +78,58 @@ def check_methods_and_step(apply_fn, params, x, y, loss=ldjax.losses.cross_entro
     return r
 
 
-def test_nnx_cnn_with_batchnorm_dropout_and_rngs_call_argument():
+def nnx_cnn():
     model = NnxCnn(nnx.Rngs(0))
-    before = _snapshot(nnx.state(model))
     x = jax.random.normal(jax.random.key(1), (5, 6, 6, 1), jnp.float64)
-    apply_fn, params = ldjax.from_nnx(model, nnx.Rngs(dropout=1), example_shape=(6, 6, 1))
+    return model, x, *ldjax.from_nnx(model, nnx.Rngs(dropout=1), example_shape=(6, 6, 1))
+
+
+def nnx_scan():
+    model = ScanMLP(3, n_layers=2, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (5, 3), jnp.float64)
+    return model, x, *ldjax.from_nnx(model)
+
+
+def linen_resnet():
+    module = LinenResNet()
+    x = jax.random.normal(jax.random.key(1), (5, 5, 5, 1), jnp.float64)
+    variables = module.init(jax.random.key(0), x, train=False)
+    # float64 statistics (flax keeps them float32; f32 rsqrt differs by an ulp between compiled programs)
+    stats = jax.tree.map(lambda a: a.astype(jnp.float64) + 0.1, variables["batch_stats"])
+    variables = {**variables, "batch_stats": stats}
+    return (module, variables), x, *ldjax.from_linen(module, variables, train=False)
+
+
+def linen_seq2seq():
+    module = LinenSeq2Seq()
+    inputs = jax.random.randint(jax.random.key(1), (5, 4), 0, 5)
+    targets = jax.random.randint(jax.random.key(2), (5, 3), 0, 5)
+    variables = module.init(jax.random.key(0), inputs, targets)
+    return module, (inputs, targets), *ldjax.from_linen(module, variables, deterministic=True)
+
+
+def eqx_cnn():
+    model = EqxCnn(jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (5, 1, 6, 6), jnp.float64)
+    return model, x, *ldjax.from_equinox(model)
+
+
+def eqx_rnn():
+    model = EqxRnn(2, 3, 3, jax.random.key(2))
+    xs = jax.random.normal(jax.random.key(3), (5, 4, 2), jnp.float64)
+    return model, xs, *ldjax.from_equinox(model)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("build", [nnx_cnn, nnx_scan, linen_resnet, linen_seq2seq, eqx_cnn, eqx_rnn])
+def test_vector_products_agree_on_every_style(build):
+    _, x, apply_fn, params = build()
+    check_methods_and_step(apply_fn, params, x, None, methods=("vector_products",), step=False)
+
+
+def test_nnx_cnn_with_batchnorm_dropout_and_rngs_call_argument():
+    model, x, apply_fn, params = nnx_cnn()
+    before = _snapshot(nnx.state(model))
     model.eval()  # the adapter's copy is in eval mode: same logits as the module in eval mode
     np.testing.assert_allclose(
         jax.vmap(apply_fn, (None, 0))(params, x), model(x, nnx.Rngs(dropout=2)), rtol=1e-12
@@ -102,10 +155,8 @@ def test_nnx_train_mode_never_moves_the_module_batch_statistics():
 
 
 def test_nnx_scan_over_layers_and_per_layer_kernels_by_layer_index():
-    model = ScanMLP(3, n_layers=2, rngs=nnx.Rngs(0))
+    model, x, apply_fn, params = nnx_scan()
     before = _snapshot(nnx.state(model))
-    x = jax.random.normal(jax.random.key(1), (5, 3), jnp.float64)
-    apply_fn, params = ldjax.from_nnx(model)
     assert params["layers"]["linear"]["kernel"].shape == (2, 3, 3)
     check_methods_and_step(apply_fn, params, x, jnp.array([1, 0]))
     layers = ldjax.empirical_ntk(apply_fn, params, x[:3], per_layer=True)
@@ -131,17 +182,11 @@ def test_nnx_scan_over_layers_and_per_layer_kernels_by_layer_index():
 
 
 def test_linen_resnet_with_batch_stats_needs_train_false_and_says_so():
-    module = LinenResNet()
-    x = jax.random.normal(jax.random.key(1), (5, 5, 5, 1), jnp.float64)
-    variables = module.init(jax.random.key(0), x, train=False)
-    # float64 statistics (flax keeps them float32; f32 rsqrt differs by an ulp between compiled programs)
-    stats = jax.tree.map(lambda a: a.astype(jnp.float64) + 0.1, variables["batch_stats"])
-    variables = {**variables, "batch_stats": stats}
+    (module, variables), x, apply_fn, params = linen_resnet()
     before = _snapshot(variables)
-    apply_fn, params = ldjax.from_linen(module, variables)  # train defaults to True in the module
+    untrained, _ = ldjax.from_linen(module, variables)  # train defaults to True in the module
     with pytest.raises(ValueError, match=r"unbound axis name.*pass the module's eval flag.*train=False"):
-        ldjax.empirical_ntk(apply_fn, params, x[:2])
-    apply_fn, params = ldjax.from_linen(module, variables, train=False)
+        ldjax.empirical_ntk(untrained, params, x[:2])
     np.testing.assert_allclose(
         jax.vmap(apply_fn, (None, 0))(params, x), module.apply(variables, x, train=False), rtol=1e-12
     )
@@ -165,28 +210,20 @@ def test_linen_batchnorm_update_in_training_mode_has_a_hint():
 
 
 def test_linen_two_input_sequence_model():
-    module = LinenSeq2Seq()
-    inputs = jax.random.randint(jax.random.key(1), (5, 4), 0, 5)
-    targets = jax.random.randint(jax.random.key(2), (5, 3), 0, 5)
-    variables = module.init(jax.random.key(0), inputs, targets)
-    apply_fn, params = ldjax.from_linen(module, variables, deterministic=True)
+    _, (inputs, targets), apply_fn, params = linen_seq2seq()
     assert apply_fn(params, (inputs[0], targets[0])).shape == (3, 5)
     y = ldjax.losses.SequenceTarget(targets[3:5], jnp.ones((2, 3)))
     check_methods_and_step(apply_fn, params, (inputs, targets), y, loss=ldjax.losses.sft)
 
 
 def test_equinox_cnn_and_gru_rnn():
-    model = EqxCnn(jax.random.key(0))
+    model, x, apply_fn, params = eqx_cnn()
     before = _snapshot(eqx.filter(model, eqx.is_array))
-    x = jax.random.normal(jax.random.key(1), (5, 1, 6, 6), jnp.float64)
-    apply_fn, params = ldjax.from_equinox(model)
     assert "layers/0/weight" in ldjax.empirical_ntk(apply_fn, params, x[:2], per_layer=True)
     check_methods_and_step(apply_fn, params, x, jnp.array([0, 1]))
     _assert_same(before, _snapshot(eqx.filter(model, eqx.is_array)))
 
-    rnn = EqxRnn(2, 3, 3, jax.random.key(2))
-    xs = jax.random.normal(jax.random.key(3), (5, 4, 2), jnp.float64)
-    apply_fn, params = ldjax.from_equinox(rnn)
+    _, xs, apply_fn, params = eqx_rnn()
     check_methods_and_step(apply_fn, params, xs, jnp.array([2, 0]), optimizer=optax.sgd(1e-4, momentum=0.9))
 
 
