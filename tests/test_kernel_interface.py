@@ -199,12 +199,11 @@ def test_chunked_kernel_resumes_after_an_interruption(tmp_path):
         )
     assert len(list(tmp_path.glob("block_*.npy"))) == 2 and not list(tmp_path.glob("*.tmp"))
     resumed = []
-    got = ldjax.chunked_ntk(
+    got = ldjax.chunked_ntk(  # no block_size: the interrupted run's is read back from meta.json
         mlp_apply,
         params,
         x1,
         trace=True,
-        block_size=3,
         directory=tmp_path,
         callback=lambda i, j: resumed.append((i, j)),
     )

@@ -62,8 +62,8 @@ def chunked_ntk(
       method, trace, precision: as in :func:`ldjax.empirical_ntk` (``trace=True`` for ``[n1, n2]``).
       memory_budget: bytes one block's compiled program may use, and the bound for the result held in
         host memory (default 2 GiB).
-      block_size: rows (and columns) per block; default: the largest power of two (or ``max(n1, n2)``)
-        whose program fits ``memory_budget``.
+      block_size: rows (and columns) per block; default: that of an interrupted run being resumed, else
+        the largest power of two (or ``max(n1, n2)``) whose program fits ``memory_budget``.
       directory: where to keep finished blocks; an interrupted call resumes from them. ``None``: keep
         nothing on disk.
       progress: show a tqdm progress bar.
@@ -104,14 +104,16 @@ def chunked_ntk(
     kernel_fn = empirical_ntk_fn(
         apply_fn, method=method, trace=trace, memory_budget=memory_budget, precision=precision
     )
-    b = block_size or _fitting_block(kernel_fn, params, x1, x2_, max(n1, n2), memory_budget)
+    options = dict(method=method, trace=trace)
+    b = block_size or _saved_block(directory, params, x1, None if gram else x2, options)
+    b = b or _fitting_block(kernel_fn, params, x1, x2_, max(n1, n2), memory_budget)
     rows, cols = math.ceil(n1 / b), math.ceil(n2 / b)
     todo = [(i, j) for i in range(rows) for j in range(cols) if not gram or j >= i]
     store = None
     if directory is not None:
         store = _BlockStore(
             pathlib.Path(directory),
-            _fingerprint(params, x1, None if gram else x2, dict(method=method, trace=trace, b=b)),
+            _fingerprint(params, x1, None if gram else x2, {**options, "b": b}),
             dict(n1=n1, n2=n2, block=b, shape=[n1, n2, *tail], dtype=dtype.str, method=method, trace=trace),
         )
     result = np.empty((n1, n2, *tail), dtype)
@@ -143,6 +145,17 @@ def chunked_ntk(
         if bar is not None:
             bar.close()
     return result
+
+
+def _saved_block(directory: Any, params: Params, x1: Any, x2: Any, options: dict[str, Any]) -> int | None:
+    """The block size of an earlier run of the same computation in ``directory`` (resume without searching)."""
+    if directory is None or not (pathlib.Path(directory) / "meta.json").exists():
+        return None
+    meta = json.loads((pathlib.Path(directory) / "meta.json").read_text())
+    b = meta.get("block")
+    if isinstance(b, int) and meta.get("fingerprint") == _fingerprint(params, x1, x2, {**options, "b": b}):
+        return b
+    return None
 
 
 def _transpose(block: np.ndarray, trace: bool) -> np.ndarray:
