@@ -10,6 +10,7 @@ from typing import Any
 
 import jax
 
+from ldjax._src import checks
 from ldjax._src.typing import Array
 from ldjax._src.typing import Params
 
@@ -18,12 +19,23 @@ class ApplyFunction:
     """A one-example ``apply_fn(params, x) -> logits`` that may know the shape of one example.
 
     ldjax's input checks use ``example_shape`` to say exactly what was expected when a batch is
-    passed where one example was meant.
+    passed where one example was meant, ``sequence_output`` to read a 2-D output ``[T, V]`` as a
+    sequence model's (declared; token-id inputs need no declaration) and ``check_input(x, name)``, the
+    model's own check of a batch of inputs (token ids in range for the built-in language models).
     """
 
-    def __init__(self, fn: Callable[[Params, Array], Array], example_shape: Sequence[int] | None = None):
+    def __init__(
+        self,
+        fn: Callable[[Params, Array], Array],
+        example_shape: Sequence[int] | None = None,
+        *,
+        sequence_output: bool | None = None,
+        check_input: Callable[[Any, str], None] | None = None,
+    ):
         self._fn = fn
         self.example_shape = None if example_shape is None else tuple(int(s) for s in example_shape)
+        self.sequence_output = sequence_output
+        self.check_input = check_input
 
     def __call__(self, params: Params, x: Array) -> Array:
         return self._fn(params, x)
@@ -33,9 +45,17 @@ class ApplyFunction:
 
 
 def as_apply_fn(
-    fn: Callable[[Params, Array], Array], example_shape: Sequence[int] | None = None
+    fn: Callable[[Params, Array], Array],
+    example_shape: Sequence[int] | None = None,
+    *,
+    sequence_output: bool | None = None,
 ) -> ApplyFunction:
     """Wrap a plain one-example function, optionally recording the shape of one example.
+
+    ``sequence_output=True`` declares that a 2-D output ``[T, V]`` is a sequence model's logits. Without
+    it ldjax reads a 2-D output that way only for integer token inputs ``[T]``; otherwise it refuses it,
+    since a 2-D output usually means a batch axis too many (``x`` batched twice, or ``apply_fn`` adding
+    one).
 
     Example:
       >>> import jax.numpy as jnp, ldjax
@@ -43,7 +63,7 @@ def as_apply_fn(
       >>> f.example_shape
       (3,)
     """
-    return ApplyFunction(fn, example_shape)
+    return ApplyFunction(fn, example_shape, sequence_output=sequence_output)
 
 
 def _library(obj: Any) -> str | None:
@@ -82,22 +102,6 @@ def _article(library: str) -> str:
     return "an" if library in ("equinox", "nnx") else "a"
 
 
-def check_param_leaves(params: Params, name: str = "params") -> None:
-    """Every leaf of ``params`` must be a floating-point array; the error names the first leaf that is not."""
-    flat = jax.tree_util.tree_flatten_with_path(params)[0]
-    if not flat:
-        raise ValueError(f"{name} holds no parameter arrays")
-    for path, leaf in flat:
-        dtype = getattr(leaf, "dtype", None)
-        if dtype is None or not hasattr(leaf, "shape") or not jax.numpy.issubdtype(dtype, jax.numpy.inexact):
-            kind = f"an array of {dtype}" if dtype is not None else f"a {type(leaf).__name__}"
-            raise ValueError(
-                f"parameter {name}{jax.tree_util.keystr(path)} is {kind}, not an array of floats: every parameter "
-                f"leaf must be one (for equinox, pass filter=eqx.is_inexact_array; for NNX, keep such values "
-                f"out of nnx.Param)"
-            )
-
-
 def _spread(x: Any) -> tuple[Any, ...]:
     """A tuple ``x`` is the model's leading positional arguments; anything else is its first argument."""
     return tuple(x) if isinstance(x, tuple) else (x,)
@@ -134,7 +138,10 @@ def from_nnx(
       module: an ``nnx.Module`` mapping a batch ``[b, *d]`` to ``[b, *o]`` (or one example to
         ``[*o]`` when ``batched=False``).
       *call_args: further positional arguments of the call (e.g. flax's MNIST CNN takes ``rngs``).
-      method: a method name (``"encode"``) or a function ``method(module, x, ...)``; default ``__call__``.
+      method: a method name (``"encode"``) or a function ``method(module, x, ...)`` called instead of
+        ``module(x, ...)``, e.g. ``lambda m, x: m.backbone(x)`` for an intermediate feature or ``lambda m,
+        h: m.head(h)`` for the head alone (as linen's ``apply(..., method=...)``; see
+        :func:`ldjax.feature_step`); default ``__call__``.
       batched: whether the module expects a leading batch axis; the adapter then adds and removes one.
       eval_mode: call ``.eval()`` on the adapter's copy (``nnx.Dropout`` off, ``BatchNorm`` on its
         running statistics): the logits of one example do not depend on the rest of its batch. With
@@ -159,7 +166,7 @@ def from_nnx(
     _check_library(module, "nnx", "module")
     graphdef, param_state, rest = nnx.split(module, nnx.Param, ...)
     params = nnx.to_pure_dict(param_state)
-    check_param_leaves(params, "params")
+    checks.check_params(params, "params")
     rest = _copy(rest)  # frozen now: later changes to the module do not leak in
     thaw_args = _frozen_nodes(nnx, call_args)
     thaw_kwargs = _frozen_nodes(nnx, call_kwargs)
@@ -179,7 +186,8 @@ def from_nnx(
         out = _output(out, has_aux)
         return out[0] if batched else out
 
-    return ApplyFunction(apply_fn, example_shape), params
+    check_input = getattr(module, "check_input", None) if method is None else None  # the module's inputs only
+    return ApplyFunction(apply_fn, example_shape, check_input=check_input), params
 
 
 def _copy(tree: Any) -> Any:
@@ -262,7 +270,7 @@ def from_linen(
     if not hasattr(variables, "keys") or "params" not in variables:
         keys = sorted(variables) if hasattr(variables, "keys") else type(variables).__name__
         raise ValueError(f"variables must hold a 'params' collection, got keys {keys}")
-    check_param_leaves(variables["params"], "variables['params']")
+    checks.check_params(variables["params"], "variables['params']")
     rest = {name: value for name, value in variables.items() if name != "params"}
 
     def apply_fn(p: Params, x: Array) -> Array:
@@ -331,7 +339,7 @@ def from_equinox(
         raise ImportError("from_equinox needs equinox: pip install 'ldjax[equinox]'") from err
     _check_library(model, "equinox", "model")
     params, static = eqx.partition(model, eqx.is_inexact_array if filter is None else filter)
-    check_param_leaves(params, "params")
+    checks.check_params(params, "params")
 
     def apply_fn(p: Params, x: Array) -> Array:
         out = eqx.combine(p, static)(*_spread(_add_batch(x) if batched else x), *call_args, **call_kwargs)

@@ -45,7 +45,7 @@ def chunked_ntk(
     *,
     method: NtkMethod = DEFAULT_METHOD,
     trace: bool = False,
-    memory_budget: int = 2 * GiB,
+    memory_budget: float = 2 * GiB,
     block_size: int | None = None,
     directory: str | os.PathLike | None = None,
     progress: bool = True,
@@ -80,8 +80,7 @@ def chunked_ntk(
       >>> k.shape, bool(np.allclose(k, ldjax.empirical_ntk(f, w, x, trace=True), rtol=1e-5))
       ((7, 7), True)
     """
-    if not isinstance(memory_budget, int) or memory_budget <= 0:
-        raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
+    checks.check_positive_budget(memory_budget)
     if block_size is not None and (not isinstance(block_size, int) or block_size <= 0):
         raise ValueError(f"block_size must be a positive int, got {block_size!r}")
     gram = x2 is None
@@ -179,7 +178,7 @@ def _block(x: Any, index: int, b: int) -> tuple[Any, int]:
     return jax.tree.map(take, x), stop - start
 
 
-def _fitting_block(kernel_fn: Any, params: Params, x1: Any, x2: Any, n: int, budget: int) -> int:
+def _fitting_block(kernel_fn: Any, params: Params, x1: Any, x2: Any, n: int, budget: float) -> int:
     """The largest block size (``n``, then powers of two below it) whose compiled program fits ``budget``.
 
     The sizes are screened with the cheap estimate of :func:`ldjax.explain_kernel` (no compilation), then

@@ -20,11 +20,9 @@ traffic: they rank the methods, they do not time them.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -107,7 +105,7 @@ class KernelPlan(NamedTuple):
     method: str
     rows: list[SiteRow]
     costs: dict[str, MethodCost]
-    memory_budget: int
+    memory_budget: float
     n1: int
     n2: int
     out_size: int
@@ -139,27 +137,6 @@ def _gib(n: int) -> str:
     return f"{n / GiB:.3g} GiB" if n >= GiB / 10 else f"{n / (1 << 20):.3g} MiB"
 
 
-def device_memory(device: Any = None) -> int:
-    """Bytes of memory of ``device`` (default: the first device): the accelerator's limit, or the host's RAM."""
-    device = jax.devices()[0] if device is None else device
-    stats = None
-    try:
-        stats = device.memory_stats()
-    except Exception:  # noqa: BLE001 - CPU devices may not report
-        stats = None
-    if stats and "bytes_limit" in stats:
-        return int(stats["bytes_limit"])
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return 16 * GiB
-
-
-def default_memory_budget() -> int:
-    """80 % of the first device's memory (:func:`device_memory`)."""
-    return int(0.8 * device_memory())
-
-
 def explain_kernel(
     apply_fn: ApplyFn,
     params: Params,
@@ -167,7 +144,7 @@ def explain_kernel(
     x2: Any = None,
     *,
     trace: bool = False,
-    memory_budget: int | None = None,
+    memory_budget: float | None = None,
 ) -> KernelPlan:
     """List every parameter leaf, how its kernel is computed, and what each NTK method would cost.
 
@@ -183,7 +160,7 @@ def explain_kernel(
       x1: batch ``[n1, *d]``.
       x2: batch ``[n2, *d]``; ``None`` means ``x1`` (the Gram matrix).
       trace: estimate for the traced kernel ``[n1, n2]``.
-      memory_budget: bytes the chosen method may use (default: 80 % of the device's memory).
+      memory_budget: bytes the chosen method may use (default: half of the device's memory, as everywhere).
 
     Returns:
       :class:`KernelPlan` (``.method`` is what ``method="auto"`` takes).
@@ -204,11 +181,11 @@ def explain_kernel(
     gram = x2 is None
     n2 = n1 if gram else checks.batch_size(x2)
     prepared = structured.prepare(apply_fn, params, x1, n2, "auto")
-    budget = default_memory_budget() if memory_budget is None else int(memory_budget)
+    budget = checks.memory_budget(memory_budget)[0]
     return plan_from_prepared(prepared, n1, n2, gram, trace, budget)
 
 
-def plan_from_prepared(prepared: Any, n1: int, n2: int, gram: bool, trace: bool, budget: int) -> KernelPlan:
+def plan_from_prepared(prepared: Any, n1: int, n2: int, gram: bool, trace: bool, budget: float) -> KernelPlan:
     """The :class:`KernelPlan` of a structured preparation for ``n1 x n2`` pairs (``gram``: one batch)."""
     o = prepared.out_size
     itemsize = int(jnp.result_type(*prepared.leaves).itemsize) if prepared.leaves else 4
@@ -289,7 +266,7 @@ def plan_from_prepared(prepared: Any, n1: int, n2: int, gram: bool, trace: bool,
     )
 
 
-def choose_method(costs: dict[str, MethodCost], budget: int) -> str:
+def choose_method(costs: dict[str, MethodCost], budget: float) -> str:
     """The method of lowest :attr:`MethodCost.score` among those whose memory fits ``budget`` (else the
     one of least memory)."""
     fitting = {m: c for m, c in costs.items() if c.bytes <= budget}

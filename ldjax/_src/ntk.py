@@ -218,15 +218,24 @@ class KernelFunction:
       methods: ``{shape signature: method}`` over every compiled shape.
     """
 
-    def __init__(self, fn: Callable[..., Any], explain: Callable[..., Any], options: dict[str, Any]):
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        explain: Callable[..., Any],
+        options: dict[str, Any],
+        validate: Callable[..., Any],
+    ):
         self._jitted = jax.jit(fn)
+        self._validate = validate
         self._explain = explain
         self.options = options
         self.method: str | None = None
         self.methods: dict[Any, str] = {}
 
     def __call__(self, params: Params, x1: Any, x2: Any = None) -> Any:
-        return self._jitted(params, x1, x2)
+        self._validate(params, x1, x2)  # outside jax.jit: shapes once per shape signature, values every call
+        with checks.forward_mode(f"empirical_ntk(method={self.options['method']!r})"):
+            return self._jitted(params, x1, x2)
 
     def lower(self, params: Params, x1: Any, x2: Any = None) -> Any:
         """``jax.jit``'s ``lower`` (for ``.compile()`` and cost analysis)."""
@@ -286,13 +295,15 @@ def empirical_ntk_fn(
     vmap_axes: Any = None,
     per_layer: bool = False,
     params_filter: Callable[[str], bool] | None = None,
-    memory_budget: int | None = None,
+    memory_budget: float | None = None,
     precision: Precision = "highest",
+    check_finite: bool = True,
 ) -> KernelFunction:
     """A jitted ``kernel_fn(params, x1, x2=None)`` computing :func:`ldjax.empirical_ntk` for ``apply_fn``.
 
     Hold on to it and call it again: it compiles once per input shape (``empirical_ntk`` builds a
-    new one on every call). The options are checked here, the batches when it is called. With
+    new one on every call). The options are checked here; the batches, their values and the memory
+    the kernel needs when it is called (outside ``jax.jit``, then one jitted program runs). With
     ``method="auto"`` the method is chosen per input shape from FLOP and memory estimates
     (:func:`ldjax.explain_kernel`); ``kernel_fn.method`` says what was chosen, ``kernel_fn.explain(params,
     x1)`` shows the estimates, and the choice is logged on the ``"ldjax"`` logger (level INFO).
@@ -315,10 +326,12 @@ def empirical_ntk_fn(
         stacked for a ``scan`` over layers gets one entry per layer, ``"layers/linear/kernel[2]"``).
       params_filter: ``params_filter(name) -> bool`` on each leaf's path (``"conv1/kernel"``): the kernel
         of the selected parameters only (the gradient restricted to them).
-      memory_budget: bytes the computation may use (default: 80 % of the device's memory). ``"jacobian"``
-        (and the Jacobian part of ``"structured"``) refuses with a message when its per-example
-        Jacobians would exceed it; ``"auto"`` only picks methods that fit.
+      memory_budget: bytes the kernel (and, for ``"jacobian"``, the Jacobians) may take; above it the call
+        is refused before anything is allocated, naming the cheaper routes; ``"auto"`` only picks methods
+        whose estimate fits. Default: half of the device's memory (of the RAM on CPU); ``math.inf``
+        turns the check off.
       precision: matmul precision (default ``"highest"``).
+      check_finite: refuse NaN or inf in ``params``, ``x1`` and ``x2`` (``False`` skips the pass over them).
 
     Returns:
       A :class:`KernelFunction` ``kernel_fn(params, x1[n1, *d], x2[n2, *d] | None = None)`` returning
@@ -346,8 +359,8 @@ def empirical_ntk_fn(
         )
     if params_filter is not None and not callable(params_filter):
         raise ValueError(f"params_filter must be a function name -> bool, got {type(params_filter).__name__}")
-    if memory_budget is not None and (not isinstance(memory_budget, int) or memory_budget <= 0):
-        raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
+    if memory_budget is not None:
+        checks.check_positive_budget(memory_budget)
     if vmap_axes is not None:
         apply_fn = batched_from_vmap_axes(apply_fn, vmap_axes)
     nt_mode = trace_axes is not None or diagonal_axes is not None
@@ -364,7 +377,7 @@ def empirical_ntk_fn(
         return f, chosen, [names[i] for i in indices]
 
     def pick(f: ApplyFn, p: Any, x1: Any, x2: Any, want_trace: bool) -> tuple[str, Any]:
-        budget = explain.default_memory_budget() if memory_budget is None else memory_budget
+        budget = checks.memory_budget(memory_budget)[0]
         n1, gram = checks.batch_size(x1), x2 is x1
         prepared = None
         if method in ("auto", "structured") or per_layer:
@@ -374,21 +387,6 @@ def empirical_ntk_fn(
             plan = explain.plan_from_prepared(prepared, n1, checks.batch_size(x2), gram, want_trace, budget)
             logger.info("empirical_ntk_fn: method='auto' chose %r (%s)", plan.method, _summary(plan))
             return plan.method, prepared
-        if method == "jacobian" or method == "structured":
-            leaves = jax.tree.leaves(p)
-            if method == "structured":
-                assert prepared is not None
-                leaves = [leaves[i] for i in prepared.fallback]
-            n = n1 if gram else n1 + checks.batch_size(x2)
-            out = math.prod(jax.eval_shape(f, p, jax.tree.map(lambda a: a[0], x1)).shape)
-            count = n * out * sum(math.prod(np.shape(leaf)) for leaf in leaves)
-            nbytes = count * jnp.result_type(*leaves).itemsize if leaves else 0
-            if nbytes > budget:
-                raise ValueError(
-                    f"method={method!r} would hold per-example Jacobians of n*O*p = {n}*{out}*{count // (n * out)} "
-                    f"numbers ({nbytes / 2**30:.3g} GiB) but memory_budget is {budget / 2**30:.3g} GiB: use "
-                    f"method='auto', 'structured' or 'vector_products', or ldjax.chunked_ntk for smaller blocks"
-                )
         return method, prepared
 
     def compute(f: ApplyFn, p: Any, x1: Any, x2: Any, want_trace: bool, chosen: str) -> dict[str, jax.Array]:
@@ -464,7 +462,23 @@ def empirical_ntk_fn(
         f, p, _ = select(params)
         return explain.explain_kernel(f, p, x1, x2, trace=trace, memory_budget=memory_budget)
 
-    kernel_fn_object = KernelFunction(kernel_fn, explain_fn, options)
+    known_shapes: dict = {}
+
+    def validate(params: Params, x1: Any, x2: Any) -> None:
+        checks.validate_kernel(
+            apply_fn,
+            params,
+            x1,
+            x2,
+            method=method,
+            trace=trace or trace_axes is not None,
+            per_layer=per_layer,
+            check_finite=check_finite,
+            memory_budget=memory_budget,
+            known_shapes=known_shapes,
+        )
+
+    kernel_fn_object = KernelFunction(kernel_fn, explain_fn, options, validate)
     return kernel_fn_object
 
 
@@ -487,8 +501,9 @@ def empirical_ntk(
     vmap_axes: Any = None,
     per_layer: bool = False,
     params_filter: Callable[[str], bool] | None = None,
-    memory_budget: int | None = None,
+    memory_budget: float | None = None,
     precision: Precision = "highest",
+    check_finite: bool = True,
 ) -> Float[Array, "n1 n2 *o *o"] | dict[str, Float[Array, "n1 n2 *o *o"]]:
     r"""Empirical neural tangent kernel :math:`K_{ij}^{ab} = \nabla_\theta z_a(x1_i) \cdot \nabla_\theta z_b(x2_j)`.
 
@@ -519,9 +534,17 @@ def empirical_ntk(
       per_layer: if true, return a dict ``{name: kernel}`` with one kernel per parameter leaf,
         named by its path in ``params`` (``"conv1/kernel"``; a stack of layers scanned over gets one
         entry per layer, ``"layers/kernel[0]"``); the kernels sum to the full kernel.
-      trace_axes, diagonal_axes, vmap_axes, params_filter, memory_budget: as in
-        :func:`ldjax.empirical_ntk_fn` (neural-tangents' axes with nt's meanings and layout; a kernel
-        of a subset of the parameters; the memory the computation may use).
+      trace_axes, diagonal_axes, vmap_axes, params_filter: as in :func:`ldjax.empirical_ntk_fn`
+        (neural-tangents' axes with nt's meanings and layout; a kernel of a subset of the parameters).
+      memory_budget: bytes the kernel (and, for ``"jacobian"``, the Jacobians) may take; above it the call
+        is refused before anything is allocated, naming the cheaper routes. Default: half of the
+        device's memory (of the RAM on CPU); ``math.inf`` turns the check off.
+      check_finite: refuse NaN or inf in ``params``, ``x1`` and ``x2`` (one pass over them; ``False``
+        skips it for speed).
+
+    Model features: every method differentiates in reverse mode except ``"vector_products"``, which
+    also takes JVPs; a model with ``jax.custom_vjp`` works with ``"jacobian"`` and ``"structured"`` only
+    (as in :func:`ldjax.one_step`, which needs forward mode: use ``jax.custom_jvp`` there).
       precision: matmul precision (default ``"highest"``: full fp32 even on GPUs that default to TF32).
 
     Returns:
@@ -539,8 +562,6 @@ def empirical_ntk(
       >>> sorted(layers), bool(jnp.allclose(sum(layers.values()), ldjax.empirical_ntk(f, p, x), atol=1e-4))
       (['w1', 'w2'], True)
     """
-    if vmap_axes is None:
-        _logits_shape(apply_fn, params, x1, x1 if x2 is None else x2)  # bad batches fail before compiling
     kernel_fn = empirical_ntk_fn(
         apply_fn,
         method=method,
@@ -552,5 +573,6 @@ def empirical_ntk(
         params_filter=params_filter,
         memory_budget=memory_budget,
         precision=precision,
+        check_finite=check_finite,
     )
     return kernel_fn(params, x1, None if x2 is x1 else x2)

@@ -37,6 +37,7 @@ from jaxtyping import Float
 from jaxtyping import Int
 
 from ldjax._src.losses._base import bind
+from ldjax._src.losses._base import checks_target
 from ldjax._src.losses._base import softmax_minus_one_hot
 from ldjax._src.losses._base import token_log_probs
 from ldjax._src.losses._base import with_target_check
@@ -114,6 +115,7 @@ def grpo(logits: Float[Array, "n T V"], target: PolicyTarget) -> Float[Array, ""
     return _policy_loss(token_log_probs(logits, target.tokens), target)
 
 
+@checks_target(check_policy_target)
 def grpo_g(logits: Float[Array, "n T V"], target: PolicyTarget) -> Float[Array, "n T V"]:
     r"""Closed form for :func:`grpo`: :math:`G_{it} = \frac{A_i}{n |o_i|}\,\text{mask}_{it}(\pi_t - e_{y_{it}})`."""
     length = jnp.maximum(jnp.sum(target.mask, axis=-1), 1.0)
