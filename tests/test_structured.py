@@ -350,7 +350,9 @@ def test_structured_gram_is_symmetric_psd_float32():
 def test_bad_method_and_route():
     params, x1, _ = problems.mlp_problem(jax.random.key(11), dtype=jnp.float32)
     with (
-        pytest.raises(ValueError, match="method must be 'jacobian' or 'vector_products' or 'structured'"),
+        pytest.raises(
+            ValueError, match="method must be 'auto' or 'jacobian' or 'vector_products' or 'structured'"
+        ),
         ill_typed(),
     ):
         ldjax.empirical_ntk(problems.mlp_apply, params, x1, method="fast")

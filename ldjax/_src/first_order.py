@@ -34,6 +34,7 @@ from jaxtyping import Float
 from jaxtyping import Shaped
 
 from ldjax._src import checks
+from ldjax._src import pytree
 from ldjax._src.ntk import batched
 from ldjax._src.terms import apply_a_term
 from ldjax._src.typing import ApplyFn
@@ -269,6 +270,7 @@ def first_order_step_fn(
     memory_budget: float | None,
     check_memory: Callable[[Params, Any, Any, tuple[int, ...], float | None], None],
     what: str,
+    params_filter: Callable[[str], bool] | None = None,
     probe_name: str = "x_o",
 ) -> Callable[..., Any]:
     r"""A held, compiled :func:`first_order_step` whose result ``finish`` turns into what the caller returns.
@@ -291,6 +293,8 @@ def first_order_step_fn(
       memory_budget: bytes the result may take (``None``: the default), handed to ``check_memory``.
       check_memory: refuses a call whose result would not fit ``memory_budget``.
       what: the caller's name in messages (``"one_step"``).
+      params_filter: ``params_filter(name) -> bool`` on each parameter's path: only those are updated
+        (:func:`ldjax._src.pytree.only_selected`; ``None``: all).
       probe_name: the probes' name in messages.
 
     Returns:
@@ -314,7 +318,7 @@ def first_order_step_fn(
 
     @jax.jit
     def run(params, x_o, x_u, y_u, opt_state, rate):
-        opt = optax.sgd(rate) if optimizer is None else optimizer
+        opt = pytree.only_selected(optax.sgd(rate) if optimizer is None else optimizer, params_filter)
         with checks.precision_scope(precision):
             step = first_order_step(apply_fn, params, x_o, x_u, y_u, loss, opt, opt_state)
             return finish(params, x_o, x_u, step)

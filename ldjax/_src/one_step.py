@@ -61,6 +61,7 @@ def one_step(
     opt_state: Any = None,
     terms: bool = True,
     method: NtkMethod = DEFAULT_METHOD,
+    params_filter: Callable[[str], bool] | None = None,
     precision: Precision = "highest",
     check_finite: bool = True,
     memory_budget: float | None = None,
@@ -89,7 +90,9 @@ def one_step(
         must have the structure of ``optimizer.init(params)``; it needs ``optimizer``.
       terms: also return ``a`` and ``k`` (``k`` is ``[n_o, n_u, *o, *o]``: switch off for large
         vocabularies).
-      method: how ``k`` is computed (see :func:`ldjax.empirical_ntk`).
+      method: how ``k`` is computed (see :func:`ldjax.empirical_ntk`; ``"auto"`` by default).
+      params_filter: ``params_filter(name) -> bool`` on each parameter's path: only those parameters
+        are updated (the others frozen), and ``k`` is their kernel.
       precision: matmul precision (default ``"highest"``).
       check_finite: refuse NaN or inf in ``params``, the inputs, float targets and ``opt_state`` (one
         pass over them per call; ``False`` skips it for speed).
@@ -121,6 +124,7 @@ def one_step(
         optimizer=optimizer,
         terms=terms,
         method=method,
+        params_filter=params_filter,
         precision=precision,
         check_finite=check_finite,
         memory_budget=memory_budget,
@@ -135,6 +139,7 @@ def one_step_fn(
     optimizer: optax.GradientTransformation | None = None,
     terms: bool = True,
     method: NtkMethod = DEFAULT_METHOD,
+    params_filter: Callable[[str], bool] | None = None,
     precision: Precision = "highest",
     check_finite: bool = True,
     memory_budget: float | None = None,
@@ -152,7 +157,9 @@ def one_step_fn(
       optimizer: any ``optax.GradientTransformation``; ``None`` is plain SGD with the ``learning_rate``
         given to each call.
       terms: also return ``a`` and ``k``.
-      method: how ``k`` is computed (see :func:`ldjax.empirical_ntk`; ``"jacobian"`` by default, as there).
+      method: how ``k`` is computed (see :func:`ldjax.empirical_ntk`; ``"auto"`` by default, as there).
+      params_filter: ``params_filter(name) -> bool``: update only the selected parameters (the others
+        are frozen) and compute ``k`` over them.
       precision: matmul precision (default ``"highest"``).
       check_finite, memory_budget: as in :func:`one_step`.
 
@@ -181,7 +188,9 @@ def one_step_fn(
         a = k = None
         if terms:
             a = a_term(step.z_o)
-            k = empirical_ntk(apply_fn, params, x_o, x_u, method=method, precision=precision)
+            k = empirical_ntk(
+                apply_fn, params, x_o, x_u, method=method, params_filter=params_filter, precision=precision
+            )
         return OneStepResult(
             predicted=step.predicted,
             actual=actual,
@@ -202,16 +211,30 @@ def one_step_fn(
         memory_budget=memory_budget,
         check_memory=check_memory,
         what="one_step",
+        params_filter=params_filter,
     )
 
 
 def decomposition(
-    a: Float[ArrayLike, "n_o k k"],
-    k: Float[ArrayLike, "n_o n_u k k"],
-    g: Float[ArrayLike, "n_u k"],
+    a: Float[ArrayLike, "n_o *o k"] | None,
+    k: Float[ArrayLike, "n_o n_u *oo"],
+    g: Float[ArrayLike, " n_u *o"],
     learning_rate: float,
-) -> Float[Array, "n_o k"]:
-    r"""Assemble :math:`-\eta\, A(x_o) \sum_u K(x_o, x_u)\, G(x_u)` from explicit terms (classifiers).
+) -> Float[Array, " n_o *o"]:
+    r"""Assemble :math:`-\eta\, A(x_o) \sum_u K(x_o, x_u)\, G(x_u)` from explicit terms.
+
+    Works for classifiers (``o = [k]``) and sequence models (``o = [T, V]``: the kernel couples every
+    position and vocabulary entry, ``A`` acts on the last axis at each position). ``a=None`` means
+    ``A = I``: the first-order change of the model's outputs themselves, as for a regression model.
+
+    Args:
+      a: ``A(x_o)``, ``[n_o, *o, k]`` (:func:`ldjax.a_term` of the logits), or ``None`` for ``A = I``.
+      k: ``K(x_o, x_u)``, ``[n_o, n_u, *o, *o]``.
+      g: ``G(x_u)``, ``[n_u, *o]``.
+      learning_rate: η.
+
+    Returns:
+      ``[n_o, *o]``.
 
     Example:
       >>> import jax.numpy as jnp, ldjax
@@ -219,5 +242,21 @@ def decomposition(
       >>> ldjax.decomposition(a, k, g, 0.1)
       Array([[-0.05,  0.05]], dtype=float32)
     """
-    force = jnp.einsum("ijab,jb->ia", k, g)
-    return -learning_rate * jnp.einsum("iab,ib->ia", a, force)
+    m = g.ndim - 1
+    o = tuple(g.shape[1:])
+    if m < 1 or k.ndim != 2 + 2 * m or tuple(k.shape[2 : 2 + m]) != o or tuple(k.shape[2 + m :]) != o:
+        raise ValueError(
+            f"k has shape {tuple(k.shape)} and g has shape {tuple(g.shape)}: expected k [n_o, n_u, *o, *o] "
+            f"and g [n_u, *o] with the same output shape o"
+        )
+    if k.shape[1] != g.shape[0]:
+        raise ValueError(f"k pairs with {k.shape[1]} update examples but g has {g.shape[0]}")
+    force = jnp.tensordot(k, g, axes=([1, *range(2 + m, 2 + 2 * m)], list(range(m + 1))))
+    if a is None:
+        return -learning_rate * force
+    if tuple(a.shape) != (k.shape[0], *o, o[-1]):
+        raise ValueError(
+            f"a has shape {tuple(a.shape)}: expected [n_o, *o, k] = {(k.shape[0], *o, o[-1])} (ldjax.a_term of the "
+            f"logits at x_o), or None for A = I"
+        )
+    return -learning_rate * jnp.einsum("...ab,...b->...a", a, force)

@@ -51,6 +51,7 @@ def predict_log_prob_change(
     optimizer: optax.GradientTransformation | None = None,
     opt_state: Any = None,
     actual: bool = False,
+    params_filter: Callable[[str], bool] | None = None,
     precision: Precision = "highest",
     check_finite: bool = True,
     memory_budget: float | None = None,
@@ -75,6 +76,7 @@ def predict_log_prob_change(
       optimizer: any ``optax.GradientTransformation`` (Adam, SGD with momentum...).
       opt_state: its state (e.g. from training); default ``optimizer.init(params)``.
       actual: also take the real optax step and return the actual change (one more forward pass).
+      params_filter: ``params_filter(name) -> bool`` on each parameter's path: only those are updated.
       precision: matmul precision (default ``"highest"``).
       check_finite: refuse NaN or inf in ``params``, the inputs, float targets and ``opt_state``
         (``False`` skips it for speed).
@@ -104,6 +106,7 @@ def predict_log_prob_change(
         loss,
         optimizer=optimizer,
         actual=actual,
+        params_filter=params_filter,
         precision=precision,
         check_finite=check_finite,
         memory_budget=memory_budget,
@@ -117,6 +120,7 @@ def predict_fn(
     *,
     optimizer: optax.GradientTransformation | None = None,
     actual: bool = False,
+    params_filter: Callable[[str], bool] | None = None,
     precision: Precision = "highest",
     check_finite: bool = True,
     memory_budget: float | None = None,
@@ -133,6 +137,7 @@ def predict_fn(
       optimizer: any ``optax.GradientTransformation``; ``None`` is plain SGD with the ``learning_rate``
         given to each call.
       actual: also take the real optax step and return the actual change.
+      params_filter: ``params_filter(name) -> bool``: update only the selected parameters.
       precision: matmul precision (default ``"highest"``).
       check_finite, memory_budget: as in :func:`predict_log_prob_change`.
 
@@ -167,5 +172,6 @@ def predict_fn(
         memory_budget=memory_budget,
         check_memory=check_memory,
         what="predict_log_prob_change",
+        params_filter=params_filter,
         probe_name="x_probe",
     )
