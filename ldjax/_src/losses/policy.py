@@ -170,7 +170,7 @@ def grpo_g(
     if target.old_log_probs is not None:
         ratio = jnp.exp(token_log_probs(logits, target.tokens) - target.old_log_probs)
         active = jnp.where(adv > 0, ratio <= 1.0 + clip, ratio >= 1.0 - clip)
-        weight = weight * ratio * active
+        weight = weight * ratio * active.astype(weight.dtype)
     return softmax_minus_one_hot(logits, target.tokens) * weight[..., None]
 
 

@@ -83,7 +83,7 @@ class PreferenceTarget(NamedTuple):
 
 def next_token_target(
     sequences: Int[ArrayLike, "n L"], response_mask: Shaped[ArrayLike, "n L"], *, shift: int = 1
-) -> tuple[Int[Array, "n L-shift"], SequenceTarget]:
+) -> tuple[Int[Array, "n T"], SequenceTarget]:  # T = L - shift
     """Split full sequences into model inputs and aligned next-token targets.
 
     ``shift`` says where the model reads its target. ``shift=1`` (the default) is for models whose
