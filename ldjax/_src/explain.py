@@ -131,7 +131,7 @@ class KernelPlan(NamedTuple):
         return "\n".join(lines)
 
 
-def _gib(n: int) -> str:
+def _gib(n: float) -> str:
     return f"{n / GiB:.3g} GiB" if n >= GiB / 10 else f"{n / (1 << 20):.3g} MiB"
 
 

@@ -216,7 +216,7 @@ def one_step_fn(
 
 
 def decomposition(
-    a: Float[ArrayLike, "n_o *o k"] | None,
+    a: Float[ArrayLike, "n_o *ok"] | None,  # [n_o, *o, k]
     k: Float[ArrayLike, "n_o n_u *oo"],
     g: Float[ArrayLike, " n_u *o"],
     learning_rate: float,
