@@ -228,7 +228,16 @@ def test_errors_name_the_argument():
         ValueError, match=r"feature_step\(terms=True, method='jacobian'\) would need about .*kernel"
     ):
         ldjax.feature_step(
-            feature_fn, head_fn, params, x_o, x_u, y_u, loss=CE, learning_rate=0.1, memory_budget=1
+            feature_fn,
+            head_fn,
+            params,
+            x_o,
+            x_u,
+            y_u,
+            loss=CE,
+            learning_rate=0.1,
+            method="jacobian",
+            memory_budget=1,
         )
     with (
         pytest.raises(ValueError, match=r"labels has shape \(2,\) but logits has shape \(3, 4\)"),

@@ -25,10 +25,9 @@ import ldjax
 METHODS = ("structured",)
 
 
-@pytest.fixture(autouse=True)
-def x64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.float64
+# flax's BatchNorm, LayerNorm and avg_pool promote float64 with float32 (or int) inside flax
+FLAX_PROMOTES = pytest.mark.standard_promotion
 
 
 def _snapshot(tree):
@@ -121,12 +120,14 @@ def eqx_rnn():
 
 
 @pytest.mark.slow
+@FLAX_PROMOTES
 @pytest.mark.parametrize("build", [nnx_cnn, nnx_scan, linen_resnet, linen_seq2seq, eqx_cnn, eqx_rnn])
 def test_vector_products_agree_on_every_style(build):
     _, x, apply_fn, params = build()
     check_methods_and_step(apply_fn, params, x, None, methods=("vector_products",), step=False)
 
 
+@FLAX_PROMOTES
 def test_nnx_cnn_with_batchnorm_dropout_and_rngs_call_argument():
     model, x, apply_fn, params = nnx_cnn()
     before = _snapshot(nnx.state(model))
@@ -139,6 +140,7 @@ def test_nnx_cnn_with_batchnorm_dropout_and_rngs_call_argument():
     _assert_same(before, _snapshot(nnx.state(model)))
 
 
+@FLAX_PROMOTES
 def test_nnx_train_mode_never_moves_the_module_batch_statistics():
     model = NnxCnn(nnx.Rngs(0))
     model.batch_norm1.mean[...] = jnp.full(3, 0.3, model.batch_norm1.mean[...].dtype)
@@ -154,6 +156,7 @@ def test_nnx_train_mode_never_moves_the_module_batch_statistics():
     np.testing.assert_allclose(apply_fn(params, x[0]), eager, rtol=1e-12)
 
 
+@FLAX_PROMOTES
 def test_nnx_scan_over_layers_and_per_layer_kernels_by_layer_index():
     model, x, apply_fn, params = nnx_scan()
     before = _snapshot(nnx.state(model))
@@ -181,6 +184,7 @@ def test_nnx_scan_over_layers_and_per_layer_kernels_by_layer_index():
     _assert_same(before, _snapshot(nnx.state(model)))
 
 
+@FLAX_PROMOTES
 def test_linen_resnet_with_batch_stats_needs_train_false_and_says_so():
     (module, variables), x, apply_fn, params = linen_resnet()
     before = _snapshot(variables)
@@ -194,6 +198,7 @@ def test_linen_resnet_with_batch_stats_needs_train_false_and_says_so():
     _assert_same(before, _snapshot(variables))
 
 
+@FLAX_PROMOTES
 def test_linen_batchnorm_update_in_training_mode_has_a_hint():
     class Bn(nn.Module):
         @nn.compact

@@ -35,7 +35,7 @@ class ApplyFunction:
         self.sequence_output = sequence_output
         self.check_input = check_input
 
-    def __call__(self, params: Params, x: Array) -> Array:
+    def __call__(self, params: Params, x: Any) -> Array:
         return self._fn(params, x)
 
     def __repr__(self) -> str:
@@ -169,7 +169,7 @@ def from_nnx(
     thaw_args = _frozen_nodes(nnx, call_args)
     thaw_kwargs = _frozen_nodes(nnx, call_kwargs)
 
-    def apply_fn(p: Params, x: Array) -> Array:
+    def apply_fn(p: Params, x: Any) -> Array:
         state = _copy(param_state)
         nnx.replace_by_pure_dict(state, p)
         model = nnx.merge(graphdef, state, _copy(rest))
@@ -271,7 +271,7 @@ def from_linen(
     checks.check_params(variables["params"], "variables['params']")
     rest = {name: value for name, value in variables.items() if name != "params"}
 
-    def apply_fn(p: Params, x: Array) -> Array:
+    def apply_fn(p: Params, x: Any) -> Array:
         inputs = _spread(_add_batch(x) if batched else x)
         try:
             out = module.apply({**rest, "params": p}, *inputs, method=method, mutable=mutable, **call_kwargs)
@@ -339,7 +339,7 @@ def from_equinox(
     params, static = eqx.partition(model, eqx.is_inexact_array if filter is None else filter)
     checks.check_params(params, "params")
 
-    def apply_fn(p: Params, x: Array) -> Array:
+    def apply_fn(p: Params, x: Any) -> Array:
         out = eqx.combine(p, static)(*_spread(_add_batch(x) if batched else x), *call_args, **call_kwargs)
         out = _output(out, has_aux)
         return out[0] if batched else out
@@ -362,7 +362,7 @@ def binary_logits(apply_fn: Callable[[Params, Array], Array]) -> ApplyFunction:
       (Array([0., 3.], dtype=float32), Array(True, dtype=bool))
     """
 
-    def two(params: Params, x: Array) -> Array:
+    def two(params: Params, x: Any) -> Array:
         z = apply_fn(params, x)
         if z.shape[-1:] != (1,):
             raise ValueError(f"binary_logits expects apply_fn to return [..., 1] logits, got shape {z.shape}")

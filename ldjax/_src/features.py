@@ -46,6 +46,7 @@ from jax.typing import ArrayLike
 from jaxtyping import Array
 from jaxtyping import Float
 from jaxtyping import Int
+from jaxtyping import PyTree
 from jaxtyping import Shaped
 
 from ldjax._src import checks
@@ -116,8 +117,8 @@ def feature_step(
     feature_fn: FeatureFn,
     head_fn: HeadFn,
     params: Params,
-    x_o: Shaped[ArrayLike, " n_o *d"],
-    x_u: Shaped[ArrayLike, " n_u *d"],
+    x_o: PyTree[Shaped[ArrayLike, " n_o ..."]],
+    x_u: PyTree[Shaped[ArrayLike, " n_u ..."]],
     y_u: Any,
     *,
     loss: LossFn,

@@ -31,6 +31,7 @@ import optax
 from jax.typing import ArrayLike
 from jaxtyping import Array
 from jaxtyping import Float
+from jaxtyping import PyTree
 from jaxtyping import Shaped
 
 from ldjax._src import checks
@@ -82,7 +83,7 @@ class FirstOrderStep(NamedTuple):
 def batch_update(
     apply_fn: ApplyFn,
     params: Params,
-    x_u: Shaped[ArrayLike, " n_u *d"],
+    x_u: PyTree[Shaped[ArrayLike, " n_u ..."]],
     y_u: Any,
     loss: LossFn,
     optimizer: optax.GradientTransformation,
@@ -125,7 +126,7 @@ def batch_update(
 
 
 def probe_change(
-    apply_fn: ApplyFn, params: Params, updates: Params, x_o: Shaped[ArrayLike, " n_o *d"]
+    apply_fn: ApplyFn, params: Params, updates: Params, x_o: PyTree[Shaped[ArrayLike, " n_o ..."]]
 ) -> tuple[Float[Array, " n_o *o"], Float[Array, " n_o *o"]]:
     r"""The first-order change of log π at ``x_o`` for a parameter update: :math:`A(x_o)\, J(x_o)\, u`.
 
@@ -152,7 +153,7 @@ def probe_change(
 
 
 def output_change(
-    fn: ApplyFn, params: Params, updates: Params, x: Shaped[ArrayLike, " n *d"]
+    fn: ApplyFn, params: Params, updates: Params, x: PyTree[Shaped[ArrayLike, " n ..."]]
 ) -> tuple[Float[Array, " n *h"], Float[Array, " n *h"]]:
     r"""The first-order change :math:`J(x)\, u` of any per-example output along a parameter update (one JVP).
 
@@ -184,7 +185,7 @@ def actual_change(
     apply_fn: ApplyFn,
     params: Params,
     updates: Params,
-    x_o: Shaped[ArrayLike, " n_o *d"],
+    x_o: PyTree[Shaped[ArrayLike, " n_o ..."]],
     z_o: Float[ArrayLike, " n_o *o"] | None = None,
 ) -> Float[Array, " n_o *o"]:
     """log π at ``x_o`` after applying ``updates`` minus log π before.
@@ -216,8 +217,8 @@ def actual_change(
 def first_order_step(
     apply_fn: ApplyFn,
     params: Params,
-    x_o: Shaped[ArrayLike, " n_o *d"],
-    x_u: Shaped[ArrayLike, " n_u *d"],
+    x_o: PyTree[Shaped[ArrayLike, " n_o ..."]],
+    x_u: PyTree[Shaped[ArrayLike, " n_u ..."]],
     y_u: Any,
     loss: LossFn,
     optimizer: optax.GradientTransformation,
@@ -346,7 +347,10 @@ def first_order_step_fn(
 
 
 def force_gradient(
-    apply_fn: ApplyFn, params: Params, x_u: Shaped[ArrayLike, " n_u *d"], g: Float[ArrayLike, " n_u *o"]
+    apply_fn: ApplyFn,
+    params: Params,
+    x_u: PyTree[Shaped[ArrayLike, " n_u ..."]],
+    g: Float[ArrayLike, " n_u *o"],
 ) -> Params:
     r""":math:`J(x_u)^\top G`: the parameter gradient that the force ``g`` on ``x_u`` produces (one VJP).
 
@@ -416,8 +420,8 @@ def gradient_update(
 def split_change(
     apply_fn: ApplyFn,
     params: Params,
-    x_o: Shaped[ArrayLike, " n_o *d"],
-    x_u: Shaped[ArrayLike, " n_u *d"],
+    x_o: PyTree[Shaped[ArrayLike, " n_o ..."]],
+    x_u: PyTree[Shaped[ArrayLike, " n_u ..."]],
     parts: Shaped[ArrayLike, "m n_u ..."],
     *,
     g: Float[ArrayLike, " n_u *o"] | None = None,

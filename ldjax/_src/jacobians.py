@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 from jaxtyping import Array
 from jaxtyping import Float
+from jaxtyping import PyTree
 from jaxtyping import Shaped
 
 from ldjax._src import checks
@@ -22,7 +23,11 @@ from ldjax._src.typing import Precision
 
 
 def jacobian(
-    apply_fn: ApplyFn, params: Params, x: Shaped[ArrayLike, " n *d"], *, precision: Precision = "highest"
+    apply_fn: ApplyFn,
+    params: Params,
+    x: PyTree[Shaped[ArrayLike, " n ..."]],
+    *,
+    precision: Precision = "highest",
 ) -> Any:
     r"""Per-example Jacobians :math:`\partial z(x_i) / \partial \theta` of the logits.
 

@@ -22,6 +22,7 @@ import numpy as np
 from jax.typing import ArrayLike
 from jaxtyping import Array
 from jaxtyping import Float
+from jaxtyping import PyTree
 from jaxtyping import Shaped
 
 from ldjax._src import checks
@@ -54,8 +55,8 @@ def batched(apply_fn: ApplyFn):
 def ntk_vector_product(
     apply_fn: ApplyFn,
     params: Params,
-    x1: Shaped[ArrayLike, " n1 *d"],
-    x2: Shaped[ArrayLike, " n2 *d"],
+    x1: PyTree[Shaped[ArrayLike, " n1 ..."]],
+    x2: PyTree[Shaped[ArrayLike, " n2 ..."]],
     v: Float[ArrayLike, " n2 *o"],
     *,
     precision: Precision = "highest",
@@ -491,8 +492,8 @@ def _summary(plan: Any) -> str:
 def empirical_ntk(
     apply_fn: ApplyFn,
     params: Params,
-    x1: Shaped[ArrayLike, " n1 *d"],
-    x2: Shaped[ArrayLike, " n2 *d"] | None = None,
+    x1: PyTree[Shaped[ArrayLike, " n1 ..."]],
+    x2: PyTree[Shaped[ArrayLike, " n2 ..."]] | None = None,
     *,
     method: NtkMethod = DEFAULT_METHOD,
     trace: bool = False,

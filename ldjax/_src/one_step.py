@@ -9,6 +9,7 @@ import optax
 from jax.typing import ArrayLike
 from jaxtyping import Array
 from jaxtyping import Float
+from jaxtyping import PyTree
 from jaxtyping import Shaped
 
 from ldjax._src import checks
@@ -51,8 +52,8 @@ class OneStepResult(NamedTuple):
 def one_step(
     apply_fn: ApplyFn,
     params: Params,
-    x_o: Shaped[ArrayLike, " n_o *d"],
-    x_u: Shaped[ArrayLike, " n_u *d"],
+    x_o: PyTree[Shaped[ArrayLike, " n_o ..."]],
+    x_u: PyTree[Shaped[ArrayLike, " n_u ..."]],
     y_u: Any,
     *,
     loss: LossFn,
@@ -216,7 +217,7 @@ def one_step_fn(
 
 
 def decomposition(
-    a: Float[ArrayLike, "n_o *ok"] | None,  # [n_o, *o, k]
+    a: Float[ArrayLike, " n_o *ok"] | None,  # [n_o, *o, k]
     k: Float[ArrayLike, "n_o n_u *oo"],
     g: Float[ArrayLike, " n_u *o"],
     learning_rate: float,

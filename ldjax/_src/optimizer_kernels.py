@@ -39,6 +39,7 @@ import optax
 from jax.typing import ArrayLike
 from jaxtyping import Array
 from jaxtyping import Float
+from jaxtyping import PyTree
 from jaxtyping import Shaped
 
 from ldjax._src import checks
@@ -202,8 +203,8 @@ def optimizer_update(
 def preconditioned_ntk(
     apply_fn: ApplyFn,
     params: Params,
-    x1: Shaped[ArrayLike, " n1 *d"],
-    x2: Shaped[ArrayLike, " n2 *d"] | None = None,
+    x1: PyTree[Shaped[ArrayLike, " n1 ..."]],
+    x2: PyTree[Shaped[ArrayLike, " n2 ..."]] | None = None,
     *,
     preconditioner: Any,
     method: NtkMethod = DEFAULT_METHOD,
@@ -264,8 +265,8 @@ def preconditioned_ntk(
 def preconditioned_one_step(
     apply_fn: ApplyFn,
     params: Params,
-    x_o: Shaped[ArrayLike, " n_o *d"],
-    x_u: Shaped[ArrayLike, " n_u *d"],
+    x_o: PyTree[Shaped[ArrayLike, " n_o ..."]],
+    x_u: PyTree[Shaped[ArrayLike, " n_u ..."]],
     y_u: Any,
     *,
     loss: LossFn,

@@ -19,6 +19,7 @@ from jax.sharding import PartitionSpec
 from jax.typing import ArrayLike
 from jaxtyping import Array
 from jaxtyping import Float
+from jaxtyping import PyTree
 from jaxtyping import Shaped
 
 from ldjax._src import checks
@@ -71,8 +72,8 @@ def _pad(x: Any, multiple: int) -> tuple[Any, int]:
 def sharded_ntk(
     apply_fn: ApplyFn,
     params: Params,
-    x1: Shaped[ArrayLike, " n1 *d"],
-    x2: Shaped[ArrayLike, " n2 *d"] | None = None,
+    x1: PyTree[Shaped[ArrayLike, " n1 ..."]],
+    x2: PyTree[Shaped[ArrayLike, " n2 ..."]] | None = None,
     *,
     mesh: Mesh,
     axis: str | None = None,
@@ -154,8 +155,8 @@ def sharded_ntk(
 def sharded_log_prob_change(
     apply_fn: ApplyFn,
     params: Params,
-    x_probe: Shaped[ArrayLike, " n_probe *d"],
-    x_u: Shaped[ArrayLike, " n_u *d"],
+    x_probe: PyTree[Shaped[ArrayLike, " n_probe ..."]],
+    x_u: PyTree[Shaped[ArrayLike, " n_u ..."]],
     y_u: Any,
     *,
     mesh: Mesh,
