@@ -38,6 +38,7 @@ import itertools
 
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 from jaxtyping import Array
 from jaxtyping import Bool
 from jaxtyping import Float
@@ -49,7 +50,7 @@ _SPECIAL = ("<pad>", "<bos>", "<sep>")
 _LAYER_NAMES = "abcdefghijklmnopqrstuvwxyz"
 
 
-def walk_rewards(adjacency: Bool[Array, "L W W"], seqs: Int[Array, "n S"]) -> Float[Array, " n"]:
+def walk_rewards(adjacency: Bool[ArrayLike, "L W W"], seqs: Int[ArrayLike, "n S"]) -> Float[Array, " n"]:
     """Binary rewards of sequences ``<bos> s g <sep> v_1 … v_L``: 1 where the walk uses edges and ends at ``g``.
 
     Traceable (``jax.jit``/``vmap``, the adjacency may be a traced argument); also takes numpy arrays.
@@ -168,8 +169,8 @@ class GraphWalks:
         pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
         out = np.zeros((len(pairs), self.seq_len), np.int32)
         out[:, 0], out[:, 3] = BOS, SEP
-        out[:, 1] = [self.token(0, s) for s in pairs[:, 0]]
-        out[:, 2] = [self.token(self.steps, g) for g in pairs[:, 1]]
+        out[:, 1] = [self.token(0, s) for s in pairs[:, 0].tolist()]
+        out[:, 2] = [self.token(self.steps, g) for g in pairs[:, 1].tolist()]
         return out
 
     def response_mask(self) -> np.ndarray:
@@ -195,7 +196,7 @@ class GraphWalks:
     def sequence(self, source: int, goal: int, walk) -> np.ndarray:
         """The token sequence of prompt (``source``, ``goal``) answered by ``walk`` (node indices)."""
         seq = self.prompts([(source, goal)])[0]
-        seq[PROMPT_LEN:] = [self.token(layer + 1, node) for layer, node in enumerate(walk)]
+        seq[PROMPT_LEN:] = [self.token(layer + 1, int(node)) for layer, node in enumerate(walk)]
         return seq
 
     # ---------------------------------------------------------------------------------------------
