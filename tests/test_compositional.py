@@ -45,66 +45,66 @@ def _log_softmax(z):
     return z - np.log(np.sum(np.exp(z), -1, keepdims=True))
 
 
+@pytest.mark.float64
 def test_update_forces_and_influence_map_match_an_explicit_jacobian_float64():
-    with jax.enable_x64(True):
-        config = task_lib.Config(values=3, heldout_per_value=1, hidden=(8,), noise_fraction=0.34)
-        t = task_lib.make_task(config, 0)
-        apply_fn, params = task_lib.build_model(config, 0)
-        flat, unravel = ravel_pytree(params)
-        flat = jnp.asarray(flat, jnp.float64) + 0.3 * jax.random.normal(
-            jax.random.key(1), flat.shape, jnp.float64
-        )
-        params = unravel(flat)
-        g, x = task_lib.objects(3)
-        x = np.asarray(x, np.float64)
-        labels = t["labels"][2]  # the noisy mapping: both parts of the force are present
-        train = np.zeros(9)
-        train[t["train_idx"]] = 1.0
-        noisy = t["noisy"].astype(float)
-        clean_train = [i for i in t["train_idx"] if not noisy[i]]
-        batch = np.array([clean_train[0], np.flatnonzero(noisy)[0], clean_train[-1]])  # one mislabelled row
-        eta = 0.05
-        loss = lambda p: cross_entropy(jax.vmap(apply_fn, (None, 0))(p, x[batch]), labels[batch])  # noqa: E731
-        updates = optax.sgd(eta).update(jax.grad(loss)(params), optax.sgd(eta).init(params))[0]
-        data = {key: jnp.asarray(v) for key, v in dict(x=x, labels=labels, train=train, noisy=noisy).items()}
-        got = jax.jit(functools.partial(forces.update_forces, apply_fn, eta))(params, batch, updates, data)
+    config = task_lib.Config(values=3, heldout_per_value=1, hidden=(8,), noise_fraction=0.34)
+    t = task_lib.make_task(config, 0)
+    apply_fn, params = task_lib.build_model(config, 0)
+    flat, unravel = ravel_pytree(params)
+    flat = jnp.asarray(flat, jnp.float64) + 0.3 * jax.random.normal(
+        jax.random.key(1), flat.shape, jnp.float64
+    )
+    params = unravel(flat)
+    g, x = task_lib.objects(3)
+    x = np.asarray(x, np.float64)
+    labels = t["labels"][2]  # the noisy mapping: both parts of the force are present
+    train = np.zeros(9)
+    train[t["train_idx"]] = 1.0
+    noisy = t["noisy"].astype(float)
+    clean_train = [i for i in t["train_idx"] if not noisy[i]]
+    batch = np.array([clean_train[0], np.flatnonzero(noisy)[0], clean_train[-1]])  # one mislabelled row
+    eta = 0.05
+    loss = lambda p: cross_entropy(jax.vmap(apply_fn, (None, 0))(p, x[batch]), labels[batch])  # noqa: E731
+    updates = optax.sgd(eta).update(jax.grad(loss)(params), optax.sgd(eta).init(params))[0]
+    data = {key: jnp.asarray(v) for key, v in dict(x=x, labels=labels, train=train, noisy=noisy).items()}
+    got = jax.jit(functools.partial(forces.update_forces, apply_fn, eta))(params, batch, updates, data)
 
-        # reference: explicit Jacobian of the flattened parameters, the force and A written out by hand
-        f = lambda w: jax.vmap(apply_fn, (None, 0))(unravel(w), x)  # noqa: E731
-        jac = np.asarray(jax.jacrev(f)(flat))  # [C, 2, V, p]
-        z = np.asarray(f(flat))
-        probs = np.exp(_log_softmax(z))
-        onehot = np.eye(3)[labels]
+    # reference: explicit Jacobian of the flattened parameters, the force and A written out by hand
+    f = lambda w: jax.vmap(apply_fn, (None, 0))(unravel(w), x)  # noqa: E731
+    jac = np.asarray(jax.jacrev(f)(flat))  # [C, 2, V, p]
+    z = np.asarray(f(flat))
+    probs = np.exp(_log_softmax(z))
+    onehot = np.eye(3)[labels]
 
-        def picked(change):  # [C, 2, V] -> [C]
-            return np.take_along_axis(change, labels[..., None], -1)[..., 0].sum(-1)
+    def picked(change):  # [C, 2, V] -> [C]
+        return np.take_along_axis(change, labels[..., None], -1)[..., 0].sum(-1)
 
-        def first_order(force_rows):  # the force on the batch rows [B, 2, V] -> predicted Δ log π [C, 2, V]
-            u = -eta * np.einsum("btvp,btv->p", jac[batch], force_rows)
-            dz = jac @ u
-            return dz - np.sum(probs * dz, -1, keepdims=True)  # A = I - 1 πᵀ per token
+    def first_order(force_rows):  # the force on the batch rows [B, 2, V] -> predicted Δ log π [C, 2, V]
+        u = -eta * np.einsum("btvp,btv->p", jac[batch], force_rows)
+        dz = jac @ u
+        return dz - np.sum(probs * dz, -1, keepdims=True)  # A = I - 1 πᵀ per token
 
-        force = (probs[batch] - onehot[batch]) / (len(batch) * 2)
-        parts = [picked(first_order(force * w[:, None, None])) for w in (1 - noisy[batch], noisy[batch])]
-        in_batch = np.zeros(9)
-        in_batch[batch] = 1.0
-        others = train * (1 - in_batch)
-        want_self = [np.sum(parts[0] * in_batch * (1 - noisy)), np.sum(parts[1] * in_batch * noisy)]
-        np.testing.assert_allclose(got["self"], want_self, rtol=1e-10)
-        np.testing.assert_allclose(got["others"], [p @ others for p in parts], rtol=1e-10, atol=1e-14)
-        np.testing.assert_allclose(got["heldout"], [p @ (1 - train) for p in parts], rtol=1e-10, atol=1e-14)
-        actual = picked(_log_softmax(np.asarray(f(flat + ravel_pytree(updates)[0]))) - _log_softmax(z))
-        np.testing.assert_allclose(got["actual_others"], actual @ others, rtol=1e-10)
-        np.testing.assert_allclose(got["actual_self"], actual @ in_batch, rtol=1e-10)
-        np.testing.assert_allclose(got["abs_error"], np.abs(parts[0] + parts[1] - actual).sum(), rtol=1e-8)
-        assert got["abs_error_tenth"] < got["abs_error"] / 50  # the residual is second order
+    force = (probs[batch] - onehot[batch]) / (len(batch) * 2)
+    parts = [picked(first_order(force * w[:, None, None])) for w in (1 - noisy[batch], noisy[batch])]
+    in_batch = np.zeros(9)
+    in_batch[batch] = 1.0
+    others = train * (1 - in_batch)
+    want_self = [np.sum(parts[0] * in_batch * (1 - noisy)), np.sum(parts[1] * in_batch * noisy)]
+    np.testing.assert_allclose(got["self"], want_self, rtol=1e-10)
+    np.testing.assert_allclose(got["others"], [p @ others for p in parts], rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(got["heldout"], [p @ (1 - train) for p in parts], rtol=1e-10, atol=1e-14)
+    actual = picked(_log_softmax(np.asarray(f(flat + ravel_pytree(updates)[0]))) - _log_softmax(z))
+    np.testing.assert_allclose(got["actual_others"], actual @ others, rtol=1e-10)
+    np.testing.assert_allclose(got["actual_self"], actual @ in_batch, rtol=1e-10)
+    np.testing.assert_allclose(got["abs_error"], np.abs(parts[0] + parts[1] - actual).sum(), rtol=1e-8)
+    assert got["abs_error_tenth"] < got["abs_error"] / 50  # the residual is second order
 
-        # the pairwise map: row u = a step of size η on object u's own loss, alone
-        maps = forces.influence_map(apply_fn, eta, params, data, jnp.asarray(t["train_idx"]))
-        for row, u in enumerate(t["train_idx"][:3]):
-            batch = np.array([u])
-            want = picked(first_order((probs[batch] - onehot[batch]) / 2))
-            np.testing.assert_allclose(maps[row], want, rtol=1e-9, atol=1e-14)
+    # the pairwise map: row u = a step of size η on object u's own loss, alone
+    maps = forces.influence_map(apply_fn, eta, params, data, jnp.asarray(t["train_idx"]))
+    for row, u in enumerate(t["train_idx"][:3]):
+        batch = np.array([u])
+        want = picked(first_order((probs[batch] - onehot[batch]) / 2))
+        np.testing.assert_allclose(maps[row], want, rtol=1e-9, atol=1e-14)
 
 
 def test_relation_means_and_learned_epochs_by_hand():

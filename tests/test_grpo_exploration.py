@@ -183,42 +183,40 @@ def test_sampling_is_deterministic_and_matches_full_forward_draws(task, tiny_mod
     np.testing.assert_array_equal(np.asarray(first), want)
 
 
+@pytest.mark.float64
 def test_candidate_probs_and_reference_kl_against_numpy():
-    with jax.enable_x64(True):
-        rng = np.random.default_rng(1)
-        z = rng.normal(size=(3, 4, 6)) * 2
-        mask = (rng.random((3, 4)) < 0.7).astype(float)
-        probs, entropy = jax.jit(ge.candidate_probs, static_argnums=2)(jnp.asarray(z), jnp.asarray(mask), 5)
-        p = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
-        ranked = -np.sort(-p, axis=-1)[..., :5]
-        sel = mask > 0
-        np.testing.assert_allclose(probs, ranked[sel].mean(0), rtol=1e-12)
-        np.testing.assert_allclose(entropy, (-(p * np.log(p)).sum(-1))[sel].mean(), rtol=1e-12)
-        tokens = rng.integers(0, 6, size=(3, 4))
-        ref = rng.normal(size=(3, 4)) - 2
-        target = ldjax.losses.PolicyTarget(jnp.asarray(tokens), jnp.asarray(mask), jnp.ones(3))
-        logp = np.log(np.take_along_axis(p, tokens[..., None], -1)[..., 0])
-        d = ref - logp
-        want = np.mean([(mask[i] * (np.exp(d[i]) - d[i] - 1)).sum() / mask[i].sum() for i in range(3)])
-        np.testing.assert_allclose(
-            ge.reference_kl(jnp.asarray(z), target, jnp.asarray(ref)), want, rtol=1e-12
-        )
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(3, 4, 6)) * 2
+    mask = (rng.random((3, 4)) < 0.7).astype(float)
+    probs, entropy = jax.jit(ge.candidate_probs, static_argnums=2)(jnp.asarray(z), jnp.asarray(mask), 5)
+    p = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+    ranked = -np.sort(-p, axis=-1)[..., :5]
+    sel = mask > 0
+    np.testing.assert_allclose(probs, ranked[sel].mean(0), rtol=1e-12)
+    np.testing.assert_allclose(entropy, (-(p * np.log(p)).sum(-1))[sel].mean(), rtol=1e-12)
+    tokens = rng.integers(0, 6, size=(3, 4))
+    ref = rng.normal(size=(3, 4)) - 2
+    target = ldjax.losses.PolicyTarget(jnp.asarray(tokens), jnp.asarray(mask), jnp.ones(3))
+    logp = np.log(np.take_along_axis(p, tokens[..., None], -1)[..., 0])
+    d = ref - logp
+    want = np.mean([(mask[i] * (np.exp(d[i]) - d[i] - 1)).sum() / mask[i].sum() for i in range(3)])
+    np.testing.assert_allclose(ge.reference_kl(jnp.asarray(z), target, jnp.asarray(ref)), want, rtol=1e-12)
 
 
+@pytest.mark.float64
 def test_grpo_runs_use_simko_with_alpha_0_and_lambda_1_which_is_grpo():
     """The RL loop runs every method through one loss: SimKO with α = 0, λ = 1 must be GRPO exactly."""
-    with jax.enable_x64(True):
-        rng = np.random.default_rng(2)
-        z = jnp.asarray(rng.normal(size=(6, 5, 7)) * 2)
-        tokens = jnp.asarray(rng.integers(0, 7, size=(6, 5)))
-        old = ldjax.losses.token_log_probs(z, tokens) + jnp.asarray(rng.normal(size=(6, 5)) * 0.3)
-        target = ldjax.losses.PolicyTarget(tokens, jnp.ones((6, 5)), jnp.asarray(rng.normal(size=6)), old)
-        simko = lambda z: ldjax.losses.simko(z, target, top_k=3, alpha=0.0, scale=1.0, quantile=0.8)  # noqa: E731
-        grpo = lambda z: ldjax.losses.grpo(z, target)  # noqa: E731
-        assert float(jax.jit(simko)(z)) == float(jax.jit(grpo)(z))
-        np.testing.assert_array_equal(
-            np.asarray(jax.jit(jax.grad(simko))(z)), np.asarray(jax.jit(jax.grad(grpo))(z))
-        )
+    rng = np.random.default_rng(2)
+    z = jnp.asarray(rng.normal(size=(6, 5, 7)) * 2)
+    tokens = jnp.asarray(rng.integers(0, 7, size=(6, 5)))
+    old = ldjax.losses.token_log_probs(z, tokens) + jnp.asarray(rng.normal(size=(6, 5)) * 0.3)
+    target = ldjax.losses.PolicyTarget(tokens, jnp.ones((6, 5)), jnp.asarray(rng.normal(size=6)), old)
+    simko = lambda z: ldjax.losses.simko(z, target, top_k=3, alpha=0.0, scale=1.0, quantile=0.8)  # noqa: E731
+    grpo = lambda z: ldjax.losses.grpo(z, target)  # noqa: E731
+    assert float(jax.jit(simko)(z)) == float(jax.jit(grpo)(z))
+    np.testing.assert_array_equal(
+        np.asarray(jax.jit(jax.grad(simko))(z)), np.asarray(jax.jit(jax.grad(grpo))(z))
+    )
 
 
 def test_argmax_gain_stats_on_a_hand_made_change():

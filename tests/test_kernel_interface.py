@@ -18,13 +18,8 @@ from problems import mlp_problem
 from problems import seq_apply
 from problems import seq_problem
 
+pytestmark = pytest.mark.float64
 F64 = dict(rtol=1e-10, atol=1e-12)
-
-
-@pytest.fixture(autouse=True)
-def x64():
-    with jax.enable_x64(True):
-        yield
 
 
 def nt_reference(full, trace_axes, diagonal_axes):
