@@ -275,5 +275,3 @@ def main(argv: list[str] | None = None) -> int:
     return common.main(sys.modules[__name__], argv)
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
