@@ -10,6 +10,9 @@ from ldjax._src.adapters import as_apply_fn
 from ldjax._src.adapters import from_linen
 from ldjax._src.adapters import from_nnx
 from ldjax._src.adapters import to_nnx
+from ldjax._src.attribution import Attribution
+from ldjax._src.attribution import TrainingTrace
+from ldjax._src.attribution import force_attribution
 from ldjax._src.ntk import empirical_ntk
 from ldjax._src.ntk import empirical_ntk_fn
 from ldjax._src.ntk import jacobian
@@ -57,11 +60,13 @@ __all__ = (
     "a_term",
     "ApplyFunction",
     "as_apply_fn",
+    "Attribution",
     "data",
     "decomposition",
     "empirical_ntk",
     "empirical_ntk_fn",
     "epoch_batches",
+    "force_attribution",
     "from_linen",
     "from_nnx",
     "g_term",
@@ -85,5 +90,6 @@ __all__ = (
     "sharded_ntk",
     "to_nnx",
     "train",
+    "TrainingTrace",
     "TrainResult",
 )
