@@ -261,7 +261,7 @@ API_CASES = [
     Case(
         "ntk.unknown_method",
         lambda: ldjax.empirical_ntk(mlp, P, X, method="magic"),
-        "method must be 'jacobian' or 'vector_products' or 'structured', got 'magic'",
+        "method must be 'auto' or 'jacobian' or 'vector_products' or 'structured', got 'magic'",
     ),
     Case(
         "ntk.unknown_precision",
@@ -851,7 +851,7 @@ API_CASES = [
     ),
     Case(
         "precond_step.memory",
-        lambda: precond(memory_budget=100),
+        lambda: precond(memory_budget=100, method="jacobian"),
         "preconditioned_one_step(terms=True, method='jacobian') would need about 2.4 KiB (k [3, 2, 3, 3]: 216 B; per-example Jacobians of 5 examples: 2.1 KiB; a [3, 3, 3]: 108 B), more than the memory budget of 100 B (memory_budget=100). Cheaper: terms=False (predicted, actual and g need no kernel: one VJP and one JVP), ldjax.predict_log_prob_change for vocabulary-scale changes, or ldjax.empirical_ntk with trace=True or method='structured' for the kernel alone"
         + TRY_ANYWAY,
     ),

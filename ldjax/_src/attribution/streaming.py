@@ -22,6 +22,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from ldjax._src.results_io import atomic_write
+
 _FORMAT = 1
 
 
@@ -59,7 +61,7 @@ class ChunkStore:
             self.chunk_steps = chunk_steps
             if self.writer:
                 self.path.mkdir(parents=True, exist_ok=True)
-                _atomic_write(
+                atomic_write(
                     meta_file,
                     lambda f: f.write(
                         json.dumps(
@@ -81,21 +83,7 @@ class ChunkStore:
 
     def save(self, index: int, scores: np.ndarray) -> None:
         if self.writer:
-            _atomic_write(self._file(index), lambda f: np.savez(f, scores=scores))
-
-
-def _atomic_write(path: pathlib.Path, write: Callable[[Any], Any]) -> None:
-    """Write ``path`` through a temporary file in the same directory, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+            atomic_write(self._file(index), lambda f: np.savez(f, scores=scores))
 
 
 def stream(
