@@ -116,7 +116,7 @@ def check_loss_target(loss: LossFn, out_shape: tuple[int, ...], train_y: Any, fi
     except ValueError as err:
         raise ValueError(
             f"{err} (checked on the first update batch, {len(first)} example(s); without a trace every "
-            f"training example is its own batch: a loss over pairs or groups needs trace=TrainingTrace(batches, ...))"
+            f"training example is its own batch; a loss over pairs or groups needs trace=TrainingTrace(batches, ...))"
         ) from err
 
 

@@ -11,7 +11,6 @@ several processes only process 0 writes; the directory must be one that every pr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
@@ -22,19 +21,15 @@ from typing import Any
 import jax
 import numpy as np
 
+from ldjax._src import results_io
 from ldjax._src.results_io import atomic_write
 
 _FORMAT = 1
 
 
 def fingerprint(arrays: Iterable[Any], options: dict[str, Any]) -> str:
-    """SHA-256 of the arrays' shapes, dtypes and bytes and of the JSON of ``options``."""
-    digest = hashlib.sha256(json.dumps({"format": _FORMAT, **options}, sort_keys=True).encode())
-    for array in arrays:
-        a = np.ascontiguousarray(np.asarray(array))
-        digest.update(f"{a.shape}{a.dtype.str}".encode())
-        digest.update(memoryview(a).cast("B"))
-    return digest.hexdigest()
+    """The store's key: :func:`ldjax._src.results_io.fingerprint` with this format's version."""
+    return results_io.fingerprint(arrays, {"format": _FORMAT, **options})
 
 
 class ChunkStore:
