@@ -43,6 +43,18 @@ WORKER = textwrap.dedent(
         mlp_apply, params, x1, y, x2, loss=ldjax.losses.cross_entropy, learning_rate=0.1, method="exact",
         mesh=mesh, chunk_size=4, progress=False,
     ).scores
+    # chunks kept by a one-device run (3 updates each) do not split over the 4 devices of the mesh
+    directory = out + ".chunks"
+    kwargs = dict(loss=ldjax.losses.cross_entropy, learning_rate=0.1, method="exact", progress=False)
+    if process == 0:
+        with jax.default_device(jax.local_devices()[0]):
+            ldjax.force_attribution(mlp_apply, params, x1, y, x2, chunk_size=3, directory=directory, **kwargs)
+    multihost_utils.sync_global_devices("chunks written")
+    try:
+        ldjax.force_attribution(mlp_apply, params, x1, y, x2, mesh=mesh, directory=directory, **kwargs)
+        raise AssertionError("resuming on another mesh was not refused")
+    except ValueError as err:
+        assert "holds chunks of 3 update(s), which do not split over the 4 devices" in str(err), err
     if process == 0:
         np.savez(out, kernel=np.asarray(kernel), scores=scores)
     print("PROCESS-OK", process)

@@ -226,6 +226,12 @@ def force_attribution(
             directory, fp, chunk_steps, {"method": chosen, "n": n, "n_o": n_o, "steps": n_steps, "batch": b}
         )
         chunk_steps = store.chunk_steps
+        if chunk_steps % devices:
+            raise ValueError(
+                f"directory {str(directory)!r} holds chunks of {chunk_steps} update(s), which do not split over the "
+                f"{devices} devices of mesh axis {axis_name!r}: resume on the mesh the run started with, or use a new "
+                f"directory"
+            )
 
     compiled = programs.programs(
         apply_fn, loss, chosen, per_layer, precision, stacked, mesh, axis_name, *shapes
