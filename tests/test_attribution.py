@@ -203,10 +203,19 @@ def test_fingerprint_sees_values():
     assert streaming.fingerprint([a], {"m": 1}) != streaming.fingerprint([a], {"m": 2})
 
 
-def test_auto_takes_the_projected_route_when_exact_does_not_fit():
+def test_auto_takes_the_projected_route_when_exact_does_not_fit(capsys):
     params, x, y, probe_x = temperature_problem(jax.random.key(5), n=4, dtype=jnp.float32)
     common = dict(loss=ldjax.losses.cross_entropy, progress=False)
-    assert ldjax.force_attribution(temperature_mlp, params, x, y, probe_x, **common).method == "exact"
+    whole = ldjax.force_attribution(temperature_mlp, params, x, y, probe_x, **{**common, "progress": True})
+    assert whole.method == "exact" and "force_attribution" in capsys.readouterr().err  # the progress bar
+    # the budget bounds the chunk: (fixed 1,092 + 388 bytes per example) -> 2 examples per chunk, same scores
+    chunks = []
+    small = ldjax.force_attribution(
+        temperature_mlp, params, x, y, probe_x, method="exact", memory_budget=2_000,
+        callback=lambda i, n: chunks.append(n), **common,
+    )  # fmt: skip
+    assert chunks == [2, 2]
+    np.testing.assert_allclose(small.scores, whole.scores, rtol=1e-6, atol=1e-9)
     tight = ldjax.force_attribution(
         temperature_mlp, params, x, y, probe_x, memory_budget=4_000, rank=1, **common
     )
