@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import optax
 from jaxtyping import Array
@@ -25,7 +24,7 @@ from jaxtyping import Float
 from jaxtyping import Int
 
 from ldjax._src.first_order import batch_update
-from ldjax._src.losses._base import token_log_probs
+from ldjax._src.losses._base import softmax_minus_one_hot
 from ldjax._src.typing import ApplyFn
 from ldjax._src.typing import LossFn
 from ldjax._src.typing import Params
@@ -45,8 +44,9 @@ def push_model(apply_fn: ApplyFn) -> ApplyFn:
 def probe_cotangent(
     logits: Float[Array, " n_o *o"], tokens: Int[Array, " n_o *t"], mask: Float[Array, " n_o *t"]
 ) -> Float[Array, " n_o *o"]:
-    r""":math:`w_o = \partial/\partial z \sum_t m_t \log\pi_t(y_t)`, i.e. :math:`A^\top (m\, e_y)` per position."""
-    return jax.grad(lambda z: jnp.sum(mask.astype(z.dtype) * token_log_probs(z, tokens)))(logits)
+    r""":math:`w_o = \partial/\partial z \sum_t m_t \log\pi_t(y_t) = m_t (e_{y_t} - \pi_t)`, i.e.
+    :math:`A^\top (m\, e_y)` per position."""
+    return -mask.astype(logits.dtype)[..., None] * softmax_minus_one_hot(logits, tokens)
 
 
 def step_forces(
