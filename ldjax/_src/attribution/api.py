@@ -160,11 +160,7 @@ def force_attribution(
     step_params = arguments.first_step_params(params, trace, stacked)
     checks.check_params(step_params)
     out_shape = checks.logits_shape(apply_fn, step_params, train_x, "train_x")
-    if out_shape[-1] < 2:
-        raise ValueError(
-            f"apply_fn returns one logit per example (shape {out_shape}): log-softmax over one logit is constant, "
-            f"so every push on log π would be 0; give the model two or more logits"
-        )
+    checks.check_log_softmax_outputs(out_shape)
     checks.check_targets_batch(train_y, n, "train_y", "train_x")
     batches, rates = arguments.updates(trace, learning_rate, n)
     arguments.check_loss_target(loss, out_shape, train_y, batches[0])
