@@ -16,6 +16,7 @@ from jaxtyping import Array
 from jaxtyping import Int
 
 from ldjax._src import checks
+from ldjax._src import sharding
 from ldjax._src.ntk import batched
 from ldjax._src.typing import ApplyFn
 from ldjax._src.typing import LossFn
@@ -162,15 +163,12 @@ def forward(apply_fn: ApplyFn) -> Callable[..., Array]:
 
 
 def mesh_axis(mesh: Mesh | None, axis: str | None) -> tuple[int, str | None]:
+    """``(devices along the axis, its name)``; ``(1, None)`` without a mesh."""
     if mesh is None:
         if axis is not None:
             raise ValueError("axis is given without a mesh")
         return 1, None
-    if not isinstance(mesh, Mesh):
-        raise ValueError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
-    name = mesh.axis_names[0] if axis is None else axis
-    if name not in mesh.axis_names:
-        raise ValueError(f"axis {name!r} is not an axis of the mesh: expected one of {mesh.axis_names}")
+    name = sharding.mesh_axis(mesh, axis)
     return int(mesh.shape[name]), name
 
 
