@@ -14,28 +14,22 @@ from ldjax._src.attribution import streaming
 
 from problems import cnn_apply
 from problems import cnn_problem
+from problems import mlp_apply
+from problems import mlp_problem
 from problems import seq_apply
 from problems import seq_problem
 
 
 def temperature_mlp(p, x):
-    """A tanh MLP whose logits are scaled by exp(t): ``t`` is used non-linearly (the Jacobian fallback)."""
-    h = jnp.tanh(x @ p["w1"] + p["b1"])
-    return (h @ p["w2"]) * jnp.exp(p["t"])
+    """The tanh MLP of ``problems`` with its logits scaled by exp(t): ``t`` is used non-linearly (the Jacobian
+    fallback)."""
+    return mlp_apply(p, x) * jnp.exp(p["t"])
 
 
-def temperature_problem(key, n=7, n_o=3, d=5, hidden=6, k=4, dtype=jnp.float64):
-    keys = jax.random.split(key, 6)
-    params = {
-        "w1": jax.random.normal(keys[0], (d, hidden), dtype) / np.sqrt(d),
-        "b1": 0.1 * jax.random.normal(keys[1], (hidden,), dtype),
-        "w2": jax.random.normal(keys[2], (hidden, k), dtype) / np.sqrt(hidden),
-        "t": jnp.asarray(0.3, dtype),
-    }
-    x = jax.random.normal(keys[3], (n, d), dtype)
-    y = jax.random.randint(keys[4], (n,), 0, k)
-    probe_x = jax.random.normal(keys[5], (n_o, d), dtype)
-    return params, x, y, probe_x
+def temperature_problem(key, n=7, n_o=3, k=4, dtype=jnp.float64):
+    params, x, probe_x = mlp_problem(key, n1=n, n2=n_o, k=k, dtype=dtype)
+    y = jax.random.randint(jax.random.fold_in(key, 1), (n,), 0, k)
+    return {**params, "t": jnp.asarray(0.3, dtype)}, x, y, probe_x
 
 
 def reference_pushes(apply_fn, step_params, x, y, probe_x, tokens, mask, loss, batches, rates):
@@ -208,10 +202,10 @@ def test_auto_takes_the_projected_route_when_exact_does_not_fit(capsys):
     common = dict(loss=ldjax.losses.cross_entropy, progress=False)
     whole = ldjax.force_attribution(temperature_mlp, params, x, y, probe_x, **{**common, "progress": True})
     assert whole.method == "exact" and "force_attribution" in capsys.readouterr().err  # the progress bar
-    # the budget bounds the chunk: (fixed 1,092 + 388 bytes per example) -> 2 examples per chunk, same scores
+    # the budget bounds the chunk: (fixed 1,740 + 700 bytes per example) -> 2 examples per chunk, same scores
     chunks = []
     small = ldjax.force_attribution(
-        temperature_mlp, params, x, y, probe_x, method="exact", memory_budget=2_000,
+        temperature_mlp, params, x, y, probe_x, method="exact", memory_budget=3_500,
         callback=lambda i, n: chunks.append(n), **common,
     )  # fmt: skip
     assert chunks == [2, 2]
