@@ -188,6 +188,17 @@ def test_resumes_after_an_interruption(tmp_path):
         np.testing.assert_array_equal(resumed.scores, whole.scores)
         with pytest.raises(ValueError, match="holds the chunks of a different computation"):
             ldjax.force_attribution(temperature_mlp, params, x, y, probe_x[:2], directory=tmp_path, **kwargs)
+        # another loss or model function of the same name is another computation
+        halved = lambda z, t: 0.5 * ldjax.losses.cross_entropy(z, t)  # noqa: E731
+        halved.__name__ = ldjax.losses.cross_entropy.__name__
+        with pytest.raises(ValueError, match="holds the chunks of a different computation"):
+            ldjax.force_attribution(
+                temperature_mlp, params, x, y, probe_x, directory=tmp_path, **{**kwargs, "loss": halved}
+            )
+        doubled = lambda p, xi: 2 * temperature_mlp(p, xi)  # noqa: E731
+        doubled.__name__ = temperature_mlp.__name__
+        with pytest.raises(ValueError, match="holds the chunks of a different computation"):
+            ldjax.force_attribution(doubled, params, x, y, probe_x, directory=tmp_path, **kwargs)
 
 
 def test_fingerprint_sees_values():

@@ -208,6 +208,9 @@ def force_attribution(
                 batches,
                 rates,
                 key_data,
+                *arguments.behaviour(
+                    apply_fn, loss, step_params, probe_x, train_x, train_y, batches[0], rates[0], precision
+                ),
             ],
             {
                 "method": chosen,

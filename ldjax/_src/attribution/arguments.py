@@ -17,6 +17,7 @@ from jaxtyping import Int
 
 from ldjax._src import checks
 from ldjax._src import sharding
+from ldjax._src.attribution.forces import step_forces
 from ldjax._src.ntk import batched
 from ldjax._src.typing import ApplyFn
 from ldjax._src.typing import LossFn
@@ -160,6 +161,32 @@ def probe_targets(
 @functools.lru_cache(maxsize=16)
 def forward(apply_fn: ApplyFn) -> Callable[..., Array]:
     return jax.jit(batched(apply_fn))
+
+
+def behaviour(
+    apply_fn: ApplyFn,
+    loss: LossFn,
+    params: Params,
+    probe_x: Any,
+    train_x: Any,
+    train_y: Any,
+    first: np.ndarray,
+    rate: float,
+    precision: Precision,
+) -> list[np.ndarray]:
+    """What the model function and the loss do (the probes' logits, the first update's forces), for the
+    fingerprint of a resumable run: two functions with the same name are not mistaken for each other."""
+    x = jax.tree.map(lambda a: take(a, first), train_x)
+    y = jax.tree.map(lambda a: take(a, first), train_y)
+    with checks.precision_scope(precision):
+        logits = forward(apply_fn)(params, probe_x)
+        forces = _first_forces(apply_fn, loss)(params, x, y, jnp.asarray(rate, checks.params_dtype(params)))
+    return [np.asarray(logits), np.asarray(forces)]
+
+
+@functools.lru_cache(maxsize=16)
+def _first_forces(apply_fn: ApplyFn, loss: LossFn) -> Callable[..., Array]:
+    return jax.jit(lambda p, x, y, r: step_forces(apply_fn, p, x, y, r, loss))
 
 
 def mesh_axis(mesh: Mesh | None, axis: str | None) -> tuple[int, str | None]:

@@ -4,7 +4,8 @@ run resumes where it stopped.
 With a ``directory``, every finished chunk is written there as ``chunk_<index>.npz`` (numpy's format,
 no pickle), to a temporary name first and then renamed, so a chunk on disk is always complete. A
 ``meta.json`` holds a fingerprint of everything the result depends on (parameters, data, probes,
-options) and the chunk size; a later call with the same inputs reuses the chunks already there (with
+options, and what the model and the loss compute: the probes' logits and the first update's forces) and
+the chunk size; a later call with the same inputs reuses the chunks already there (with
 the stored chunk size), and a call with different inputs is refused instead of mixing results. Under
 several processes only process 0 writes; the directory must be one that every process reads.
 """
