@@ -35,9 +35,11 @@ per-update force on 1,000 probes dominates, roughly 10-15 minutes on 2 CPU cores
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 from pathlib import Path
 from typing import Any
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +48,7 @@ import optax
 from flax import nnx
 from jaxtyping import Array
 from jaxtyping import Float
+from jaxtyping import Int
 
 from ldjax._src.adapters import from_nnx
 from ldjax._src.data.dataset import Dataset
@@ -53,11 +56,14 @@ from ldjax._src.data.errors import DataUnavailable
 from ldjax._src.data.mnist import load_digits
 from ldjax._src.data.mnist import load_mnist
 from ldjax._src.experiments import common
+from ldjax._src.experiments import mnist_force_figures as figures
 from ldjax._src.first_order import first_order_step
 from ldjax._src.first_order import probe_change
 from ldjax._src.losses.classification import cross_entropy
 from ldjax._src.models.lenet import LeNet5
+from ldjax._src.ntk import batched
 from ldjax._src.one_step import one_step
+from ldjax._src.training import TrainResult
 from ldjax._src.training import epoch_batches
 from ldjax._src.training import train
 from ldjax._src.typing import ApplyFn
@@ -207,6 +213,315 @@ def _class_means(delta: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     return {"true_class": _by_class(true, labels), "all_classes": np.asarray(rows)}
 
 
+class MnistData(NamedTuple):
+    """The training subset and the held-out probes of one seed.
+
+    Attributes:
+      x_train: standardised training images ``[n, 28, 28, 1]``.
+      y_train: their labels ``[n]``.
+      x_probe: standardised probe images ``[n_p, 28, 28, 1]`` (from the test split).
+      y_probe: their labels ``[n_p]``.
+      train_images: the training images in [0, 1] before standardisation (for the figures).
+      probe_images: the probe images in [0, 1].
+      train_index: the rows of the training split that were drawn ``[n]``.
+      name: which data set was read.
+    """
+
+    x_train: Float[Array, "n 28 28 1"]
+    y_train: Int[np.ndarray, " n"]
+    x_probe: Float[Array, "n_p 28 28 1"]
+    y_probe: Int[np.ndarray, " n_p"]
+    train_images: Float[Array, "n 28 28 1"]
+    probe_images: Float[Array, "n_p 28 28 1"]
+    train_index: Int[np.ndarray, " n"]
+    name: str
+
+
+def prepare_data(
+    config: Config, *, key_train: jax.Array, key_probe: jax.Array, data_dir: str | None
+) -> MnistData:
+    """Draw the training subset and the probes, standardise with the training subset's mean and std.
+
+    Args:
+      config: the experiment's settings (``n_train``, ``n_probes``, the classes that must be present).
+      key_train: PRNG key of the training subset.
+      key_probe: PRNG key of the probe subset.
+      data_dir: where MNIST is read from (see :func:`load_data`).
+
+    Returns:
+      :class:`MnistData`.
+    """
+    train_split, test_split, dataset_name = load_data(config, data_dir)
+    n_train = min(config.n_train, len(train_split.y))
+    n_probes = min(config.n_probes, len(test_split.y))
+    train_idx = np.asarray(jax.random.permutation(key_train, len(train_split.y)))[:n_train]
+    probe_idx = np.asarray(jax.random.permutation(key_probe, len(test_split.y)))[:n_probes]
+    x_train_raw, x_probe_raw = _images(train_split.x[train_idx]), _images(test_split.x[probe_idx])
+    mean, std = jnp.mean(x_train_raw), jnp.std(x_train_raw)
+    y_train = np.asarray(train_split.y[train_idx], np.int32)
+    y_probe = np.asarray(test_split.y[probe_idx], np.int32)
+    for c in (config.update_class, *config.probe_classes):
+        if not np.any(y_train == c) or not np.any(y_probe == c):
+            raise ValueError(f"class {c} is missing from the training subset or the probes; use more images")
+    return MnistData(
+        x_train=(x_train_raw - mean) / std,
+        y_train=y_train,
+        x_probe=(x_probe_raw - mean) / std,
+        y_probe=y_probe,
+        train_images=x_train_raw,
+        probe_images=x_probe_raw,
+        train_index=train_idx,
+        name=dataset_name,
+    )
+
+
+def init_model(key: jax.Array) -> tuple[ApplyFn, Params]:
+    """LeNet-5 for 28x28 grey images as ``(apply_fn, params)``, initialised from ``key``."""
+    model = LeNet5(NUM_CLASSES, 1, rngs=nnx.Rngs(int(jax.random.randint(key, (), 0, 2**31 - 1))))
+    return from_nnx(model, example_shape=(SIDE, SIDE, 1))
+
+
+def make_optimizer(config: Config, num_steps: int) -> optax.GradientTransformation:
+    """SGD with momentum and PyTorch-style weight decay, cosine-decayed (or constant) learning rate."""
+    schedule = (
+        optax.cosine_decay_schedule(config.learning_rate, num_steps)
+        if config.schedule == "cosine"
+        else optax.constant_schedule(config.learning_rate)
+    )
+    return optax.chain(
+        optax.add_decayed_weights(config.weight_decay), optax.sgd(schedule, momentum=config.momentum)
+    )
+
+
+def _train_loss(apply_fn: ApplyFn, params: Params, idx: Int[Array, " b"], data: dict[str, Array]) -> Array:
+    """Cross-entropy of the minibatch ``idx`` of the training images."""
+    return cross_entropy(batched(apply_fn)(params, data["x"][idx]), data["y"][idx])
+
+
+def _record(
+    apply_fn: ApplyFn, n_acc: int, params: Params, step: Array, data: dict[str, Array]
+) -> dict[str, Any]:
+    """Recorded every epoch: the parameters, the probe accuracy, log π of the accumulation probes."""
+    del step
+    z = batched(apply_fn)(params, data["x_probe"])
+    return {
+        "params": params,
+        "accuracy": jnp.mean(jnp.argmax(z, -1) == data["y_probe"]),
+        "log_probs": jax.nn.log_softmax(z[:n_acc], axis=-1),
+    }
+
+
+def _accumulate(
+    apply_fn: ApplyFn, n_acc: int, params: Params, idx: Array, updates: Params, data: dict[str, Array]
+) -> Array:
+    """The first-order change ``A·J(x_o)·u`` of the optimizer's update ``u`` on the accumulation probes."""
+    del idx
+    return probe_change(apply_fn, params, updates, data["x_probe"][:n_acc])[0]
+
+
+def train_with_recorder(
+    apply_fn: ApplyFn,
+    params: Params,
+    data: MnistData,
+    config: Config,
+    key: jax.Array,
+    *,
+    n_acc: int,
+    progress: bool,
+) -> TrainResult:
+    """Train with :func:`ldjax.train`, recording every epoch and summing the per-update force on ``n_acc`` probes.
+
+    Args:
+      apply_fn: the model, one example at a time.
+      params: the initial parameters.
+      data: the training subset and the probes.
+      config: the optimizer's settings and the number of epochs.
+      key: PRNG key of the minibatch order.
+      n_acc: the first ``n_acc`` probes receive the per-update force.
+      progress: show a progress bar.
+
+    Returns:
+      :class:`ldjax.TrainResult`; ``records`` are ``params``, ``accuracy`` and ``log_probs`` per epoch
+      (entry 0 before training), ``accumulated`` the per-epoch sums ``[epochs, n_acc, k]``.
+    """
+    n_train = len(data.y_train)
+    steps_per_epoch = n_train // config.batch_size
+    arrays = {
+        "x": data.x_train,
+        "y": jnp.asarray(data.y_train),
+        "x_probe": data.x_probe,
+        "y_probe": jnp.asarray(data.y_probe),
+    }
+    batches = epoch_batches(key, n_train, config.batch_size, config.epochs)
+    return train(
+        functools.partial(_train_loss, apply_fn),
+        params,
+        make_optimizer(config, steps_per_epoch * config.epochs),
+        batches,
+        record=functools.partial(_record, apply_fn, n_acc),
+        accumulate=functools.partial(_accumulate, apply_fn, n_acc),
+        every=steps_per_epoch,
+        data=arrays,
+        progress=progress,
+        desc="LeNet-5",
+    )
+
+
+class UpdateSet(NamedTuple):
+    """What the one-step analyses at a checkpoint update on and show.
+
+    Attributes:
+      x_u: the single analysed update image ``[1, 28, 28, 1]`` (the first training image of ``update_class``).
+      y_u: its label ``[1]``.
+      index: its row in the training subset.
+      shown: rows of the probes whose A, K, G are kept, one per ``probe_classes`` entry.
+      x_by_class: ``m`` training images of every class ``[10, m, 28, 28, 1]`` (the force map).
+    """
+
+    x_u: Float[Array, "1 28 28 1"]
+    y_u: Int[Array, " 1"]
+    index: int
+    shown: Int[np.ndarray, " s"]
+    x_by_class: Float[Array, "10 m 28 28 1"]
+
+
+def choose_updates(data: MnistData, config: Config) -> UpdateSet:
+    """The update image, the shown probes and the force map's per-class training images."""
+    u = int(np.flatnonzero(data.y_train == config.update_class)[0])
+    shown = np.array([int(np.flatnonzero(data.y_probe == c)[0]) for c in config.probe_classes])
+    m = min(config.force_map_updates, *(int(np.sum(data.y_train == c)) for c in range(NUM_CLASSES)))
+    x_by_class = jnp.stack([data.x_train[np.flatnonzero(data.y_train == c)[:m]] for c in range(NUM_CLASSES)])
+    return UpdateSet(
+        x_u=data.x_train[u : u + 1],
+        y_u=jnp.asarray(data.y_train[u : u + 1]),
+        index=u,
+        shown=shown,
+        x_by_class=x_by_class,
+    )
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _step_all(apply_fn: ApplyFn, params: Params, x_probe: Array, x_u: Array, y_u: Array, eta: float):
+    r = one_step(apply_fn, params, x_probe, x_u, y_u, loss=cross_entropy, learning_rate=eta, terms=False)
+    return r.predicted, r.actual, r.g
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _step_terms(apply_fn: ApplyFn, params: Params, x_shown: Array, x_u: Array, y_u: Array, eta: float):
+    return one_step(
+        apply_fn, params, x_shown, x_u, y_u, loss=cross_entropy, learning_rate=eta, method="vector_products"
+    )
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _force_map(apply_fn: ApplyFn, params: Params, x_probe: Array, x_by_class: Array, eta: float) -> Array:
+    return class_force_map(apply_fn, params, x_probe, x_by_class, learning_rate=eta)
+
+
+def analyse_checkpoint(
+    apply_fn: ApplyFn,
+    params: Params,
+    data: MnistData,
+    updates: UpdateSet,
+    *,
+    epoch: int,
+    accuracy: float,
+    update_class: int,
+    learning_rate: float,
+) -> dict[str, Any]:
+    """One SGD step of ``learning_rate`` on the update image at one checkpoint, and the class force map.
+
+    Args:
+      apply_fn: the model.
+      params: the parameters at the checkpoint.
+      data: the probes.
+      updates: the update image, the shown probes and the per-class images of the force map.
+      epoch: the checkpoint's epoch (recorded).
+      accuracy: the probe accuracy there (recorded).
+      update_class: the label of the update image.
+      learning_rate: η of the analysed plain-SGD step.
+
+    Returns:
+      A dict: predicted and actual Δ log π on every probe, their correlation, the A, K, G of the shown
+      probes, per-class means, and the two 10x10 force maps (updating class x observing class).
+    """
+    y_probe, n_probes = data.y_probe, len(data.y_probe)
+    predicted, actual, g = (
+        np.asarray(v)
+        for v in _step_all(apply_fn, params, data.x_probe, updates.x_u, updates.y_u, learning_rate)
+    )
+    terms = _step_terms(
+        apply_fn, params, data.x_probe[updates.shown], updates.x_u, updates.y_u, learning_rate
+    )
+    fmap = np.asarray(_force_map(apply_fn, params, data.x_probe, updates.x_by_class, learning_rate))
+    map_true = np.zeros((NUM_CLASSES, NUM_CLASSES))
+    map_towards = np.zeros((NUM_CLASSES, NUM_CLASSES))
+    for c_u in range(NUM_CLASSES):
+        map_true[c_u] = _by_class(fmap[c_u, np.arange(n_probes), y_probe], y_probe)
+        map_towards[c_u] = _by_class(fmap[c_u, :, c_u], y_probe)
+    pred_means, act_means = _class_means(predicted, y_probe), _class_means(actual, y_probe)
+    towards_update_actual = _by_class(actual[:, update_class], y_probe)
+    towards_update_predicted = _by_class(predicted[:, update_class], y_probe)
+    others = [c for c in range(NUM_CLASSES) if c != update_class]
+    ranked = sorted(others, key=lambda c: -towards_update_actual[c])
+    return {
+        "epoch": int(epoch),
+        "probe_accuracy": float(accuracy),
+        "correlation": float(np.corrcoef(predicted.ravel(), actual.ravel())[0, 1]),
+        "max_abs_residual": float(np.abs(actual - predicted).max()),
+        "max_abs_actual": float(np.abs(actual).max()),
+        "predicted": predicted,
+        "actual": actual,
+        "g": g[0],
+        "shown": {
+            "predicted": np.asarray(terms.predicted),
+            "actual": np.asarray(terms.actual),
+            "a": np.asarray(terms.a),
+            "k": np.asarray(terms.k[:, 0]),
+            "g": np.asarray(terms.g[0]),
+        },
+        "mean_true_class_change_predicted": pred_means["true_class"],
+        "mean_true_class_change_actual": act_means["true_class"],
+        "mean_change_by_observed_class_actual": act_means["all_classes"],
+        "mean_update_class_change_by_class_actual": towards_update_actual,
+        "mean_update_class_change_by_class_predicted": towards_update_predicted,
+        "most_pulled_towards_update_class": ranked,
+        "force_map_true_class": map_true,
+        "force_map_towards_updating_class": map_towards,
+    }
+
+
+def accumulation_summary(trained: TrainResult, y_acc: Int[np.ndarray, " n_acc"]) -> dict[str, Any]:
+    """Per-epoch sums of the first-order forces against the actual change of log π over each epoch.
+
+    Args:
+      trained: the training run (``records["log_probs"]`` every epoch, ``accumulated`` per epoch).
+      y_acc: the labels of the accumulation probes.
+
+    Returns:
+      Per-epoch correlations (over probes and classes) and the true-class changes, predicted and actual.
+    """
+    log_probs = np.asarray(trained.records["log_probs"])  # [epochs + 1, n_acc, k]
+    actual_epoch = np.diff(log_probs, axis=0)  # [epochs, n_acc, k]
+    predicted_epoch = np.asarray(trained.accumulated)  # [epochs, n_acc, k]
+    rows = np.arange(len(y_acc))
+    return {
+        "epoch_correlation": [
+            float(np.corrcoef(predicted_epoch[e].ravel(), actual_epoch[e].ravel())[0, 1])
+            for e in range(len(actual_epoch))
+        ],
+        "mean_true_class_change_predicted": predicted_epoch[:, rows, y_acc].mean(axis=1),
+        "mean_true_class_change_actual": actual_epoch[:, rows, y_acc].mean(axis=1),
+        "true_class_change_predicted": predicted_epoch[:, rows, y_acc],
+        "true_class_change_actual": actual_epoch[:, rows, y_acc],
+    }
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _probs(apply_fn: ApplyFn, params: Params, x: Array) -> Array:
+    return jax.nn.softmax(batched(apply_fn)(params, x), axis=-1)
+
+
 def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Train LeNet-5, analyse one-step forces at three checkpoints and accumulate forces over epochs.
 
@@ -214,174 +529,53 @@ def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -
     data actually used. Raises :class:`ldjax.data.DataUnavailable` only for ``dataset="mnist"``.
     """
     _check_config(config)
-    train_split, test_split, dataset_name = load_data(config, data_dir)
     key_train, key_probe, key_init, key_batches = jax.random.split(jax.random.key(config.seed), 4)
-    n_train = min(config.n_train, len(train_split.y))
-    n_probes = min(config.n_probes, len(test_split.y))
+    data = prepare_data(config, key_train=key_train, key_probe=key_probe, data_dir=data_dir)
+    n_train, n_probes = len(data.y_train), len(data.y_probe)
     n_acc = min(config.n_accumulate, n_probes)
-    train_idx = np.asarray(jax.random.permutation(key_train, len(train_split.y)))[:n_train]
-    probe_idx = np.asarray(jax.random.permutation(key_probe, len(test_split.y)))[:n_probes]
-    x_train_raw, x_probe_raw = _images(train_split.x[train_idx]), _images(test_split.x[probe_idx])
-    mean, std = jnp.mean(x_train_raw), jnp.std(x_train_raw)
-    x_train, x_probe = (x_train_raw - mean) / std, (x_probe_raw - mean) / std
-    y_train = np.asarray(train_split.y[train_idx], np.int32)
-    y_probe = np.asarray(test_split.y[probe_idx], np.int32)
-    for c in (config.update_class, *config.probe_classes):
-        if not np.any(y_train == c) or not np.any(y_probe == c):
-            raise ValueError(f"class {c} is missing from the training subset or the probes; use more images")
-
-    model = LeNet5(NUM_CLASSES, 1, rngs=nnx.Rngs(int(jax.random.randint(key_init, (), 0, 2**31 - 1))))
-    apply_fn, params = from_nnx(model, example_shape=(SIDE, SIDE, 1))
-    f = jax.vmap(apply_fn, in_axes=(None, 0))
-
-    steps_per_epoch = n_train // config.batch_size
-    num_steps = steps_per_epoch * config.epochs
-    schedule = (
-        optax.cosine_decay_schedule(config.learning_rate, num_steps)
-        if config.schedule == "cosine"
-        else optax.constant_schedule(config.learning_rate)
-    )
-    optimizer = optax.chain(
-        optax.add_decayed_weights(config.weight_decay), optax.sgd(schedule, momentum=config.momentum)
-    )
-    data = {"x": x_train, "y": jnp.asarray(y_train), "x_probe": x_probe, "y_probe": jnp.asarray(y_probe)}
-
-    def loss_fn(p, idx, d):
-        return cross_entropy(f(p, d["x"][idx]), d["y"][idx])
-
-    def record(p, step, d):
-        del step
-        z = f(p, d["x_probe"])
-        return {
-            "params": p,
-            "accuracy": jnp.mean(jnp.argmax(z, -1) == d["y_probe"]),
-            "log_probs": jax.nn.log_softmax(z[:n_acc], axis=-1),
-        }
-
-    def accumulate(p, idx, updates, d):
-        del idx
-        return probe_change(apply_fn, p, updates, d["x_probe"][:n_acc])[0]
-
-    batches = epoch_batches(key_batches, n_train, config.batch_size, config.epochs)
-    trained = train(
-        loss_fn, params, optimizer, batches, record=record, accumulate=accumulate,
-        every=steps_per_epoch, data=data, progress=progress, desc="LeNet-5",
-    )  # fmt: skip
+    apply_fn, params = init_model(key_init)
+    trained = train_with_recorder(apply_fn, params, data, config, key_batches, n_acc=n_acc, progress=progress)
     records = trained.records
 
-    # ---- one-step analyses at the checkpoints
     epochs_at = sorted(
         {min(config.epochs, max(0, round(fr * config.epochs))) for fr in config.checkpoint_fractions}
     )
-    u = int(np.flatnonzero(y_train == config.update_class)[0])
-    x_u, y_u = x_train[u : u + 1], jnp.asarray(y_train[u : u + 1])
-    shown = np.array([int(np.flatnonzero(y_probe == c)[0]) for c in config.probe_classes])
-    m = min(config.force_map_updates, *(int(np.sum(y_train == c)) for c in range(NUM_CLASSES)))
-    x_by_class = jnp.stack([x_train[np.flatnonzero(y_train == c)[:m]] for c in range(NUM_CLASSES)])
-    eta = config.step_learning_rate
-
-    @jax.jit
-    def step_all(p):
-        r = one_step(apply_fn, p, x_probe, x_u, y_u, loss=cross_entropy, learning_rate=eta, terms=False)
-        return r.predicted, r.actual, r.g
-
-    @jax.jit
-    def step_terms(p):
-        return one_step(
+    updates = choose_updates(data, config)
+    checkpoints = [
+        analyse_checkpoint(
             apply_fn,
-            p,
-            x_probe[shown],
-            x_u,
-            y_u,
-            loss=cross_entropy,
-            learning_rate=eta,
-            method="vector_products",
+            jax.tree.map(lambda leaf, e=epoch: leaf[e], records["params"]),
+            data,
+            updates,
+            epoch=epoch,
+            accuracy=records["accuracy"][epoch],
+            update_class=config.update_class,
+            learning_rate=config.step_learning_rate,
         )
-
-    force_map_fn = jax.jit(lambda p: class_force_map(apply_fn, p, x_probe, x_by_class, learning_rate=eta))
-
-    checkpoints = []
-    for epoch in common.progress(epochs_at, desc="checkpoints", enabled=progress):
-        p = jax.tree.map(lambda leaf, e=epoch: leaf[e], records["params"])
-        predicted, actual, g = (np.asarray(v) for v in step_all(p))
-        terms = step_terms(p)
-        fmap = np.asarray(force_map_fn(p))  # [updating class, probe, k]
-        map_true = np.zeros((NUM_CLASSES, NUM_CLASSES))
-        map_towards = np.zeros((NUM_CLASSES, NUM_CLASSES))
-        for c_u in range(NUM_CLASSES):
-            true_change = fmap[c_u, np.arange(n_probes), y_probe]
-            map_true[c_u] = _by_class(true_change, y_probe)
-            map_towards[c_u] = _by_class(fmap[c_u, :, c_u], y_probe)
-        pred_means, act_means = _class_means(predicted, y_probe), _class_means(actual, y_probe)
-        towards_update_actual = _by_class(actual[:, config.update_class], y_probe)
-        towards_update_predicted = _by_class(predicted[:, config.update_class], y_probe)
-        others = [c for c in range(NUM_CLASSES) if c != config.update_class]
-        ranked = sorted(others, key=lambda c: -towards_update_actual[c])
-        checkpoints.append(
-            {
-                "epoch": int(epoch),
-                "probe_accuracy": float(records["accuracy"][epoch]),
-                "correlation": float(np.corrcoef(predicted.ravel(), actual.ravel())[0, 1]),
-                "max_abs_residual": float(np.abs(actual - predicted).max()),
-                "max_abs_actual": float(np.abs(actual).max()),
-                "predicted": predicted,
-                "actual": actual,
-                "g": g[0],
-                "shown": {
-                    "predicted": np.asarray(terms.predicted),
-                    "actual": np.asarray(terms.actual),
-                    "a": np.asarray(terms.a),
-                    "k": np.asarray(terms.k[:, 0]),
-                    "g": np.asarray(terms.g[0]),
-                },
-                "mean_true_class_change_predicted": pred_means["true_class"],
-                "mean_true_class_change_actual": act_means["true_class"],
-                "mean_change_by_observed_class_actual": act_means["all_classes"],
-                "mean_update_class_change_by_class_actual": towards_update_actual,
-                "mean_update_class_change_by_class_predicted": towards_update_predicted,
-                "most_pulled_towards_update_class": ranked,
-                "force_map_true_class": map_true,
-                "force_map_towards_updating_class": map_towards,
-            }
-        )
-
-    # ---- accumulation over epochs
-    log_probs = np.asarray(records["log_probs"])  # [epochs + 1, n_acc, k]
-    actual_epoch = np.diff(log_probs, axis=0)  # [epochs, n_acc, k]
-    predicted_epoch = np.asarray(trained.accumulated)  # [epochs, n_acc, k]
-    y_acc = y_probe[:n_acc]
-    rows = np.arange(n_acc)
-    epoch_correlation = [
-        float(np.corrcoef(predicted_epoch[e].ravel(), actual_epoch[e].ravel())[0, 1])
-        for e in range(config.epochs)
+        for epoch in common.progress(epochs_at, desc="checkpoints", enabled=progress)
     ]
-    final_probs = np.asarray(jax.jit(lambda p: jax.nn.softmax(f(p, x_probe), axis=-1))(trained.params))
+    final_probs = np.asarray(_probs(apply_fn, trained.params, data.x_probe))
+    y_probe = data.y_probe
     heat = np.stack([final_probs[y_probe == c].mean(axis=0) for c in range(NUM_CLASSES)])
-
+    u = updates.index
     return {
-        "dataset": f"{dataset_name}: {n_train} training images, {n_probes} held-out probe images",
+        "dataset": f"{data.name}: {n_train} training images, {n_probes} held-out probe images",
         "n_train": n_train,
         "n_probes": n_probes,
         "n_accumulate": n_acc,
-        "steps_per_epoch": steps_per_epoch,
+        "steps_per_epoch": n_train // config.batch_size,
         "update_class": config.update_class,
-        "update_index": int(train_idx[u]),
-        "update_image": np.asarray(x_train_raw[u, ..., 0]),
+        "update_index": int(data.train_index[u]),
+        "update_image": np.asarray(data.train_images[u, ..., 0]),
         "probe_classes": list(config.probe_classes),
-        "shown_probe_images": np.asarray(x_probe_raw[shown, ..., 0]),
+        "shown_probe_images": np.asarray(data.probe_images[updates.shown, ..., 0]),
         "probe_labels": y_probe,
-        "force_map_updates_per_class": m,
-        "step_learning_rate": eta,
+        "force_map_updates_per_class": int(updates.x_by_class.shape[1]),
+        "step_learning_rate": config.step_learning_rate,
         "train_loss": np.asarray(trained.losses),
         "probe_accuracy_by_epoch": np.asarray(records["accuracy"]),
         "checkpoints": checkpoints,
-        "accumulation": {
-            "epoch_correlation": epoch_correlation,
-            "mean_true_class_change_predicted": predicted_epoch[:, rows, y_acc].mean(axis=1),
-            "mean_true_class_change_actual": actual_epoch[:, rows, y_acc].mean(axis=1),
-            "true_class_change_predicted": predicted_epoch[:, rows, y_acc],
-            "true_class_change_actual": actual_epoch[:, rows, y_acc],
-        },
+        "accumulation": accumulation_summary(trained, y_probe[:n_acc]),
         "final_mean_distribution_by_class": heat,
         "final_probe_accuracy": float(np.mean(final_probs.argmax(axis=1) == y_probe)),
     }
@@ -435,154 +629,15 @@ def fidelity(results: dict[str, Any]) -> list[common.Fidelity]:
 
 
 def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
-    """Figures (a)-(d), the accumulation curves and the final mean-distribution heat map."""
+    """Figures (a)-(d), the accumulation curves and the final mean-distribution heat map (PNG and PDF)."""
     common.use_agg()
-    import matplotlib.pyplot as plt
-
     out_dir = Path(out_dir)
-    paths = []
-    u = int(results["update_class"])
-    classes = np.arange(NUM_CLASSES)
-    cps = results["checkpoints"]
-
-    # (a) decomposition at each checkpoint
-    for cp in cps:
-        shown = cp["shown"]
-        n_shown = len(results["probe_classes"])
-        fig, axes = plt.subplots(n_shown + 1, 4, figsize=(15, 3.2 * (n_shown + 1)))
-        fig.subplots_adjust(hspace=0.45, wspace=0.3)
-        axes[0, 0].imshow(np.asarray(results["update_image"]), cmap="gray")
-        axes[0, 0].set_title(f"x_u (label {u})")
-        axes[0, 1].bar(classes, np.asarray(shown["g"]))
-        axes[0, 1].set_title("G(x_u) = ∂L/∂z")
-        axes[0, 1].set_xticks(classes)
-        for ax in axes[0, 2:]:
-            ax.axis("off")
-        for row, cls in enumerate(results["probe_classes"], start=1):
-            axes[row, 0].imshow(np.asarray(results["shown_probe_images"][row - 1]), cmap="gray")
-            axes[row, 0].set_title(f"probe x_o (label {int(cls)})")
-            for col, (name, mat) in enumerate((("K(x_o, x_u)", shown["k"]), ("A(x_o)", shown["a"])), start=1):
-                mat = np.asarray(mat[row - 1])
-                scale = float(np.abs(mat).max()) or 1.0
-                image = axes[row, col].imshow(mat, cmap="RdBu_r", vmin=-scale, vmax=scale)
-                fig.colorbar(image, ax=axes[row, col], shrink=0.8)
-                axes[row, col].set_title(name)
-                axes[row, col].set_xticks(classes)
-                axes[row, col].set_yticks(classes)
-            ax = axes[row, 3]
-            ax.bar(classes - 0.2, np.asarray(shown["predicted"][row - 1]), 0.4, label="predicted −ηAKG")
-            ax.bar(classes + 0.2, np.asarray(shown["actual"][row - 1]), 0.4, label="actual")
-            ax.axhline(0, color="k", lw=0.5)
-            ax.set_xticks(classes)
-            ax.set_title("Δ log π(x_o)")
-            if row == 1:
-                ax.legend(fontsize=8)
-        fig.suptitle(
-            f"One SGD step on a {u} at epoch {cp['epoch']} — {results['dataset']}", fontsize=10, y=0.93
-        )
-        for ax in axes[:, 0]:
-            ax.axis("off")
-        paths.append(common.save_figure(fig, out_dir, f"mnist_a_decomposition_epoch{cp['epoch']}"))
-
-    # (b) predicted vs actual scatter
-    fig, axes = plt.subplots(1, len(cps), figsize=(4.5 * len(cps), 4), layout="constrained", squeeze=False)
-    for ax, cp in zip(axes[0], cps, strict=True):
-        pred, act = np.ravel(cp["predicted"]), np.ravel(cp["actual"])
-        ax.scatter(pred, act, s=2, alpha=0.3, rasterized=True)
-        lim = [float(min(pred.min(), act.min())), float(max(pred.max(), act.max()))]
-        ax.plot(lim, lim, "k--", lw=0.8)
-        ax.set_xlabel("predicted Δ log π")
-        ax.set_ylabel("actual Δ log π")
-        ax.set_title(f"epoch {cp['epoch']}: r = {cp['correlation']:.4f}")
-    fig.suptitle(f"{results['n_probes']} probes x 10 classes, one step on a {u}", fontsize=10)
-    paths.append(common.save_figure(fig, out_dir, "mnist_b_scatter"))
-
-    # (c) mean Δ log π(true class) and Δ log π(update class) by observed class
-    fig, axes = plt.subplots(2, len(cps), figsize=(4.5 * len(cps), 7), layout="constrained", squeeze=False)
-    for col, cp in enumerate(cps):
-        panels = (
-            ("mean_true_class_change", "mean Δ log π(true class)"),
-            ("mean_update_class_change_by_class", f"mean Δ log π({u})"),
-        )
-        for row, (key, title) in enumerate(panels):
-            ax = axes[row, col]
-            ax.bar(classes - 0.2, cp[f"{key}_predicted"], 0.4, label="predicted")
-            ax.bar(classes + 0.2, cp[f"{key}_actual"], 0.4, label="actual")
-            ax.axhline(0, color="k", lw=0.5)
-            ax.set_xticks(classes)
-            ax.set_xlabel("class of the probe")
-            ax.set_title(f"epoch {cp['epoch']}: {title}", fontsize=9)
-    axes[0, 0].legend(fontsize=8)
-    fig.suptitle(f"one step on a {u}: which digits are pulled up, which pushed down", fontsize=10)
-    paths.append(common.save_figure(fig, out_dir, "mnist_c_by_class"))
-
-    # (d) updating class x observing class force maps
-    fig, axes = plt.subplots(2, len(cps), figsize=(4.5 * len(cps), 8), layout="constrained", squeeze=False)
-    for col, cp in enumerate(cps):
-        for row, (key, title) in enumerate(
-            (
-                ("force_map_true_class", "Δ log π(observer's class)"),
-                ("force_map_towards_updating_class", "Δ log π(updating class)"),
-            )
-        ):
-            mat = np.asarray(cp[key])
-            scale = float(np.nanmax(np.abs(mat))) or 1.0
-            image = axes[row, col].imshow(mat, cmap="RdBu_r", vmin=-scale, vmax=scale)
-            fig.colorbar(image, ax=axes[row, col], shrink=0.8)
-            axes[row, col].set_title(f"epoch {cp['epoch']}: {title}", fontsize=9)
-            axes[row, col].set_xlabel("observing class")
-            axes[row, col].set_ylabel("updating class")
-            axes[row, col].set_xticks(classes)
-            axes[row, col].set_yticks(classes)
-    fig.suptitle(
-        f"mean one-step force, {results['force_map_updates_per_class']} updates per class", fontsize=10
-    )
-    paths.append(common.save_figure(fig, out_dir, "mnist_d_force_map"))
-
-    # accumulation over epochs
-    acc = results["accumulation"]
-    pred_mean, act_mean = (
-        np.asarray(acc["mean_true_class_change_predicted"]),
-        np.asarray(acc["mean_true_class_change_actual"]),
-    )
-    epochs = np.arange(1, len(pred_mean) + 1)
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4), layout="constrained")
-    axes[0].plot(epochs, pred_mean, "o-", label="Σ predicted forces over the epoch")
-    axes[0].plot(epochs, act_mean, "s--", label="actual change over the epoch")
-    axes[0].set_xlabel("epoch")
-    axes[0].set_ylabel("mean Δ log π(true class)")
-    axes[0].axhline(0, color="k", lw=0.5)
-    axes[0].legend(fontsize=8)
-    axes[1].plot(np.r_[0, epochs], np.r_[0, np.cumsum(pred_mean)], "o-", label="accumulated predicted")
-    axes[1].plot(np.r_[0, epochs], np.r_[0, np.cumsum(act_mean)], "s--", label="actual")
-    axes[1].set_xlabel("epoch")
-    axes[1].set_ylabel("log π(true class) − initial, mean")
-    axes[1].legend(fontsize=8)
-    pred_all, act_all = (
-        np.ravel(acc["true_class_change_predicted"]),
-        np.ravel(acc["true_class_change_actual"]),
-    )
-    axes[2].scatter(pred_all, act_all, s=2, alpha=0.3, rasterized=True)
-    lim = [float(min(pred_all.min(), act_all.min())), float(max(pred_all.max(), act_all.max()))]
-    axes[2].plot(lim, lim, "k--", lw=0.8)
-    axes[2].set_xlabel("Σ predicted over an epoch")
-    axes[2].set_ylabel("actual over the epoch")
-    axes[2].set_title(f"per probe and epoch; min r = {min(acc['epoch_correlation']):.4f}")
-    fig.suptitle(
-        f"accumulated forces on {results['n_accumulate']} probes — {results['dataset']}", fontsize=10
-    )
-    paths.append(common.save_figure(fig, out_dir, "mnist_accumulation"))
-
-    # final mean predicted distribution per class
-    fig, ax = plt.subplots(figsize=(5, 4.3), layout="constrained")
-    image = ax.imshow(np.asarray(results["final_mean_distribution_by_class"]), cmap="viridis", vmin=0, vmax=1)
-    fig.colorbar(image, ax=ax)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_xticks(classes)
-    ax.set_yticks(classes)
-    ax.set_title(f"mean π on probes after training (acc {results['final_probe_accuracy']:.3f})", fontsize=9)
-    paths.append(common.save_figure(fig, out_dir, "mnist_final_distribution"))
+    paths = [figures.decomposition(results, cp, out_dir) for cp in results["checkpoints"]]
+    paths.append(figures.scatter(results, out_dir))
+    paths.append(figures.by_class(results, out_dir))
+    paths.append(figures.force_maps(results, out_dir))
+    paths.append(figures.accumulation(results, out_dir))
+    paths.append(figures.final_distribution(results, out_dir))
     return paths
 
 
