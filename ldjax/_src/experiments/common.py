@@ -128,6 +128,18 @@ def save_figure(fig: Any, out_dir: str | Path, stem: str) -> Path:
     return png
 
 
+def shown_terms(step: Any) -> dict[str, np.ndarray]:
+    """The predicted and actual Δ log π and the A, K, G of a ``one_step`` result on ONE update example, as
+    arrays for the figures: ``k`` is ``[n_o, k, k]`` and ``g`` ``[k]``."""
+    return {
+        "predicted": np.asarray(step.predicted),
+        "actual": np.asarray(step.actual),
+        "a": np.asarray(step.a),
+        "k": np.asarray(step.k[:, 0]),
+        "g": np.asarray(step.g[0]),
+    }
+
+
 def use_agg() -> None:
     """Select the non-interactive Agg backend (call at the top of every ``plot``)."""
     import matplotlib
