@@ -104,31 +104,50 @@ def by_class(results: dict[str, Any], out_dir: Path) -> Path:
     return common.save_figure(fig, out_dir, "mnist_c_by_class")
 
 
+def _map_panel(fig: Any, ax: Any, mat: np.ndarray, title: str) -> None:
+    classes = np.arange(NUM_CLASSES)
+    scale = float(np.nanmax(np.abs(mat))) or 1.0
+    image = ax.imshow(mat, cmap="RdBu_r", vmin=-scale, vmax=scale)
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("observing class c'")
+    ax.set_ylabel("updating class c")
+    ax.set_xticks(classes)
+    ax.set_yticks(classes)
+
+
 def force_maps(results: dict[str, Any], out_dir: Path) -> Path:
-    """(d) the updating class x observing class force maps at every checkpoint."""
+    """(d) the class force map F[c, c'] = mean Δ log π(c) on held-out c' after learning c, at the last
+    checkpoint: each seed (top), the mean over seeds and its row for learning 4s with one dot per seed (bottom)."""
     import matplotlib.pyplot as plt
 
     classes = np.arange(NUM_CLASSES)
-    cps = results["checkpoints"]
-    fig, axes = plt.subplots(2, len(cps), figsize=(4.5 * len(cps), 8), layout="constrained", squeeze=False)
-    for col, cp in enumerate(cps):
-        for row, (key, title) in enumerate(
-            (
-                ("force_map_true_class", "Δ log π(observer's class)"),
-                ("force_map_towards_updating_class", "Δ log π(updating class)"),
-            )
-        ):
-            mat = np.asarray(cp[key])
-            scale = float(np.nanmax(np.abs(mat))) or 1.0
-            image = axes[row, col].imshow(mat, cmap="RdBu_r", vmin=-scale, vmax=scale)
-            fig.colorbar(image, ax=axes[row, col], shrink=0.8)
-            axes[row, col].set_title(f"epoch {cp['epoch']}: {title}", fontsize=9)
-            axes[row, col].set_xlabel("observing class")
-            axes[row, col].set_ylabel("updating class")
-            axes[row, col].set_xticks(classes)
-            axes[row, col].set_yticks(classes)
+    per_seed = results["per_seed"]
+    epoch = results["checkpoint_epochs"][-1]
+    cols = max(len(per_seed), 2)
+    fig, axes = plt.subplots(2, cols, figsize=(4.6 * cols, 8), layout="constrained", squeeze=False)
+    maps = np.stack([np.asarray(s["force_map_towards_updating_class"]) for s in per_seed])
+    for col, (s, mat) in enumerate(zip(per_seed, maps, strict=True)):
+        _map_panel(fig, axes[0, col], mat, f"seed {s['seed']}")
+    for ax in axes[0, len(per_seed) :]:
+        ax.axis("off")
+    _map_panel(fig, axes[1, 0], maps.mean(axis=0), f"mean over {len(per_seed)} seeds")
+    ax = axes[1, 1]
+    ax.bar(classes, maps.mean(axis=0)[4], color=["C3" if c == 9 else "C0" for c in classes])
+    for row in maps:
+        ax.plot(classes, row[4], "k.", ms=5)
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xticks(classes)
+    ax.set_xlabel("observing class c'")
+    ax.set_ylabel("Δ log π(4)")
+    ax.set_title("learning 4s: the pull on each digit (dots: seeds)", fontsize=9)
+    for ax in axes[1, 2:]:
+        ax.axis("off")
     fig.suptitle(
-        f"mean one-step force, {results['force_map_updates_per_class']} updates per class", fontsize=10
+        f"class force map at epoch {epoch}: mean Δ log π(c) on held-out c' after plain-SGD steps of "
+        f"η = {results['step_learning_rate']} on {results['force_map_updates_per_class']} training images of c "
+        f"— {results['model']}",
+        fontsize=10,
     )
     return common.save_figure(fig, out_dir, "mnist_d_force_map")
 
@@ -143,7 +162,7 @@ def accumulation(results: dict[str, Any], out_dir: Path) -> Path:
         np.asarray(acc["mean_true_class_change_actual"]),
     )
     epochs = np.arange(1, len(pred_mean) + 1)
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4), layout="constrained")
+    fig, axes = plt.subplots(1, 4, figsize=(18.5, 4), layout="constrained")
     axes[0].plot(epochs, pred_mean, "o-", label="Σ predicted forces over the epoch")
     axes[0].plot(epochs, act_mean, "s--", label="actual change over the epoch")
     axes[0].set_xlabel("epoch")
@@ -165,6 +184,18 @@ def accumulation(results: dict[str, Any], out_dir: Path) -> Path:
     axes[2].set_xlabel("Σ predicted over an epoch")
     axes[2].set_ylabel("actual over the epoch")
     axes[2].set_title(f"per probe and epoch; min r = {min(acc['epoch_correlation']):.4f}")
+    nines = np.stack(
+        [np.asarray(s["mean_distribution_by_epoch"])[:, 9] for s in results["per_seed"]]
+    )  # [S, e+1, 10]
+    for c in range(NUM_CLASSES):
+        if c != 9:
+            style = {"color": "C3", "lw": 2, "label": "π̄(4 | 9s)"} if c == 4 else {"color": "0.6", "lw": 0.8}
+            axes[3].plot(np.r_[0, epochs], nines[:, :, c].mean(axis=0), **style)
+    axes[3].plot([], [], color="0.6", lw=0.8, label="other wrong digits")
+    axes[3].set_xlabel("epoch")
+    axes[3].set_ylabel("mean π on held-out 9s (mean over seeds)")
+    axes[3].set_title("the pull of the 4s accumulates", fontsize=9)
+    axes[3].legend(fontsize=8)
     fig.suptitle(
         f"accumulated forces on {results['n_accumulate']} probes — {results['dataset']}", fontsize=10
     )
