@@ -14,8 +14,10 @@ import pytest
 
 import ldjax
 from ldjax._src.experiments import mnist_force
-from ldjax._src.experiments import mnist_force_analysis as analysis
-from ldjax._src.experiments import mnist_force_claims as stats
+from ldjax._src.experiments.mnist_force import analysis
+from ldjax._src.experiments.mnist_force import claims as stats
+from ldjax._src.experiments.mnist_force import data as mnist_data
+from ldjax._src.experiments.mnist_force import training as mnist_training
 from ldjax.data import DataUnavailable
 from ldjax.experiments.mnist_force import TINY
 from ldjax.experiments.mnist_force import Config
@@ -192,7 +194,7 @@ def test_class_force_map_is_the_mean_of_single_updates():
 
 def test_schedule_is_pytorch_cosine_annealing_per_epoch():
     config = Config(learning_rate=0.1, final_learning_rate=1e-6, epochs=4)
-    schedule = mnist_force.learning_rate_schedule(config, steps_per_epoch=3)
+    schedule = mnist_training.learning_rate_schedule(config, steps_per_epoch=3)
     got = [float(schedule(jnp.int32(step))) for step in range(12)]
     # torch.optim.lr_scheduler.CosineAnnealingLR(T_max=4, eta_min=1e-6), stepped once per epoch
     per_epoch = [1e-6 + (0.1 - 1e-6) * (1 + np.cos(np.pi * e / 4)) / 2 for e in range(4)]
@@ -202,17 +204,17 @@ def test_schedule_is_pytorch_cosine_annealing_per_epoch():
 def test_data_choice_and_config_errors(tmp_path, monkeypatch):
     # a configured data location without MNIST raises: no silent fallback to the digits
     with pytest.raises(DataUnavailable, match="no fallback to the scikit-learn digits"):
-        mnist_force.load_data(Config(), str(tmp_path))
+        mnist_data.load_data(Config(), str(tmp_path))
     monkeypatch.setenv("LDJAX_DATA_DIR", str(tmp_path))
     with pytest.raises(DataUnavailable, match="no fallback to the scikit-learn digits"):
-        mnist_force.load_data(Config(), None)
+        mnist_data.load_data(Config(), None)
     monkeypatch.delenv("LDJAX_DATA_DIR")
     monkeypatch.setenv("LDJAX_CACHE_DIR", str(tmp_path / "cache"))
-    train, test, name = mnist_force.load_data(Config(), None)  # nothing configured: the digits, said so
+    train, test, name = mnist_data.load_data(Config(), None)  # nothing configured: the digits, said so
     assert name == "scikit-learn digits 8x8 upsampled to 28x28 (offline fallback)"
-    assert mnist_force._images(test.x[:2]).shape == (2, 28, 28, 1)
+    assert mnist_data.images(test.x[:2]).shape == (2, 28, 28, 1)
     with pytest.raises(DataUnavailable, match=r"MNIST train: none of"):
-        mnist_force.load_data(Config(dataset="mnist"), str(tmp_path))
+        mnist_data.load_data(Config(dataset="mnist"), str(tmp_path))
     with pytest.raises(ValueError, match=r"dataset must be 'auto', 'mnist' or 'digits', got 'cifar'"):
         run(Config(dataset="cifar"))
     with pytest.raises(ValueError, match=r"model must be one of lenet_tanh, lenet_relu, got 'vgg'"):

@@ -20,7 +20,7 @@ def pull_lead(force_map: Float[np.ndarray, "10 10"], updating: int = 4, pulled: 
 
     Example:
       >>> import numpy as np
-      >>> from ldjax._src.experiments.mnist_force_claims import pull_lead
+      >>> from ldjax._src.experiments.mnist_force.claims import pull_lead
       >>> f = np.ones((10, 10)); f[4, 9] = 2.0
       >>> round(pull_lead(f), 3)
       0.909
@@ -43,7 +43,7 @@ def self_pull(force_map: Float[np.ndarray, "10 10"], cls: int = 4) -> float:
 
     Example:
       >>> import numpy as np
-      >>> from ldjax._src.experiments.mnist_force_claims import self_pull
+      >>> from ldjax._src.experiments.mnist_force.claims import self_pull
       >>> self_pull(-np.ones((10, 10)))
       -1.0
     """
@@ -60,7 +60,7 @@ def confusion_lead(
 
     Example:
       >>> import numpy as np
-      >>> from ldjax._src.experiments.mnist_force_claims import confusion_lead
+      >>> from ldjax._src.experiments.mnist_force.claims import confusion_lead
       >>> p = np.full((10, 10), 0.05); p[9, 9] = 0.5; p[9, 4] = 0.1
       >>> confusion_lead(p)
       2.0

@@ -14,35 +14,13 @@ from jaxtyping import Float
 from jaxtyping import Int
 
 from ldjax._src.experiments import common
+from ldjax._src.experiments.mnist_force.config import NUM_CLASSES
+from ldjax._src.experiments.mnist_force.data import MnistData
 from ldjax._src.first_order import first_order_step
 from ldjax._src.losses.classification import cross_entropy
 from ldjax._src.one_step import one_step
 from ldjax._src.typing import ApplyFn
 from ldjax._src.typing import Params
-
-NUM_CLASSES = 10
-
-
-class MnistData(NamedTuple):
-    """The training subset and the held-out probes of one seed.
-
-    Attributes:
-      x_train: the model's training inputs ``[n, 28, 28, 1]`` ([0, 1], or standardised).
-      y_train: their labels ``[n]``.
-      x_probe: the model's probe inputs ``[n_p, 28, 28, 1]`` (from the test split).
-      y_probe: their labels ``[n_p]``.
-      train_images: the training images in [0, 1] (for the figures).
-      probe_images: the probe images in [0, 1].
-      train_index: the rows of the training split that were drawn ``[n]``.
-    """
-
-    x_train: Float[Array, "n 28 28 1"]
-    y_train: Int[np.ndarray, " n"]
-    x_probe: Float[Array, "n_p 28 28 1"]
-    y_probe: Int[np.ndarray, " n_p"]
-    train_images: Float[Array, "n 28 28 1"]
-    probe_images: Float[Array, "n_p 28 28 1"]
-    train_index: Int[np.ndarray, " n"]
 
 
 def class_force_map(
@@ -71,7 +49,7 @@ def class_force_map(
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from ldjax._src.experiments.mnist_force_analysis import class_force_map
+      >>> from ldjax._src.experiments.mnist_force.analysis import class_force_map
       >>> f = lambda p, x: x @ p
       >>> x = jax.random.normal(jax.random.key(0), (2, 3, 5))
       >>> class_force_map(f, jnp.ones((5, 2)), x[0], x, learning_rate=0.1).shape
