@@ -9,12 +9,14 @@ copies of the first probe) and the padding is dropped from the result.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
+from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec
 from jaxtyping import Array
 from jaxtyping import Float
@@ -42,6 +44,23 @@ def _axis(mesh: Mesh, axis: str | None) -> str:
     return axis
 
 
+def _placed(mesh: Mesh, spec: PartitionSpec, tree: Any) -> Any:
+    """``tree`` resharded to ``spec`` when the mesh has Explicit axes (as ``jax.make_mesh`` gives by default):
+    ``shard_map`` then requires its inputs' shardings to match its ``in_specs``."""
+    explicit = getattr(jax.sharding.AxisType, "Explicit", None)
+    if explicit is None or explicit not in tuple(getattr(mesh, "axis_types", ())):
+        return tree
+    return jax.sharding.reshard(tree, NamedSharding(mesh, spec))
+
+
+def _unpad(mesh: Mesh, tree: Any, n: int) -> Any:
+    """The first ``n`` rows of every leaf. On a mesh with Explicit axes a sharded axis cannot be cut unevenly:
+    there the rows are gathered (replicated) first when padding was added."""
+    if all(jax.tree.leaves(jax.tree.map(lambda a: a.shape[0] == n, tree))):
+        return tree
+    return jax.tree.map(lambda a: _placed(mesh, PartitionSpec(), a)[:n], tree)
+
+
 def _pad(x: Any, multiple: int) -> tuple[Any, int]:
     n = checks.batch_size(x)
     extra = (-n) % multiple
@@ -62,18 +81,22 @@ def sharded_ntk(
     trace: bool = False,
     per_layer: bool = False,
     precision: Precision = "highest",
+    check_finite: bool = True,
+    memory_budget: float | None = None,
 ) -> Float[Array, "n1 n2 *o *o"] | dict[str, Array]:
     """:func:`ldjax.empirical_ntk` with the rows (``x1``) split over ``mesh``'s ``axis``.
 
     Args:
-      apply_fn, params, x1, x2, method, trace, per_layer, precision: as in
+      apply_fn, params, x1, x2, method, trace, per_layer, precision, check_finite: as in
         :func:`ldjax.empirical_ntk` (``x2=None`` means ``x1``; the default method is ``"jacobian"``, as
         there).
-      mesh: a ``jax.sharding.Mesh``.
+      memory_budget: bytes ONE device's block of rows may take (as in :func:`ldjax.empirical_ntk`).
+      mesh: a ``jax.sharding.Mesh``, e.g. ``jax.make_mesh((4,), ("probe",))`` (Explicit or Auto axes).
       axis: the mesh axis that splits the probes (default: the mesh's first axis).
 
     Returns:
-      The kernel, sharded along its first axis.
+      The kernel, sharded along its first axis (on a mesh with Explicit axes, replicated when ``n1`` is
+      not a multiple of the axis size).
 
     Example:
       >>> import jax, jax.numpy as jnp, numpy as np, ldjax
@@ -84,14 +107,35 @@ def sharded_ntk(
       (4, 4, 2, 2)
     """
     name = _axis(mesh, axis)
-    checks.check_batch(x1, "x1")
+    checks.validate_kernel(
+        apply_fn,
+        params,
+        x1,
+        x2,
+        method=method,
+        trace=trace,
+        per_layer=per_layer,
+        check_finite=check_finite,
+        memory_budget=memory_budget,
+        what="sharded_ntk",
+        row_blocks=mesh.shape[name],
+    )
     if x2 is None:
         x2 = x1
     padded, n1 = _pad(x1, mesh.shape[name])
 
     def block(p: Params, a: Any, b: Any) -> Any:
         return empirical_ntk(
-            apply_fn, p, a, b, method=method, trace=trace, per_layer=per_layer, precision=precision
+            apply_fn,
+            p,
+            a,
+            b,
+            method=method,
+            trace=trace,
+            per_layer=per_layer,
+            precision=precision,
+            check_finite=False,  # checked above, on the whole batch
+            memory_budget=math.inf,  # checked above, per device
         )
 
     out = jax.shard_map(
@@ -100,8 +144,12 @@ def sharded_ntk(
         in_specs=(PartitionSpec(), PartitionSpec(name), PartitionSpec()),
         out_specs=PartitionSpec(name),
         check_vma=False,
-    )(params, padded, x2)
-    return jax.tree.map(lambda k: k[:n1], out)
+    )(
+        _placed(mesh, PartitionSpec(), params),
+        _placed(mesh, PartitionSpec(name), padded),
+        _placed(mesh, PartitionSpec(), x2),
+    )
+    return _unpad(mesh, out, n1)
 
 
 def sharded_log_prob_change(
@@ -118,11 +166,13 @@ def sharded_log_prob_change(
     opt_state: Any = None,
     axis: str | None = None,
     precision: Precision = "highest",
+    check_finite: bool = True,
 ) -> Float[Array, " n_probe *o"]:
     """:func:`ldjax.predict_log_prob_change` (``predicted``) with the probes split over ``mesh``.
 
     The update is computed once from the batch (replicated); each device then runs the JVP for its
-    share of the probes.
+    share of the probes. The arguments are those of :func:`ldjax.predict_log_prob_change`, with
+    ``mesh`` and its ``axis`` (default: the mesh's first axis) splitting the probes.
 
     Returns:
       Predicted Δ log π, ``[n_probe, *o]``, sharded along the probes.
@@ -138,7 +188,17 @@ def sharded_log_prob_change(
     """
     name = _axis(mesh, axis)
     checks.validate_step(
-        apply_fn, params, x_probe, x_u, y_u, loss, learning_rate, optimizer, probe_name="x_probe"
+        apply_fn,
+        params,
+        x_probe,
+        x_u,
+        y_u,
+        loss,
+        learning_rate,
+        optimizer,
+        opt_state=opt_state,
+        probe_name="x_probe",
+        check_finite=check_finite,
     )
     if optimizer is None:
         optimizer = optax.sgd(learning_rate)
@@ -149,11 +209,16 @@ def sharded_log_prob_change(
         def block(p: Params, u: Any, xp: Any) -> Array:
             return probe_change(apply_fn, p, u, xp)[0]
 
-        out = jax.shard_map(
-            block,
-            mesh=mesh,
-            in_specs=(PartitionSpec(), PartitionSpec(), PartitionSpec(name)),
-            out_specs=PartitionSpec(name),
-            check_vma=False,
-        )(params, updates, padded)
-    return out[:n]
+        with checks.forward_mode("sharded_log_prob_change"):
+            out = jax.shard_map(
+                block,
+                mesh=mesh,
+                in_specs=(PartitionSpec(), PartitionSpec(), PartitionSpec(name)),
+                out_specs=PartitionSpec(name),
+                check_vma=False,
+            )(
+                _placed(mesh, PartitionSpec(), params),
+                _placed(mesh, PartitionSpec(), updates),
+                _placed(mesh, PartitionSpec(name), padded),
+            )
+    return _unpad(mesh, out, n)

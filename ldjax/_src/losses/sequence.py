@@ -46,7 +46,7 @@ from jaxtyping import Int
 
 from ldjax._src import checks
 from ldjax._src.losses._base import bind
-from ldjax._src.losses._base import check_ids
+from ldjax._src.losses._base import checks_target
 from ldjax._src.losses._base import softmax_minus_one_hot
 from ldjax._src.losses._base import token_log_probs
 from ldjax._src.losses._base import with_target_check
@@ -80,17 +80,24 @@ class PreferenceTarget(NamedTuple):
 
 
 def next_token_target(
-    sequences: Int[Array, "n L"], response_mask: Float[Array, "n L"]
-) -> tuple[Int[Array, "n L-1"], SequenceTarget]:
+    sequences: Int[Array, "n L"], response_mask: Float[Array, "n L"], *, shift: int = 1
+) -> tuple[Int[Array, "n L-shift"], SequenceTarget]:
     """Split full sequences into model inputs and aligned next-token targets.
+
+    ``shift`` says where the model reads its target. ``shift=1`` (the default) is for models whose
+    ``logits[t]`` is computed from ``inputs[:t+1]`` and predicts the next token (GPT-style, ldjax's
+    ``TinyTransformer``): inputs drop the last token, targets the first. ``shift=0`` is for models
+    that shift right internally (flax's lm1b/wmt decoders: ``logits[t]`` predicts ``inputs[t]`` from the
+    tokens before it): inputs and targets are the whole sequence.
 
     Args:
       sequences: ``[n, L]`` token ids (prompt, response, padding).
       response_mask: ``[n, L]``, 1 where the token belongs to the response.
+      shift: ``1`` or ``0``, as above.
 
     Returns:
-      ``(inputs[n, L-1], SequenceTarget(tokens[n, L-1], mask[n, L-1]))`` with ``inputs =
-      sequences[:, :-1]``, ``tokens = sequences[:, 1:]`` and ``mask = response_mask[:, 1:]``.
+      ``(inputs[n, L-shift], SequenceTarget(tokens[n, L-shift], mask[n, L-shift]))`` with ``inputs =
+      sequences[:, :L-shift]``, ``tokens = sequences[:, shift:]`` and ``mask = response_mask[:, shift:]``.
 
     Example:
       >>> import jax.numpy as jnp, ldjax
@@ -98,17 +105,24 @@ def next_token_target(
       >>> x, t.tokens, t.mask
       (Array([[1, 2]], dtype=int32), Array([[2, 3]], dtype=int32), Array([[0., 1.]], dtype=float32))
     """
+    if shift not in (0, 1):
+        raise ValueError(
+            f"shift must be 1 (the model predicts the next token) or 0 (it shifts internally), got {shift!r}"
+        )
     sequences = jnp.asarray(sequences)
     response_mask = jnp.asarray(response_mask)
-    if sequences.ndim != 2 or sequences.shape[1] < 2:
-        raise ValueError(f"sequences must be [n, L] with L >= 2, got shape {tuple(sequences.shape)}")
+    if sequences.ndim != 2 or sequences.shape[1] < 1 + shift:
+        raise ValueError(
+            f"sequences must be [n, L] with L >= {1 + shift}, got shape {tuple(sequences.shape)}"
+        )
     if response_mask.shape != sequences.shape:
         raise ValueError(
             f"response_mask has shape {tuple(response_mask.shape)}: expected the shape of sequences "
             f"{tuple(sequences.shape)}"
         )
-    mask = response_mask[:, 1:].astype(jnp.result_type(float))
-    return sequences[:, :-1], SequenceTarget(tokens=sequences[:, 1:], mask=mask)
+    length = sequences.shape[1]
+    mask = response_mask[:, shift:].astype(jnp.result_type(float))
+    return sequences[:, : length - shift], SequenceTarget(tokens=sequences[:, shift:], mask=mask)
 
 
 def sequence_log_prob(
@@ -137,7 +151,7 @@ def check_tokens(out_shape: tuple[int, ...], tokens: Any, mask: Any, name: str) 
         )
     seq_len, vocab = out_shape
     bound = f"the vocabulary has V={vocab} entries"
-    check_ids(tokens, vocab, f"{name}.tokens", what="token ids", short="ids", bound=bound)
+    checks.check_ids(tokens, vocab, f"{name}.tokens", what="token ids", short="ids", bound=bound)
     shape = tuple(np.shape(tokens))
     if len(shape) != 2 or shape[1] != seq_len:
         raise ValueError(
@@ -208,6 +222,7 @@ def sft(logits: Float[Array, "n T V"], target: SequenceTarget) -> Float[Array, "
     return -jnp.sum(target.mask * picked) / _normaliser(target.mask)
 
 
+@checks_target(check_sequence_target)
 def sft_g(logits: Float[Array, "n T V"], target: SequenceTarget) -> Float[Array, "n T V"]:
     r"""Closed form of :math:`\partial L/\partial z` for :func:`sft`: :math:`(\pi - e_y)\,\text{mask}/N`."""
     weight = target.mask / _normaliser(target.mask)
@@ -262,6 +277,7 @@ def dpo(logits: Float[Array, "n T V"], target: PreferenceTarget, *, beta: float 
     return -jnp.mean(jax.nn.log_sigmoid(beta * h))
 
 
+@checks_target(check_preference_target)
 def dpo_g(logits: Float[Array, "n T V"], target: PreferenceTarget, *, beta: float) -> Float[Array, "n T V"]:
     r"""Closed form for :func:`dpo`.
 
@@ -289,6 +305,7 @@ def ipo(logits: Float[Array, "n T V"], target: PreferenceTarget, *, tau: float =
     return jnp.mean((h - 1.0 / (2.0 * tau)) ** 2)
 
 
+@checks_target(check_preference_target)
 def ipo_g(logits: Float[Array, "n T V"], target: PreferenceTarget, *, tau: float) -> Float[Array, "n T V"]:
     r"""Closed form for :func:`ipo`: :math:`\partial L/\partial h_i = \frac2m (h_i - \frac1{2\tau})`, then as DPO."""
     h, m = _margin(logits, target)
@@ -322,6 +339,7 @@ def slic(
     return jnp.mean(hinge) - regularization * jnp.mean(logp[:m])
 
 
+@checks_target(check_preference_target)
 def slic_g(
     logits: Float[Array, "n T V"], target: PreferenceTarget, *, delta: float, regularization: float
 ) -> Float[Array, "n T V"]:
