@@ -13,6 +13,9 @@ from ldjax._src.adapters import from_equinox
 from ldjax._src.adapters import from_linen
 from ldjax._src.adapters import from_nnx
 from ldjax._src.adapters import to_nnx
+from ldjax._src.attribution import Attribution
+from ldjax._src.attribution import TrainingTrace
+from ldjax._src.attribution import force_attribution
 from ldjax._src.chunked import chunked_ntk
 from ldjax._src.explain import KernelPlan
 from ldjax._src.explain import explain_kernel
@@ -73,6 +76,7 @@ __all__ = (
     "a_term",
     "ApplyFunction",
     "as_apply_fn",
+    "Attribution",
     "binary_logits",
     "chunked_ntk",
     "data",
@@ -82,6 +86,7 @@ __all__ = (
     "energy",
     "Energy",
     "epoch_batches",
+    "force_attribution",
     "explain_kernel",
     "from_equinox",
     "feature_decomposition",
@@ -117,5 +122,6 @@ __all__ = (
     "sharded_ntk",
     "to_nnx",
     "train",
+    "TrainingTrace",
     "TrainResult",
 )

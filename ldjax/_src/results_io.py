@@ -6,11 +6,13 @@ NamedTuples whose fields are arrays or ``None`` (:class:`ldjax.OneStepResult`, :
 version, the type, the field names, which fields were ``None``, and the caller's metadata.
 """
 
+import hashlib
 import json
 import os
 import pathlib
 import tempfile
 from collections.abc import Callable
+from collections.abc import Iterable
 from typing import Any
 from typing import NamedTuple
 
@@ -114,6 +116,17 @@ def atomic_write(path: pathlib.Path, write: Callable[[Any], Any]) -> None:
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def fingerprint(arrays: Iterable[Any], options: dict[str, Any]) -> str:
+    """SHA-256 of the JSON of ``options`` and of each array's dtype, shape and bytes: the key under which
+    resumable computations (kernel blocks, attribution chunks) keep their finished parts on disk."""
+    digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
+    for array in arrays:
+        value = np.ascontiguousarray(np.asarray(array))
+        digest.update(f"{value.dtype.str}{value.shape}".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
 
 
 def _array(value: Any, name: str) -> np.ndarray:

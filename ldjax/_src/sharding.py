@@ -34,7 +34,8 @@ from ldjax._src.typing import Params
 from ldjax._src.typing import Precision
 
 
-def _axis(mesh: Mesh, axis: str | None) -> str:
+def mesh_axis(mesh: Mesh, axis: str | None) -> str:
+    """The name of the mesh axis to split over (default: the first), checked."""
     if not isinstance(mesh, Mesh):
         raise ValueError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
     if axis is None:
@@ -106,7 +107,7 @@ def sharded_ntk(
       >>> ldjax.sharded_ntk(f, p, x, mesh=mesh).shape
       (4, 4, 2, 2)
     """
-    name = _axis(mesh, axis)
+    name = mesh_axis(mesh, axis)
     checks.validate_kernel(
         apply_fn,
         params,
@@ -186,7 +187,7 @@ def sharded_log_prob_change(
       ...                               loss=ldjax.losses.cross_entropy, learning_rate=0.1).shape
       (4, 2)
     """
-    name = _axis(mesh, axis)
+    name = mesh_axis(mesh, axis)
     checks.validate_step(
         apply_fn,
         params,

@@ -255,7 +255,17 @@ def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
     common.use_agg()
     import matplotlib.pyplot as plt
 
-    paths = []
+    paths = [
+        _learning_figure(plt, results, out_dir),
+        _forces_figure(plt, results, out_dir),
+        _force_map_figure(plt, results, out_dir),
+    ]
+    plt.close("all")
+    return paths
+
+
+def _learning_figure(plt: Any, results: dict[str, Any], out_dir: Path) -> Path:
+    """Training accuracy (the noisy run's clean and mislabelled objects apart) and held-out accuracy."""
     train_acc, held_acc = np.asarray(results["train_accuracy"]), np.asarray(results["heldout_accuracy"])
     t = np.arange(train_acc.shape[1])
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
@@ -273,8 +283,11 @@ def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
         ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    paths.append(common.save_figure(fig, out_dir, "compositional_learning"))
+    return common.save_figure(fig, out_dir, "compositional_learning")
 
+
+def _forces_figure(plt: Any, results: dict[str, Any], out_dir: Path) -> Path:
+    """Cooperation over training, predicted vs actual change of the other objects, held-out objects."""
     fig, axes = plt.subplots(1, 3, figsize=(17, 4))
     own, others, held = (np.asarray(results[key], float) for key in ("self", "others", "heldout"))
     e = np.arange(1, own.shape[1] + 1)
@@ -305,8 +318,11 @@ def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
         ax.set_xscale("log")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    paths.append(common.save_figure(fig, out_dir, "compositional_forces"))
+    return common.save_figure(fig, out_dir, "compositional_forces")
 
+
+def _force_map_figure(plt: Any, results: dict[str, Any], out_dir: Path) -> Path:
+    """The pairwise influence at initialisation (seed 0) and its means by what two objects share."""
     square = np.array(results["influence_map"], float)  # [2, n, n]: compositional, random
     idx = np.asarray(results["influence_train_idx"])
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
@@ -335,6 +351,4 @@ def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
     axes[2].axhline(0, color="k", lw=0.6)
     axes[2].set_title("mean Δ log π(y_o) by what o shares with u (at init, all seeds)", fontsize=9)
     axes[2].legend(fontsize=7)
-    paths.append(common.save_figure(fig, out_dir, "compositional_force_map"))
-    plt.close("all")
-    return paths
+    return common.save_figure(fig, out_dir, "compositional_force_map")
