@@ -18,6 +18,7 @@ from problems import mlp_apply
 from problems import mlp_problem
 from problems import seq_apply
 from problems import seq_problem
+from typechecking import ill_typed
 
 
 def temperature_mlp(p, x):
@@ -231,7 +232,7 @@ def test_errors_name_the_argument():
     params, x, y, probe_x = temperature_problem(jax.random.key(6), n=4, dtype=jnp.float32)
     f = temperature_mlp
     ce = dict(loss=ldjax.losses.cross_entropy, progress=False)
-    with pytest.raises(ValueError, match="method must be 'auto', 'exact' or 'projected'"):
+    with pytest.raises(ValueError, match="method must be 'auto', 'exact' or 'projected'"), ill_typed():
         ldjax.force_attribution(f, params, x, y, probe_x, method="fast", **ce)
     with pytest.raises(ValueError, match="rank must be a positive int"):
         ldjax.force_attribution(f, params, x, y, probe_x, rank=0, **ce)

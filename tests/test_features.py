@@ -236,7 +236,6 @@ def test_errors_name_the_argument():
             y_u,
             loss=CE,
             learning_rate=0.1,
-            method="jacobian",
             memory_budget=1,
         )
     with (

@@ -102,7 +102,10 @@ def test_authors_lenet_tanh_average_pooling_60_42_float64():
         x = np.random.default_rng(2).uniform(size=(2, 28, 28, 1))
         got = jax.jit(jax.vmap(apply_fn, (None, 0)))(params, jnp.asarray(x))
         np.testing.assert_allclose(got, numpy_lenet(params, x, np.tanh, np.mean), rtol=1e-10, atol=1e-12)
-    with pytest.raises(ValueError, match=r"variant must be one of \['relu', 'tanh'\], got 'sigmoid'"):
+    with (
+        pytest.raises(ValueError, match=r"variant must be one of \['relu', 'tanh'\], got 'sigmoid'"),
+        ill_typed(),
+    ):
         LeNet5(rngs=nnx.Rngs(0), variant="sigmoid")
 
 

@@ -59,6 +59,7 @@ from ldjax._src.ntk import NtkMethod
 from ldjax._src.ntk import batched
 from ldjax._src.ntk import empirical_ntk
 from ldjax._src.typing import ApplyFn
+from ldjax._src.typing import LearningRate
 from ldjax._src.typing import LossFn
 from ldjax._src.typing import Params
 from ldjax._src.typing import Precision
@@ -122,7 +123,7 @@ def feature_step(
     y_u: Any,
     *,
     loss: LossFn,
-    learning_rate: float | None = None,
+    learning_rate: LearningRate | None = None,
     optimizer: optax.GradientTransformation | None = None,
     opt_state: Any = None,
     terms: bool = True,
@@ -305,7 +306,7 @@ def feature_decomposition(
     kernel: Float[ArrayLike, "n_o n_u *ff"],
     direction: Float[ArrayLike, " n_u *of"],
     energy: Float[ArrayLike, " n_u *o"],
-    learning_rate: float,
+    learning_rate: LearningRate,
 ) -> Float[Array, " n_o *f"]:
     r"""Assemble :math:`-\eta \sum_u K_h(x_o, x_u)\, D(x_u)^\top G(x_u)` from explicit terms.
 

@@ -21,6 +21,7 @@ from ldjax._src.ntk import NtkMethod
 from ldjax._src.ntk import empirical_ntk
 from ldjax._src.terms import a_term
 from ldjax._src.typing import ApplyFn
+from ldjax._src.typing import LearningRate
 from ldjax._src.typing import LossFn
 from ldjax._src.typing import Params
 from ldjax._src.typing import Precision
@@ -57,7 +58,7 @@ def one_step(
     y_u: Any,
     *,
     loss: LossFn,
-    learning_rate: float | None = None,
+    learning_rate: LearningRate | None = None,
     optimizer: optax.GradientTransformation | None = None,
     opt_state: Any = None,
     terms: bool = True,
@@ -220,7 +221,7 @@ def decomposition(
     a: Float[ArrayLike, " n_o *ok"] | None,  # [n_o, *o, k]
     k: Float[ArrayLike, "n_o n_u *oo"],
     g: Float[ArrayLike, " n_u *o"],
-    learning_rate: float,
+    learning_rate: LearningRate,
 ) -> Float[Array, " n_o *o"]:
     r"""Assemble :math:`-\eta\, A(x_o) \sum_u K(x_o, x_u)\, G(x_u)` from explicit terms.
 

@@ -51,6 +51,7 @@ from ldjax._src.ntk import DEFAULT_METHOD
 from ldjax._src.ntk import NtkMethod
 from ldjax._src.ntk import empirical_ntk
 from ldjax._src.typing import ApplyFn
+from ldjax._src.typing import LearningRate
 from ldjax._src.typing import LossFn
 from ldjax._src.typing import Params
 from ldjax._src.typing import Precision
@@ -129,7 +130,7 @@ def optimizer_update(
     opt_state: Any,
     *,
     optimizer: OptimizerKind,
-    learning_rate: float,
+    learning_rate: LearningRate,
     momentum: float = 0.9,
     nesterov: bool = False,
     decay: float = 0.9,
@@ -271,7 +272,7 @@ def preconditioned_one_step(
     *,
     loss: LossFn,
     optimizer: OptimizerKind,
-    learning_rate: float,
+    learning_rate: LearningRate,
     opt_state: Any = None,
     terms: bool = True,
     method: NtkMethod = DEFAULT_METHOD,
@@ -368,7 +369,9 @@ def preconditioned_one_step(
     )
 
 
-def _optax_optimizer(kind: str, learning_rate: float, hp: dict[str, Any]) -> optax.GradientTransformation:
+def _optax_optimizer(
+    kind: str, learning_rate: LearningRate, hp: dict[str, Any]
+) -> optax.GradientTransformation:
     allowed = {
         "sgd": set(),
         "momentum": {"momentum", "nesterov"},

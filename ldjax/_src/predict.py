@@ -18,6 +18,7 @@ from ldjax._src.first_order import FirstOrderStep
 from ldjax._src.first_order import actual_change
 from ldjax._src.first_order import first_order_step_fn
 from ldjax._src.typing import ApplyFn
+from ldjax._src.typing import LearningRate
 from ldjax._src.typing import LossFn
 from ldjax._src.typing import Params
 from ldjax._src.typing import Precision
@@ -47,7 +48,7 @@ def predict_log_prob_change(
     y_u: Any,
     *,
     loss: LossFn,
-    learning_rate: float | None = None,
+    learning_rate: LearningRate | None = None,
     optimizer: optax.GradientTransformation | None = None,
     opt_state: Any = None,
     actual: bool = False,

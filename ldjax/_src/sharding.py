@@ -29,6 +29,7 @@ from ldjax._src.ntk import DEFAULT_METHOD
 from ldjax._src.ntk import NtkMethod
 from ldjax._src.ntk import empirical_ntk
 from ldjax._src.typing import ApplyFn
+from ldjax._src.typing import LearningRate
 from ldjax._src.typing import LossFn
 from ldjax._src.typing import Params
 from ldjax._src.typing import Precision
@@ -162,7 +163,7 @@ def sharded_log_prob_change(
     *,
     mesh: Mesh,
     loss: LossFn,
-    learning_rate: float | None = None,
+    learning_rate: LearningRate | None = None,
     optimizer: optax.GradientTransformation | None = None,
     opt_state: Any = None,
     axis: str | None = None,

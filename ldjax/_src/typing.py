@@ -15,6 +15,8 @@ import jax
 
 Array: TypeAlias = jax.Array
 Params: TypeAlias = Any  # a pytree of arrays
+LearningRate: TypeAlias = float | Array
+"""η: a Python number or a scalar array (a traced one under ``jax.jit``)."""
 PyTree: TypeAlias = Any
 ApplyFn: TypeAlias = Callable[[Params, Array], Array]
 """``apply_fn(params, x) -> logits`` for ONE example (no batch axis)."""

@@ -1,7 +1,5 @@
 """The public entry point, :func:`ldjax.force_attribution`, and its result."""
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from typing import Any
 from typing import Literal
@@ -20,6 +18,7 @@ from ldjax._src.attribution import projected
 from ldjax._src.attribution import streaming
 from ldjax._src.attribution.arguments import TrainingTrace
 from ldjax._src.typing import ApplyFn
+from ldjax._src.typing import LearningRate
 from ldjax._src.typing import LossFn
 from ldjax._src.typing import Params
 from ldjax._src.typing import Precision
@@ -53,7 +52,7 @@ def force_attribution(
     probe_y: Any = None,
     *,
     loss: LossFn,
-    learning_rate: float | None = None,
+    learning_rate: LearningRate | None = None,
     trace: TrainingTrace | None = None,
     method: AttributionMethod = "auto",
     rank: int | tuple[int, int] = 64,

@@ -1,8 +1,6 @@
 """The arguments of :func:`ldjax.force_attribution`: the training trace, the updates and the probes'
 responses, checked with messages that name the argument."""
 
-from __future__ import annotations
-
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -12,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
+from jax.typing import ArrayLike
 from jaxtyping import Array
 from jaxtyping import Int
 
@@ -37,7 +36,7 @@ class TrainingTrace(NamedTuple):
         is taken at the ``params`` given to :func:`force_attribution`.
     """
 
-    batches: Int[Array, "steps B"]
+    batches: Int[ArrayLike, "steps B"]
     learning_rates: Any
     params: Params | None = None
 

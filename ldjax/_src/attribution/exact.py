@@ -5,8 +5,6 @@ gradients, whichever costs fewer FLOPs, and by Jacobian contraction where the st
 cannot see through it, so the result is exact.
 """
 
-from __future__ import annotations
-
 from typing import Any
 
 import jax.numpy as jnp

@@ -13,8 +13,6 @@ The first-order push of training example ``j`` (its share :math:`G_j` of an upda
 A term is applied at the probe.
 """
 
-from __future__ import annotations
-
 from typing import Any
 
 import jax.numpy as jnp

@@ -2,8 +2,6 @@
 package, the probe side and one chunk of updates (optionally split over a mesh), and the route and its
 memory."""
 
-from __future__ import annotations
-
 import functools
 from collections.abc import Callable
 from typing import Any

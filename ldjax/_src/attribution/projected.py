@@ -20,8 +20,6 @@ Reference: Choe et al., "What is your data worth to GPT? LLM-scale data valuatio
 functions" (2024) (LoGra).
 """
 
-from __future__ import annotations
-
 import math
 from typing import Any
 from typing import Literal

@@ -10,8 +10,6 @@ the stored chunk size), and a call with different inputs is refused instead of m
 several processes only process 0 writes; the directory must be one that every process reads.
 """
 
-from __future__ import annotations
-
 import json
 import os
 import pathlib

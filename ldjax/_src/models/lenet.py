@@ -1,6 +1,7 @@
 """LeNet-5 (flax NNX), channels last: the classic ReLU/max-pool network and the authors' tanh/average-pool one."""
 
 import math
+from typing import Any
 from typing import Literal
 
 import jax
@@ -23,10 +24,18 @@ def _torch_uniform(fan_in: int) -> nnx.initializers.Initializer:
     """PyTorch's default initialisation of ``nn.Linear``/``nn.Conv2d``: U(−1/√fan_in, 1/√fan_in)."""
     bound = 1.0 / math.sqrt(fan_in)
 
-    def init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> Array:
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
         return jax.random.uniform(key, shape, dtype, -bound, bound)
 
     return init
+
+
+def _avg_pool(x: Array, window_shape: tuple[int, int], strides: tuple[int, int]) -> Array:
+    """flax's ``avg_pool`` (VALID, every window full) as a window sum over a Python count.
+
+    flax divides by a NumPy integer, which JAX's strict dtype promotion refuses; a Python int is weakly typed.
+    """
+    return nnx.pool(x, 0.0, jax.lax.add, window_shape, strides, "VALID") / math.prod(window_shape)
 
 
 class LeNet5(nnx.Module):
@@ -92,7 +101,7 @@ class LeNet5(nnx.Module):
         self.variant = variant
         activation, pooling, (h1, h2) = VARIANTS[variant]
         self.activation = jax.nn.relu if activation == "relu" else jnp.tanh
-        self.pool = nnx.max_pool if pooling == "max" else nnx.avg_pool
+        self.pool = nnx.max_pool if pooling == "max" else _avg_pool
         torch_init = variant == "tanh"
 
         def conv(c_in: int, c_out: int, padding: str) -> nnx.Conv:

@@ -28,7 +28,7 @@ class Prepared:
 
     apply_fn: ApplyFn
     params: Params
-    leaves: list[jax.Array]
+    leaves: list[Any]  # arrays, or tracers of them
     names: list[str]  # one per leaf
     program: Program  # the model on one example
     out_size: int  # O, the number of logits of one example
