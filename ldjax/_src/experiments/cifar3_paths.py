@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from typing import NamedTuple
@@ -44,12 +45,13 @@ from ldjax._src.data.cifar3 import load_cifar3
 from ldjax._src.data.gaussian import symmetric_label_noise
 from ldjax._src.experiments import common
 from ldjax._src.experiments import plotting
+from ldjax._src.experiments.fitting import Fit
+from ldjax._src.experiments.fitting import fit
+from ldjax._src.experiments.fitting import probabilities
 from ldjax._src.first_order import split_change
 from ldjax._src.losses.classification import cross_entropy_g
-from ldjax._src.losses.classification import soft_cross_entropy
 from ldjax._src.models.resnet import ResNet
-from ldjax._src.training import epoch_batches
-from ldjax._src.training import train
+from ldjax._src.typing import Params
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,72 +134,37 @@ def optimizer_for(config: Config) -> optax.GradientTransformation:
     return optax.chain(optax.add_decayed_weights(config.weight_decay), base)
 
 
-class ImageRun(NamedTuple):
-    params: Any
-    records: dict  # "train" [R, n, k] softmax(z/τ); "val" [R]; "params" stacked
-    best: int  # record index of best validation accuracy
-    steps_per_record: int
-    steps_per_epoch: int
-
-
-def fit_images(
-    apply_fn,
-    params,
-    x,
-    targets,
-    x_val,
-    y_val,
-    *,
-    key,
+def train_images(
     config: Config,
+    apply_fn: Callable,
+    params: Params,
+    train_split: Split,
+    targets: np.ndarray,
+    val_split: Split,
+    *,
+    key: jax.Array,
     records_per_epoch: int,
     temperature: float = 1.0,
     progress: bool = False,
     desc: str = "train",
-) -> ImageRun:
-    """Minibatch SGD on soft targets; record train softmax(z/τ), val accuracy and params in-loop."""
-    n = x.shape[0]
-    per_epoch = n // config.batch_size
-    if per_epoch % records_per_epoch:
-        raise ValueError(
-            f"records_per_epoch={records_per_epoch} must divide the {per_epoch} updates per epoch"
-        )
-    every = per_epoch // records_per_epoch
-    batches = epoch_batches(key, n, config.batch_size, config.epochs)
-    logits = jax.vmap(apply_fn, (None, 0))
-
-    def chunked(p, xs):  # forward pass over many images in chunks (bounded memory)
-        m = xs.shape[0]
-        size = 200 if m % 200 == 0 else m
-        out = jax.lax.map(lambda c: logits(p, c), xs.reshape(m // size, size, *xs.shape[1:]))
-        return out.reshape(m, -1)
-
-    def loss_fn(p, idx, data):
-        xs, ts, _, _ = data
-        return soft_cross_entropy(logits(p, xs[idx]), ts[idx])
-
-    def record(p, step, data):
-        xs, _, xv, yv = data
-        acc = jnp.mean(jnp.argmax(chunked(p, xv), -1) == yv)
-        return {"train": jax.nn.softmax(chunked(p, xs) / temperature, -1), "val": acc, "params": p}
-
-    out = train(
-        loss_fn,
+) -> Fit:
+    """Minibatch training on soft targets; records train softmax(z/τ), val accuracy and params in-loop."""
+    return fit(
+        apply_fn,
         params,
-        optimizer_for(config),
-        batches,
-        record=record,
-        every=every,
-        data=(jnp.asarray(x), jnp.asarray(targets), jnp.asarray(x_val), jnp.asarray(y_val)),
+        jnp.asarray(train_split.x),
+        jnp.asarray(targets),
+        key=key,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        optimizer=optimizer_for(config),
+        validation=(jnp.asarray(val_split.x), jnp.asarray(val_split.y)),
+        records_per_epoch=records_per_epoch,
+        temperature=temperature,
+        chunk=200,
         progress=progress,
         desc=desc,
     )
-    recs = {
-        "train": np.asarray(out.records["train"]),
-        "val": np.asarray(out.records["val"]),
-        "params": out.records["params"],
-    }
-    return ImageRun(out.params, recs, int(np.argmax(recs["val"])), every, per_epoch)
 
 
 def pull_on(apply_fn, params, x_o, x, labels, *, learning_rate: float, batch_size: int):
@@ -221,29 +188,100 @@ def pull_on(apply_fn, params, x_o, x, labels, *, learning_rate: float, batch_siz
     return np.concatenate(out).reshape(n, k)
 
 
-def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -> dict:
+def pull_summary(
+    config: Config,
+    apply_fn: Callable,
+    run_: Fit,
+    tr: Split,
+    probs: np.ndarray,
+    o: int,
+    r: int,
+    rec_epochs: np.ndarray,
+) -> dict[str, Any]:
+    """The training examples pulling flipped example ``o`` hardest towards (and away from) p* at record ``r``."""
+    params_r = jax.tree.map(lambda a: a[r], run_.params_records)
+    dpi = pull_on(
+        apply_fn,
+        params_r,
+        jnp.asarray(tr.x[o]),
+        jnp.asarray(tr.x),
+        jnp.asarray(tr.y),
+        learning_rate=config.learning_rate,
+        batch_size=config.batch_size,
+    )
+    direction = tr.p_star[o] - probs[r, o]
+    direction = direction / max(np.linalg.norm(direction), 1e-12)
+    towards = dpi @ direction
+    towards[o] = 0.0  # the example itself pulls towards its own (wrong) label; listed separately
+    top = np.argsort(-towards)[: config.num_pull]
+    away = np.argsort(towards)[: config.num_pull // 2]
+    return {
+        "observed": o,
+        "observed_id": int(tr.index[o]),
+        "record": r,
+        "epoch": float(rec_epochs[r]),
+        "observed_label": int(tr.y[o]),
+        "observed_true": int(tr.y_true[o]),
+        "observed_p_star": tr.p_star[o],
+        "observed_image": tr.images[o],
+        "observed_prediction": probs[r, o],
+        "self_pull": float(dpi[o] @ direction),
+        "total_towards_p_star": float(towards.sum()),
+        "top": top,
+        "top_ids": tr.index[top],
+        "top_pull": towards[top],
+        "top_labels": tr.y[top],
+        "top_true": tr.y_true[top],
+        "top_images": tr.images[top],
+        "away": away,
+        "away_ids": tr.index[away],
+        "away_pull": towards[away],
+        "away_labels": tr.y[away],
+        "away_true": tr.y_true[away],
+        "away_images": tr.images[away],
+        "top_same_true_class_fraction": float(np.mean(tr.y_true[top] == tr.y_true[o])),
+        "top_label_is_p_star_argmax_fraction": float(np.mean(tr.y[top] == np.argmax(tr.p_star[o]))),
+        "away_label_is_its_label_fraction": float(np.mean(tr.y[away] == tr.y[o])),
+    }
+
+
+def path_group(tr: Split, probs: np.ndarray, ids: np.ndarray) -> dict[str, Any]:
+    """The paths of training examples ``ids`` with their CIFAR-10 test indices, p* and labels."""
+    return {
+        "ids": tr.index[ids],
+        "paths": probs[:, ids],
+        "p_star": tr.p_star[ids],
+        "label": tr.y[ids],
+        "true": tr.y_true[ids],
+    }
+
+
+def _fraction(mask: np.ndarray) -> float:
+    return float(np.mean(mask)) if len(mask) else float("nan")
+
+
+def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train on noisy CIFAR-3, record every example's path, and summarise the zig-zag and the pulls."""
     tr, va, te, name = make_splits(config, data_dir)
     k = len(config.classes)
     k_init, k_batches = jax.random.split(jax.random.key(config.seed))
     apply_fn, params0 = make_resnet(config, k, key=k_init)
-    fit = fit_images(
+    run_ = train_images(
+        config,
         apply_fn,
         params0,
-        tr.x,
+        tr,
         jax.nn.one_hot(tr.y, k),
-        va.x,
-        va.y,
+        va,
         key=k_batches,
-        config=config,
         records_per_epoch=config.records_per_epoch,
         progress=progress,
         desc="cifar3",
     )
-    probs = fit.records["train"]  # [R, n, k]
+    probs = run_.train_probs  # [R, n, k]
     rec_epochs = np.arange(probs.shape[0]) / config.records_per_epoch
-    best_epoch = float(rec_epochs[fit.best])
-    best_params = jax.tree.map(lambda a: a[fit.best], fit.records["params"])
-    test_probs = np.asarray(jax.nn.softmax(jax.jit(jax.vmap(apply_fn, (None, 0)))(best_params, te.x), -1))
+    best_epoch = float(rec_epochs[run_.best])
+    test_probs = probabilities(apply_fn, run_.best_params, te.x)
 
     zz = paths_lib.zigzag(probs, tr.p_star, tr.y)
     d_star = np.asarray(paths_lib.distances(probs, tr.p_star))
@@ -264,100 +302,45 @@ def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -
         if len(turned_f)
         else f[:3]
     )
-
-    # The pull on one flipped example at its turning point.
-    results_pull: dict[str, Any] = {}
-    if len(turned_f):
+    pull: dict[str, Any] = {}
+    if len(turned_f):  # the pull on one flipped example at its turning point
         o = int(show_f[0])
-        r = int(zz.t_min[o])
-        params_r = jax.tree.map(lambda a: a[r], fit.records["params"])
-        dpi = pull_on(
-            apply_fn,
-            params_r,
-            jnp.asarray(tr.x[o]),
-            jnp.asarray(tr.x),
-            jnp.asarray(tr.y),
-            learning_rate=config.learning_rate,
-            batch_size=config.batch_size,
-        )
-        direction = tr.p_star[o] - probs[r, o]
-        direction = direction / max(np.linalg.norm(direction), 1e-12)
-        towards = dpi @ direction
-        towards[o] = 0.0  # the example itself pulls towards its own (wrong) label; listed separately
-        top = np.argsort(-towards)[: config.num_pull]
-        away = np.argsort(towards)[: config.num_pull // 2]
-        results_pull = {
-            "observed": o,
-            "observed_id": int(tr.index[o]),
-            "record": r,
-            "epoch": float(rec_epochs[r]),
-            "observed_label": int(tr.y[o]),
-            "observed_true": int(tr.y_true[o]),
-            "observed_p_star": tr.p_star[o],
-            "observed_image": tr.images[o],
-            "observed_prediction": probs[r, o],
-            "self_pull": float(dpi[o] @ direction),
-            "total_towards_p_star": float(towards.sum()),
-            "top": top,
-            "top_ids": tr.index[top],
-            "top_pull": towards[top],
-            "top_labels": tr.y[top],
-            "top_true": tr.y_true[top],
-            "top_images": tr.images[top],
-            "away": away,
-            "away_ids": tr.index[away],
-            "away_pull": towards[away],
-            "away_labels": tr.y[away],
-            "away_true": tr.y_true[away],
-            "away_images": tr.images[away],
-            "top_same_true_class_fraction": float(np.mean(tr.y_true[top] == tr.y_true[o])),
-            "top_label_is_p_star_argmax_fraction": float(np.mean(tr.y[top] == np.argmax(tr.p_star[o]))),
-            "away_label_is_its_label_fraction": float(np.mean(tr.y[away] == tr.y[o])),
-        }
-
-    def group(ids):
-        return {
-            "ids": tr.index[ids],
-            "paths": probs[:, ids],
-            "p_star": tr.p_star[ids],
-            "label": tr.y[ids],
-            "true": tr.y_true[ids],
-        }
+        pull = pull_summary(config, apply_fn, run_, tr, probs, o, int(zz.t_min[o]), rec_epochs)
 
     return {
         "dataset": f"{name}; {tr.x.shape[0]} train / {va.x.shape[0]} val / {te.x.shape[0]} test",
         "classes": list(config.classes),
         "record_epochs": rec_epochs,
-        "val_accuracy": fit.records["val"],
+        "val_accuracy": run_.val_accuracy,
         "best_epoch": best_epoch,
         "test_accuracy": float(np.mean(np.argmax(test_probs, -1) == te.y_true)),
         "test_accuracy_noisy_labels": float(np.mean(np.argmax(test_probs, -1) == te.y)),
         "test_ece": float(paths_lib.expected_calibration_error(test_probs, te.y_true)),
         "train_fit_final": float(np.mean(np.argmax(probs[-1], -1) == tr.y)),
         "num_flipped": int(len(f)),
-        "flipped_turned_fraction": float(np.mean(turned[f])) if len(f) else float("nan"),
+        "flipped_turned_fraction": _fraction(turned[f]),
         "clean_turned_fraction": float(np.mean(turned[clean])),
         "flipped_turn_minus_best_epoch_median": float(np.median(t_turn[turned_f] - best_epoch))
         if len(turned_f)
         else float("nan"),
-        "flipped_turn_before_best_fraction": float(np.mean(t_turn[turned_f] <= best_epoch))
-        if len(turned_f)
-        else float("nan"),
+        "flipped_turn_before_best_fraction": _fraction(t_turn[turned_f] <= best_epoch),
         "flipped_turn_epoch": t_turn[f],
-        "flipped_es_distance_p_star": float(d_star[fit.best, f].mean()) if len(f) else float("nan"),
+        "flipped_es_distance_p_star": float(d_star[run_.best, f].mean()) if len(f) else float("nan"),
         "flipped_end_distance_p_star": float(d_star[-1, f].mean()) if len(f) else float("nan"),
         "flipped_label_distance_p_star": float(label_dist[f].mean()) if len(f) else float("nan"),
-        "flipped_es_closer_than_label_fraction": float(np.mean(d_star[fit.best, f] < label_dist[f]))
-        if len(f)
-        else float("nan"),
+        "flipped_es_closer_than_label_fraction": _fraction(d_star[run_.best, f] < label_dist[f]),
         "flipped_mean_distance_p_star": d_star[:, f].mean(1) if len(f) else np.zeros(0),
         "clean_mean_distance_p_star": d_star[:, clean].mean(1),
-        "groups": {"easy": group(easy), "medium": group(medium), "flipped": group(show_f)},
-        "pull": results_pull,
+        "groups": {
+            "easy": path_group(tr, probs, easy),
+            "medium": path_group(tr, probs, medium),
+            "flipped": path_group(tr, probs, show_f),
+        },
+        "pull": pull,
     }
 
 
-def plot(results: dict, out_dir: Path) -> list[Path]:
+def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
     common.use_agg()
     import matplotlib.pyplot as plt
 
@@ -434,7 +417,7 @@ def plot(results: dict, out_dir: Path) -> list[Path]:
     return out
 
 
-def fidelity(results: dict) -> list[common.Fidelity]:
+def fidelity(results: dict[str, Any]) -> list[common.Fidelity]:
     rows = [
         common.Fidelity(
             "flipped examples zig-zag: path comes closer to p* than its start and its end",
@@ -466,5 +449,5 @@ def fidelity(results: dict) -> list[common.Fidelity]:
     return rows
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     return common.main(sys.modules[__name__], argv)

@@ -38,6 +38,8 @@ from ldjax._src.data.gaussian import symmetric_label_noise
 from ldjax._src.experiments import cifar3_paths as c3
 from ldjax._src.experiments import common
 from ldjax._src.experiments import gaussian_paths as gp
+from ldjax._src.experiments.fitting import Fit
+from ldjax._src.experiments.fitting import probabilities
 
 METHODS = ("OHT", "LS", "ESKD", "FilterKD")
 
@@ -80,7 +82,7 @@ def _summary(values: list[float]) -> dict[str, Any]:
     return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "values": a}
 
 
-def toy_table(config: Config, *, progress: bool) -> dict:
+def toy_table(config: Config, *, progress: bool) -> dict[str, Any]:
     gcfg = dataclasses.replace(
         gp.Config(),
         n=config.toy_n,
@@ -110,8 +112,9 @@ def toy_table(config: Config, *, progress: bool) -> dict:
     return out
 
 
-def cifar_table(config: Config, *, data_dir: str | None, progress: bool) -> tuple[dict, str]:
-    ccfg = dataclasses.replace(
+def cifar_config(config: Config) -> c3.Config:
+    """The CIFAR-3 settings of this comparison."""
+    return dataclasses.replace(
         c3.Config(),
         train_size=config.cifar_train_size,
         val_size=config.cifar_val_size,
@@ -120,61 +123,69 @@ def cifar_table(config: Config, *, data_dir: str | None, progress: bool) -> tupl
         blocks=config.cifar_blocks,
         learning_rate=config.cifar_learning_rate,
     )
+
+
+def cifar_seed(
+    config: Config, ccfg: c3.Config, tr: c3.Split, va: c3.Split, te: c3.Split, *, seed: int
+) -> dict[str, dict[str, float]]:
+    """Teacher, LS, ESKD and Filter-KD from one shared initialisation and data order: test accuracy, ECE."""
+    k = len(ccfg.classes)
+    k_init, k_batches = jax.random.split(jax.random.key(seed))
+    apply_fn, params0 = c3.make_resnet(ccfg, k, key=k_init)
+    onehot = np.eye(k)[tr.y]
+
+    def train_on(targets: np.ndarray, temperature: float = 1.0) -> Fit:
+        return c3.train_images(
+            ccfg,
+            apply_fn,
+            params0,
+            tr,
+            targets,
+            va,
+            key=k_batches,
+            records_per_epoch=1,
+            temperature=temperature,
+        )
+
+    teacher = train_on(onehot, config.temperature)
+    runs = {
+        "OHT": teacher,
+        "LS": train_on((1 - config.smoothing) * onehot + config.smoothing / k),
+        "ESKD": train_on(teacher.train_probs[teacher.best]),
+        "FilterKD": train_on(
+            np.asarray(paths_lib.filter_targets(teacher.train_probs, decay=config.ema_decay))
+        ),
+    }
+    out = {}
+    for m, r in runs.items():
+        probs = probabilities(apply_fn, r.best_params, te.x)
+        out[m] = {
+            "accuracy": float(np.mean(np.argmax(probs, -1) == te.y_true)),
+            "ece": float(paths_lib.expected_calibration_error(probs, te.y_true)),
+        }
+    return out
+
+
+def cifar_table(config: Config, *, data_dir: str | None, progress: bool) -> tuple[dict[str, Any], str]:
+    """Test accuracy and ECE of every method at every noise level on noisy CIFAR-3, over seeds."""
+    ccfg = cifar_config(config)
     out: dict[str, Any] = {}
     name = ""
     for noise in common.progress(config.noises, desc="cifar3 noise", enabled=progress):
         tr, va, te, name = c3.make_splits(ccfg, data_dir, noise=noise)
-        k = len(ccfg.classes)
         per = {m: {"accuracy": [], "ece": []} for m in METHODS}
         for s in range(config.seed, config.seed + config.cifar_seeds):
-            k_init, k_batches = jax.random.split(jax.random.key(s))
-            apply_fn, params0 = c3.make_resnet(ccfg, k, key=k_init)
-            onehot = np.eye(k)[tr.y]
-
-            def fit(
-                targets,
-                temperature=1.0,
-                *,
-                apply_fn=apply_fn,
-                params0=params0,
-                k_batches=k_batches,
-                tr=tr,
-                va=va,
-            ):
-                return c3.fit_images(
-                    apply_fn,
-                    params0,
-                    tr.x,
-                    targets,
-                    va.x,
-                    va.y,
-                    key=k_batches,
-                    config=ccfg,
-                    records_per_epoch=1,
-                    temperature=temperature,
-                )
-
-            teacher = fit(onehot, config.temperature)
-            runs = {
-                "OHT": teacher,
-                "LS": fit((1 - config.smoothing) * onehot + config.smoothing / k),
-                "ESKD": fit(teacher.records["train"][teacher.best]),
-                "FilterKD": fit(
-                    np.asarray(paths_lib.filter_targets(teacher.records["train"], decay=config.ema_decay))
-                ),
-            }
-            for m, r in runs.items():
-                best = jax.tree.map(lambda a, b=r.best: a[b], r.records["params"])
-                probs = np.asarray(jax.nn.softmax(jax.jit(jax.vmap(apply_fn, (None, 0)))(best, te.x), -1))
-                per[m]["accuracy"].append(float(np.mean(np.argmax(probs, -1) == te.y_true)))
-                per[m]["ece"].append(float(paths_lib.expected_calibration_error(probs, te.y_true)))
+            res = cifar_seed(config, ccfg, tr, va, te, seed=s)
+            for m in METHODS:
+                per[m]["accuracy"].append(res[m]["accuracy"])
+                per[m]["ece"].append(res[m]["ece"])
         out[f"{noise:g}"] = {
             m: {"accuracy": _summary(v["accuracy"]), "ece": _summary(v["ece"])} for m, v in per.items()
         }
     return out, name
 
 
-def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -> dict:
+def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -> dict[str, Any]:
     results: dict[str, Any] = {"methods": list(METHODS), "noises": list(config.noises)}
     results["toy"] = toy_table(config, progress=progress)
     dataset = (
@@ -191,7 +202,7 @@ def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -
     return results
 
 
-def plot(results: dict, out_dir: Path) -> list[Path]:
+def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
     common.use_agg()
     import matplotlib.pyplot as plt
 
@@ -216,7 +227,7 @@ def plot(results: dict, out_dir: Path) -> list[Path]:
     return out
 
 
-def fidelity(results: dict) -> list[common.Fidelity]:
+def fidelity(results: dict[str, Any]) -> list[common.Fidelity]:
     rows = []
     for key, title in (("toy", "Gaussian toy"), ("cifar3", "CIFAR-3")):
         table = results.get(key)
@@ -249,5 +260,5 @@ def fidelity(results: dict) -> list[common.Fidelity]:
     return rows
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     return common.main(sys.modules[__name__], argv)

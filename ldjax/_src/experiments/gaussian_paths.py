@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,15 +37,18 @@ from flax import nnx
 
 from ldjax._src import paths as paths_lib
 from ldjax._src.adapters import from_nnx
+from ldjax._src.data.gaussian import GaussianToy
+from ldjax._src.data.gaussian import Split
 from ldjax._src.data.gaussian import gaussian_toy
 from ldjax._src.data.gaussian import split_toy
 from ldjax._src.data.gaussian import symmetric_label_noise
 from ldjax._src.experiments import common
 from ldjax._src.experiments import plotting
-from ldjax._src.losses.classification import soft_cross_entropy
+from ldjax._src.experiments.fitting import Fit
+from ldjax._src.experiments.fitting import fit
+from ldjax._src.experiments.fitting import probabilities
 from ldjax._src.models.mlp import MLP
-from ldjax._src.training import epoch_batches
-from ldjax._src.training import train
+from ldjax._src.typing import Params
 
 #: Test accuracies in the authors' notebook.
 PAPER_ACCURACY = {"OHT": 0.834, "LS": 0.832, "GT": 0.840, "KD": 0.833, "ESKD": 0.836}
@@ -82,82 +85,10 @@ class Config:
 FULL = Config(num_seeds=10)
 
 
-def make_mlp(dim: int, hidden: int, k: int, *, key: jax.Array):
+def make_mlp(dim: int, hidden: int, k: int, *, key: jax.Array) -> tuple[Callable, Params]:
     """``(apply_fn, params)`` of a fresh ``dim-hidden-hidden-k`` MLP."""
     seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
     return from_nnx(MLP(dim, (hidden, hidden), k, rngs=nnx.Rngs(seed)), example_shape=(dim,))
-
-
-class Run(NamedTuple):
-    """One training run: per-epoch records and the chosen checkpoint."""
-
-    params: Any  # final
-    best_params: Any  # at the epoch of best validation accuracy
-    best_epoch: int  # 0 = before training
-    val_accuracy: np.ndarray  # [epochs + 1]
-    train_probs: np.ndarray  # [epochs + 1, n, k] softmax(z / temperature) of the training set
-    losses: np.ndarray
-
-
-def fit(
-    apply_fn,
-    params,
-    x: jax.Array,
-    targets: jax.Array,
-    x_val: jax.Array,
-    y_val: jax.Array,
-    *,
-    key: jax.Array,
-    epochs: int,
-    batch_size: int,
-    optimizer: optax.GradientTransformation,
-    temperature: float = 1.0,
-    progress: bool = False,
-    desc: str = "train",
-) -> Run:
-    """Train on soft ``targets`` ``[n, k]`` by SGD; record once per epoch (inside the compiled loop).
-
-    Records per epoch: validation accuracy, the parameters, and ``softmax(z/τ)`` of every training
-    example (what ESKD and Filter-KD distil).
-    """
-    n = x.shape[0]
-    batches = epoch_batches(key, n, batch_size, epochs)
-    per_epoch = n // batch_size
-    logits = jax.vmap(apply_fn, (None, 0))
-
-    def loss_fn(p, idx, data):
-        xs, ts, _, _ = data
-        return soft_cross_entropy(logits(p, xs[idx]), ts[idx])
-
-    def record(p, step, data):
-        xs, _, xv, yv = data
-        acc = jnp.mean(jnp.argmax(logits(p, xv), -1) == yv)
-        return {"val": acc, "params": p, "train": jax.nn.softmax(logits(p, xs) / temperature, -1)}
-
-    out = train(
-        loss_fn,
-        params,
-        optimizer,
-        batches,
-        record=record,
-        every=per_epoch,
-        data=(x, targets, x_val, y_val),
-        progress=progress,
-        desc=desc,
-    )
-    val = np.asarray(out.records["val"])
-    best = int(np.argmax(val))
-    best_params = jax.tree.map(lambda a: a[best], out.records["params"])
-    return Run(out.params, best_params, best, val, np.asarray(out.records["train"]), np.asarray(out.losses))
-
-
-def accuracy(apply_fn, params, x, y) -> float:
-    logits = jax.jit(jax.vmap(apply_fn, (None, 0)))(params, x)
-    return float(jnp.mean(jnp.argmax(logits, -1) == y))
-
-
-def predict(apply_fn, params, x) -> np.ndarray:
-    return np.asarray(jax.nn.softmax(jax.jit(jax.vmap(apply_fn, (None, 0)))(params, x), -1))
 
 
 def group_indices(p_star: np.ndarray, labels: np.ndarray, config: Config) -> dict[str, np.ndarray]:
@@ -180,18 +111,84 @@ def group_indices(p_star: np.ndarray, labels: np.ndarray, config: Config) -> dic
     return out
 
 
-def make_data(config: Config):
+def make_data(config: Config) -> Split:
+    """The toy drawn from ``data_seed``, split into train / validation / test."""
     toy = gaussian_toy(key=jax.random.key(config.data_seed), n=config.n)
     return split_toy(toy, (config.train_fraction, config.val_fraction))
+
+
+def training_labels(config: Config, train_d: GaussianToy) -> tuple[jax.Array, np.ndarray]:
+    """The training labels (with ``config.noise`` of them flipped) and which were flipped."""
+    k = train_d.p_star.shape[1]
+    if config.noise <= 0:
+        return train_d.y, np.zeros(train_d.y.shape[0], bool)
+    labels, flipped = symmetric_label_noise(
+        train_d.y, k, config.noise, key=jax.random.key(config.data_seed + 1)
+    )
+    return labels, np.asarray(flipped)
 
 
 def optimizer_for(config: Config) -> optax.GradientTransformation:
     return optax.sgd(config.learning_rate, momentum=config.momentum)
 
 
+def train_on(
+    config: Config,
+    apply_fn: Callable,
+    params0: Params,
+    data: Split,
+    targets: jax.Array,
+    *,
+    key: jax.Array,
+    temperature: float = 1.0,
+    progress: bool = False,
+    desc: str = "train",
+) -> Fit:
+    """One run on soft ``targets`` from ``params0`` with data order ``key``; a record per epoch."""
+    return fit(
+        apply_fn,
+        params0,
+        data.train.x,
+        targets,
+        key=key,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        optimizer=optimizer_for(config),
+        validation=(data.val.x, data.val.y),
+        temperature=temperature,
+        progress=progress,
+        desc=desc,
+    )
+
+
+def score(apply_fn: Callable, run: Fit, test_d: GaussianToy) -> dict[str, Any]:
+    """Test accuracy and ECE at the run's best-validation epoch."""
+    probs = probabilities(apply_fn, run.best_params, test_d.x)
+    acc = float(np.mean(np.argmax(probs, -1) == np.asarray(test_d.y)))
+    ece = float(paths_lib.expected_calibration_error(probs, test_d.y))
+    return {"accuracy": acc, "ece": ece, "best_epoch": run.best}
+
+
+def method_targets(config: Config, method: str, labels: jax.Array, data: Split, teacher: Fit) -> jax.Array:
+    """The training targets ``[n, k]`` of ``method`` (the teacher is the one-hot run)."""
+    k = data.train.p_star.shape[1]
+    onehot = jax.nn.one_hot(labels, k)
+    if method == "LS":
+        return (1 - config.smoothing) * onehot + config.smoothing / k
+    if method == "GT":
+        return data.train.p_star
+    if method == "KD":
+        return jnp.asarray(teacher.train_probs[-1])
+    if method == "ESKD":
+        return jnp.asarray(teacher.train_probs[teacher.best])
+    if method == "FilterKD":
+        return paths_lib.filter_targets(teacher.train_probs, decay=config.ema_decay)
+    raise ValueError(f"methods holds unknown method {method!r}: expected some of {METHODS}")
+
+
 def compare_methods(
     config: Config,
-    data,
+    data: Split,
     labels: jax.Array,
     *,
     key: jax.Array,
@@ -200,101 +197,122 @@ def compare_methods(
 ) -> dict[str, dict[str, Any]]:
     """Train every method once (one seed) on ``labels``; test accuracy and ECE at the best-val epoch.
 
-    Returns ``{method: {"accuracy", "ece", "best_epoch"}}`` plus ``"_teacher"`` (the OHT run).
+    Every method starts from the same initialisation and sees the same data order. Returns
+    ``{method: {"accuracy", "ece", "best_epoch"}}`` plus ``"_teacher"`` (the one-hot run).
     """
-    train_d, val_d, test_d = data
+    for m in methods:
+        if m not in METHODS:
+            raise ValueError(f"methods holds unknown method {m!r}: expected some of {METHODS}")
+    train_d = data.train
     k = train_d.p_star.shape[1]
     k_init, k_batches = jax.random.split(key)
     apply_fn, params0 = make_mlp(train_d.x.shape[1], config.hidden, k, key=k_init)
-    opt = optimizer_for(config)
     onehot = jax.nn.one_hot(labels, k)
-
-    def one(targets, name, temperature=1.0):
-        return fit(
-            apply_fn,
-            params0,
-            train_d.x,
-            targets,
-            val_d.x,
-            val_d.y,
-            key=k_batches,
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            optimizer=opt,
-            temperature=temperature,
-            progress=progress,
-            desc=name,
-        )
-
-    def score(run: Run) -> dict[str, Any]:
-        probs = predict(apply_fn, run.best_params, test_d.x)
-        acc = float(np.mean(np.argmax(probs, -1) == np.asarray(test_d.y)))
-        ece = float(paths_lib.expected_calibration_error(probs, test_d.y))
-        return {"accuracy": acc, "ece": ece, "best_epoch": run.best_epoch}
-
-    teacher = one(onehot, "OHT", config.temperature)
+    teacher = train_on(
+        config,
+        apply_fn,
+        params0,
+        data,
+        onehot,
+        key=k_batches,
+        temperature=config.temperature,
+        progress=progress,
+        desc="OHT",
+    )
     out: dict[str, dict[str, Any]] = {}
-    kd_targets = {
-        "OHT": None,
-        "LS": lambda: (1 - config.smoothing) * onehot + config.smoothing / k,
-        "GT": lambda: train_d.p_star,
-        "KD": lambda: jnp.asarray(teacher.train_probs[-1]),
-        "ESKD": lambda: jnp.asarray(teacher.train_probs[teacher.best_epoch]),
-        "FilterKD": lambda: paths_lib.filter_targets(teacher.train_probs, decay=config.ema_decay),
-    }
     for m in methods:
-        if m not in kd_targets:
-            raise ValueError(f"methods holds unknown method {m!r}: expected some of {tuple(kd_targets)}")
-        run = teacher if m == "OHT" else one(kd_targets[m](), m)
-        out[m] = score(run)
+        if m == "OHT":
+            run = teacher
+        else:
+            targets = method_targets(config, m, labels, data, teacher)
+            run = train_on(config, apply_fn, params0, data, targets, key=k_batches, progress=progress, desc=m)
+        out[m] = score(apply_fn, run, data.test)
     out["_teacher"] = {"run": teacher, "apply_fn": apply_fn, "params0": params0, "k_batches": k_batches}
     return out
 
 
-def record_paths(config: Config, data, labels, idx: np.ndarray, *, key: jax.Array, progress: bool = False):
+def record_paths(
+    config: Config, data: Split, labels: jax.Array, idx: np.ndarray, *, key: jax.Array, progress: bool = False
+) -> np.ndarray:
     """Softmax of the training samples ``idx`` after EVERY update of one-hot training: ``[steps + 1, m, k]``."""
     train_d = data.train
     k = train_d.p_star.shape[1]
     k_init, k_batches = jax.random.split(key)
     apply_fn, params0 = make_mlp(train_d.x.shape[1], config.hidden, k, key=k_init)
-    batches = epoch_batches(k_batches, train_d.x.shape[0], config.batch_size, config.epochs)
-    logits = jax.vmap(apply_fn, (None, 0))
-    onehot = jax.nn.one_hot(labels, k)
-
-    def loss_fn(p, b, data):
-        xs, ts, _ = data
-        return soft_cross_entropy(logits(p, xs[b]), ts[b])
-
-    def record(p, step, data):
-        return jax.nn.softmax(logits(p, data[2]), -1)
-
-    out = train(
-        loss_fn,
+    per_epoch = train_d.x.shape[0] // config.batch_size
+    run = fit(
+        apply_fn,
         params0,
-        optimizer_for(config),
-        batches,
-        record=record,
-        every=1,
-        data=(train_d.x, onehot, train_d.x[idx]),
+        train_d.x,
+        jax.nn.one_hot(labels, k),
+        key=k_batches,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        optimizer=optimizer_for(config),
+        records_per_epoch=per_epoch,
+        record_train=False,
+        keep_params=False,
+        probes=train_d.x[idx],
         progress=progress,
         desc="paths",
     )
-    return np.asarray(out.records)
+    return run.probes
 
 
-def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -> dict:
+def table_summary(per_seed: list[dict[str, Any]], methods: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Mean and spread over seeds of every method's test accuracy and ECE, with the authors' number."""
+    table = {}
+    for m in methods:
+        accs = np.array([r[m]["accuracy"] for r in per_seed])
+        eces = np.array([r[m]["ece"] for r in per_seed])
+        table[m] = {
+            "accuracy_mean": float(accs.mean()),
+            "accuracy_std": float(accs.std(ddof=1)) if len(accs) > 1 else 0.0,
+            "ece_mean": float(eces.mean()),
+            "ece_std": float(eces.std(ddof=1)) if len(eces) > 1 else 0.0,
+            "accuracy": accs,
+            "ece": eces,
+            "paper": PAPER_ACCURACY.get(m),
+        }
+    return table
+
+
+def group_summary(
+    config: Config,
+    sub: np.ndarray,
+    index: np.ndarray,
+    p_star: np.ndarray,
+    labels: np.ndarray,
+    flipped: np.ndarray,
+    es_step: int,
+) -> dict[str, Any]:
+    """Zig-zag statistics and mean distances of one group's paths ``sub`` ``[steps + 1, m, k]``."""
+    k = p_star.shape[1]
+    zz = paths_lib.zigzag(sub, p_star, labels)
+    d_star = np.asarray(paths_lib.distances(sub, p_star))
+    d_label = np.asarray(paths_lib.distances(sub, np.eye(k)[labels]))
+    return {
+        "index": index,
+        "label": labels,
+        "p_star": p_star,
+        "flipped": flipped,
+        "paths": sub[:: config.plot_every, :3],  # 3 examples, every plot_every-th update
+        "turned_fraction": float(np.mean(zz.turned)),
+        "zigzag_fraction": float(np.mean(np.asarray(zz.turned) & np.asarray(zz.towards_label_after))),
+        "mean_distance_p_star": d_star.mean(1)[:: config.plot_every],
+        "mean_distance_label": d_label.mean(1)[:: config.plot_every],
+        "es_distance_p_star": float(d_star[es_step].mean()),
+        "end_distance_p_star": float(d_star[-1].mean()),
+        "label_distance_p_star": float(np.linalg.norm(np.eye(k)[labels] - p_star, axis=-1).mean()),
+    }
+
+
+def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Paths of easy / medium / hard samples, their zig-zag statistics, and the accuracy table."""
     del data_dir
     data = make_data(config)
     train_d = data.train
-    k = train_d.p_star.shape[1]
-    labels = train_d.y
-    flipped = np.zeros(labels.shape[0], bool)
-    if config.noise > 0:
-        labels, flipped = symmetric_label_noise(
-            labels, k, config.noise, key=jax.random.key(config.data_seed + 1)
-        )
-        flipped = np.asarray(flipped)
+    labels, flipped = training_labels(config, train_d)
     labels_np = np.asarray(labels)
     p_star = np.asarray(train_d.p_star)
     groups = group_indices(p_star, labels_np, config)
@@ -305,7 +323,7 @@ def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -
     for s in common.progress(seeds, desc="seeds", enabled=progress):
         res = compare_methods(config, data, labels, key=jax.random.key(s), methods=config.methods)
         teacher = res.pop("_teacher")["run"]
-        res["_best_epoch"] = teacher.best_epoch
+        res["_best_epoch"] = teacher.best
         res["_val"] = teacher.val_accuracy
         per_seed.append(res)
 
@@ -325,49 +343,20 @@ def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -
         "early_stop_step": int(es_step),
         "plot_every": config.plot_every,
         "val_accuracy_seed0": per_seed[0]["_val"],
-        "table": {},
+        "table": table_summary(per_seed, config.methods),
         "groups": {},
     }
-    for m in config.methods:
-        accs = np.array([r[m]["accuracy"] for r in per_seed])
-        eces = np.array([r[m]["ece"] for r in per_seed])
-        results["table"][m] = {
-            "accuracy_mean": float(accs.mean()),
-            "accuracy_std": float(accs.std(ddof=1)) if len(accs) > 1 else 0.0,
-            "ece_mean": float(eces.mean()),
-            "ece_std": float(eces.std(ddof=1)) if len(eces) > 1 else 0.0,
-            "accuracy": accs,
-            "ece": eces,
-            "paper": PAPER_ACCURACY.get(m),
-        }
     start = 0
     for g in GROUPS:
         m = len(groups[g])
         sub = paths[:, start : start + m]
         start += m
-        zz = paths_lib.zigzag(sub, p_star[groups[g]], labels_np[groups[g]])
-        d_star = np.asarray(paths_lib.distances(sub, p_star[groups[g]]))
-        d_label = np.asarray(paths_lib.distances(sub, np.eye(k)[labels_np[groups[g]]]))
-        results["groups"][g] = {
-            "index": groups[g],
-            "label": labels_np[groups[g]],
-            "p_star": p_star[groups[g]],
-            "flipped": flipped[groups[g]],
-            "paths": sub[:: config.plot_every, :3],  # 3 examples, every plot_every-th update
-            "turned_fraction": float(np.mean(zz.turned)),
-            "zigzag_fraction": float(np.mean(np.asarray(zz.turned) & np.asarray(zz.towards_label_after))),
-            "mean_distance_p_star": d_star.mean(1)[:: config.plot_every],
-            "mean_distance_label": d_label.mean(1)[:: config.plot_every],
-            "es_distance_p_star": float(d_star[es_step].mean()),
-            "end_distance_p_star": float(d_star[-1].mean()),
-            "label_distance_p_star": float(
-                np.linalg.norm(np.eye(k)[labels_np[groups[g]]] - p_star[groups[g]], axis=-1).mean()
-            ),
-        }
+        i = groups[g]
+        results["groups"][g] = group_summary(config, sub, i, p_star[i], labels_np[i], flipped[i], es_step)
     return results
 
 
-def plot(results: dict, out_dir: Path) -> list[Path]:
+def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
     """Simplex paths (easy / medium / hard), distances over time, and the accuracy table."""
     common.use_agg()
     import matplotlib.pyplot as plt
@@ -432,7 +421,7 @@ def plot(results: dict, out_dir: Path) -> list[Path]:
     return out
 
 
-def fidelity(results: dict) -> list[common.Fidelity]:
+def fidelity(results: dict[str, Any]) -> list[common.Fidelity]:
     rows = []
     for m, paper in PAPER_ACCURACY.items():
         if m not in results["table"]:
@@ -469,5 +458,5 @@ def fidelity(results: dict) -> list[common.Fidelity]:
     return rows
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     return common.main(sys.modules[__name__], argv)
