@@ -10,6 +10,12 @@ from ldjax._src.adapters import as_apply_fn
 from ldjax._src.adapters import from_linen
 from ldjax._src.adapters import from_nnx
 from ldjax._src.adapters import to_nnx
+from ldjax._src.features import Energy
+from ldjax._src.features import FeatureStepResult
+from ldjax._src.features import energy
+from ldjax._src.features import feature_decomposition
+from ldjax._src.features import feature_step
+from ldjax._src.features import feature_step_fn
 from ldjax._src.ntk import empirical_ntk
 from ldjax._src.ntk import empirical_ntk_fn
 from ldjax._src.ntk import jacobian
@@ -36,20 +42,45 @@ from ldjax._src.training import train
 
 __version__ = "0.1.0"
 
+_LAZY_SUBMODULES = ("data", "experiments", "models")
+"""Imported on first use (``ldjax.models.MLP`` after a plain ``import ldjax``): they bring flax,
+scikit-learn or matplotlib, which ``import ldjax`` does not."""
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"ldjax.{name}")
+    raise AttributeError(f"module 'ldjax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))
+
+
 __all__ = (
     "a_term",
     "ApplyFunction",
     "as_apply_fn",
+    "data",
     "decomposition",
     "empirical_ntk",
     "empirical_ntk_fn",
+    "energy",
+    "Energy",
     "epoch_batches",
+    "feature_decomposition",
+    "feature_step",
+    "feature_step_fn",
+    "FeatureStepResult",
     "from_linen",
     "from_nnx",
     "g_term",
     "jacobian",
     "LogProbChange",
     "losses",
+    "models",
     "ntk_vector_product",
     "one_step",
     "one_step_fn",

@@ -1,6 +1,7 @@
 """Losses of logits with their closed-form forces G = ∂L/∂z (``*_g``)."""
 
 from ldjax._src.losses._base import bind
+from ldjax._src.losses._base import checks_target
 from ldjax._src.losses._base import softmax_minus_one_hot
 from ldjax._src.losses._base import token_log_probs
 from ldjax._src.losses._base import with_target_check
@@ -36,6 +37,7 @@ from ldjax._src.typing import Loss
 __all__ = (
     "Loss",
     "bind",
+    "checks_target",
     "softmax_minus_one_hot",
     "with_target_check",
     "cross_entropy",

@@ -7,31 +7,16 @@ import sys
 import pytest
 
 from ldjax._src.app import cli
-from ldjax._src.experiments import common
 from ldjax._src.experiments import registry
+from ldjax._src.experiments import storage
 
 import fake_experiments
 
 
 @pytest.fixture
 def fake_registry(monkeypatch):
-    specs = (
-        registry.ExperimentSpec(
-            "ok", "works", "none", 0.1, 0.1, aliases=("okay",), module="fake_experiments"
-        ),
-        registry.ExperimentSpec("nodata", "needs data", "CIFAR", 0.1, 0.1, module="fake_experiments"),
-        registry.ExperimentSpec("broken", "fails", "none", 0.1, 0.1, module="fake_experiments"),
-    )
-    monkeypatch.setattr(registry, "EXPERIMENTS", specs)
-    originals = registry.ExperimentSpec.load
-
-    def load(spec):
-        module = originals(spec)
-        return {"ok": module, "nodata": module.NoData, "broken": module.Broken}[spec.name]
-
-    monkeypatch.setattr(registry.ExperimentSpec, "load", load)
-    fake_experiments.CALLS["ok"] = 0
-    return specs
+    fake_experiments.install(monkeypatch.setattr)
+    return fake_experiments.SPECS
 
 
 def test_reproduce_skips_missing_data_reports_failures_and_resumes(fake_registry, tmp_path, capsys):
@@ -60,14 +45,25 @@ def test_reproduce_skips_missing_data_reports_failures_and_resumes(fake_registry
 
 
 def test_an_interrupted_write_leaves_no_half_written_results(fake_registry, tmp_path, monkeypatch):
+    """A run killed after its figures were written (here: while writing results.json) changes nothing: the
+    old results and figures stay as they were, side by side, and no temporary file or folder is left."""
+    args = ["reproduce", "ok", "--out", str(tmp_path), "--no-progress", "--no-report"]
+    assert cli.main(args) == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "ok").iterdir()}
+
     def explode(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(common.json, "dumps", explode)
+    monkeypatch.setattr(storage.json, "dumps", explode)
     with pytest.raises(KeyboardInterrupt):
-        cli.main(["reproduce", "ok", "--out", str(tmp_path), "--no-progress", "--no-report"])
-    assert not (tmp_path / "ok" / "results.json").exists()
-    assert not list((tmp_path / "ok").glob("*.tmp"))
+        cli.main([*args, "--full", "--force"])  # a different figure (size 5) was already drawn
+    assert {p.name: p.read_bytes() for p in (tmp_path / "ok").iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".ok.lock",
+        ".status.json.lock",
+        "ok",
+        "status.json",
+    ]
 
 
 def test_an_older_name_runs_the_experiment_it_means(fake_registry, tmp_path, capsys):
@@ -77,9 +73,13 @@ def test_an_older_name_runs_the_experiment_it_means(fake_registry, tmp_path, cap
     assert (tmp_path / "ok" / "results.json").exists() and not (tmp_path / "okay").exists()
 
 
-def test_unknown_experiment_is_named():
-    with pytest.raises(ValueError, match="unknown experiment 'nope': expected one of demo, mnist"):
-        cli.main(["reproduce", "nope"])
+def test_unknown_experiment_is_one_line_and_exit_code_2_or_a_traceback_with_debug(capsys):
+    assert cli.main(["reproduce", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ldjax: error: unknown experiment 'nope': expected one of demo, mnist")
+    assert err.count("\n") == 1
+    with pytest.raises(storage.UsageError, match="unknown experiment 'nope'"):
+        cli.main(["--debug", "reproduce", "nope"])
 
 
 def test_list_shows_every_registered_experiment(capsys):

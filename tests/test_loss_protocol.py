@@ -74,7 +74,7 @@ def test_every_builtin_loss_carries_a_target_check(loss):
 
 
 def test_shared_id_check_names_the_argument():
-    from ldjax._src.losses._base import check_ids
+    from ldjax._src.checks import check_ids
 
     kwargs = {"what": "class labels", "short": "labels", "bound": "the model has k=3 classes"}
     with pytest.raises(

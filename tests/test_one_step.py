@@ -146,8 +146,10 @@ def test_batched_where_one_example_is_expected(small):
         ValueError, match=r"x_u has shape \(1, 2, 5\) but apply_fn expects one example of shape \(5,\)"
     ):
         call(small, apply_fn=f, x_u=x_u[None], x_o=x_o[:2][None])
-    # a plain function: the extra axis shows up as 2-D logits that do not match the labels
-    with pytest.raises(ValueError, match=r"y_u has shape \(1,\): expected one label per example \[n, 2\]"):
+    # a plain function: the extra axis shows up as 2-D logits, refused for float inputs (not a sequence model)
+    with pytest.raises(
+        ValueError, match=r"logits of shape \(2, 4\) for one example of x_u: x_u may be batched"
+    ):
         call(small, x_u=x_u[None], x_o=x_o[:2][None], y_u=y_u[:1])
     with pytest.raises(ValueError, match=r"x_u is a scalar|apply_fn failed on one example of x_u"):
         call(small, x_u=x_u[0, 0], x_o=x_o[:, 0])

@@ -127,53 +127,72 @@ def test_grpo_value_and_force():
         np.testing.assert_allclose(jax.jit(losses.grpo_g)(logits, target), auto, rtol=1e-10, atol=1e-14)
 
 
-def _simko_reference(logits, target, top_k, alpha, scale, quantile):
-    """Slow SimKO in numpy, token by token: the loss and its force written out by hand."""
+def _policy_reference(logits, target, top_k=3, alpha=0.0, scale=1.0, quantile=0.8, clip=0.2):
+    """Slow GRPO/SimKO in numpy, token by token: the loss and its force written out by hand.
+
+    The entropy threshold is the ``quantile`` of each response's own masked tokens (the authors'
+    ``row_quantile_masked``). With ``target.old_log_probs`` each token's term is the clipped surrogate
+    min(A·r, A·clip(r)) whose gradient is A·r·∇ℓ where it is not clipped. ``alpha=0, scale=1`` is GRPO.
+    """
     z = np.asarray(logits)
     y, w, adv = np.asarray(target.tokens), np.asarray(target.mask), np.asarray(target.advantages)
     p = np.exp(z - z.max(-1, keepdims=True))
     p /= p.sum(-1, keepdims=True)
     logp = np.log(p)
     entropy = -(p * logp).sum(-1)
-    threshold = np.quantile(entropy[w > 0], quantile)
+    old = None if target.old_log_probs is None else np.asarray(target.old_log_probs)
     n, t_len, vocab = z.shape
     plan, loss, force = {}, 0.0, np.zeros_like(z)
     for i in range(n):
         length = w[i].sum()
+        threshold = np.quantile(entropy[i][w[i] > 0], quantile)
         for t in range(t_len):
             if w[i, t] == 0:
                 continue
             high = entropy[i, t] > threshold
             top = np.argsort(-z[i, t])[:top_k]
             onehot = np.eye(vocab)[y[i, t]]
-            if high and adv[i] > 0:
+            if high and adv[i] > 0 and alpha > 0:
                 plan[i, t] = "mix"
                 ell = (1 - alpha) * logp[i, t, y[i, t]] + alpha * logp[i, t, top].mean()
                 dell = (1 - alpha) * (onehot - p[i, t]) + alpha * (np.eye(vocab)[top].mean(0) - p[i, t])
-            elif high and adv[i] < 0 and y[i, t] == np.argmax(z[i, t]):
+            elif high and adv[i] < 0 and y[i, t] == np.argmax(z[i, t]) and scale != 1:
                 plan[i, t] = "scale"
                 ell, dell = scale * logp[i, t, y[i, t]], scale * (onehot - p[i, t])
             else:
                 plan[i, t] = "plain"
                 ell, dell = logp[i, t, y[i, t]], onehot - p[i, t]
-            loss -= adv[i] * w[i, t] * ell / length / n
-            force[i, t] = -adv[i] * w[i, t] * dell / length / n
+            if old is None:
+                value, slope = adv[i] * ell, adv[i]
+            else:
+                r = math.exp(logp[i, t, y[i, t]] - old[i, t])
+                clipped = min(max(r, 1 - clip), 1 + clip)
+                value = min(adv[i] * r, adv[i] * clipped)
+                active = r <= 1 + clip if adv[i] > 0 else r >= 1 - clip
+                slope = adv[i] * r * active
+            loss -= w[i, t] * value / length / n
+            force[i, t] = -slope * w[i, t] * dell / length / n
     return loss, force, plan
+
+
+def _policy_problem(seed):
+    """8 responses with advantages of both signs; most negative responses sample their top-1 tokens."""
+    rng, logits, tokens, mask = _problem(seed, n=8)
+    top1 = np.asarray(jnp.argmax(logits, -1))
+    adv = jnp.asarray([1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 1.0, -1.0])
+    pick = (rng.random(tokens.shape) < 0.7) & (np.asarray(adv) < 0)[:, None]  # exercise the negative branch
+    tokens = jnp.asarray(np.where(pick, top1, np.asarray(tokens)), jnp.int32)
+    return rng, logits, tokens, mask, adv
 
 
 def test_simko_matches_slow_reference():
     with jax.enable_x64(True):
-        rng, logits, tokens, mask = _problem(5, n=8)
-        # make some sampled tokens the top-1 so the negative branch is exercised
-        top1 = np.asarray(jnp.argmax(logits, -1))
-        adv = jnp.asarray([1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 1.0, -1.0])
-        pick = (rng.random(tokens.shape) < 0.7) & (np.asarray(adv) < 0)[:, None]
-        tokens = jnp.asarray(np.where(pick, top1, np.asarray(tokens)), jnp.int32)
+        rng, logits, tokens, mask, adv = _policy_problem(5)
         # flatten two rows so that high-entropy tokens exist among both signs of advantage
         logits = logits.at[jnp.array([0, 1])].multiply(0.2)
         target = losses.PolicyTarget(tokens, mask, adv)
         kwargs = dict(top_k=3, alpha=0.01, scale=1.1, quantile=0.8)
-        ref_loss, ref_force, plan = _simko_reference(logits, target, **kwargs)
+        ref_loss, ref_force, plan = _policy_reference(logits, target, **kwargs)
         kinds = list(plan.values())
         assert kinds.count("mix") >= 1 and kinds.count("scale") >= 1 and kinds.count("plain") >= 1
         loss = losses.simko_fn(**kwargs)
@@ -183,6 +202,32 @@ def test_simko_matches_slow_reference():
         diff = np.abs(np.asarray(jax.grad(loss)(logits, target) - losses.grpo_g(logits, target))).sum(-1)
         changed = np.array([[plan.get((i, t), "plain") != "plain" for t in range(T)] for i in range(8)])
         assert np.all(diff[~changed] < 1e-14) and np.all(diff[changed] > 0)
+
+
+@pytest.mark.parametrize("kind", ["grpo", "simko"])
+def test_clipped_surrogate_matches_slow_reference(kind):
+    """With old_log_probs: the clipped surrogate's value and force; clipped tokens get no force."""
+    with jax.enable_x64(True):
+        rng, logits, tokens, mask, adv = _policy_problem(7)
+        logp = np.asarray(losses.token_log_probs(logits, tokens))
+        old = jnp.asarray(logp - rng.normal(size=logp.shape) * 0.3)  # ratios around 1, some clipped
+        ratio = np.exp(logp - np.asarray(old))
+        assert np.any(ratio > 1.2) and np.any(ratio < 0.8) and np.any(np.abs(ratio - 1) < 0.2)
+        target = losses.PolicyTarget(tokens, mask, adv, old)
+        kwargs = dict(top_k=3, alpha=0.01, scale=1.1, quantile=0.8) if kind == "simko" else {}
+        ref_loss, ref_force, _ = _policy_reference(logits, target, clip=0.2, **kwargs)
+        loss = losses.simko_fn(**kwargs) if kind == "simko" else losses.grpo
+        np.testing.assert_allclose(jax.jit(loss)(logits, target), ref_loss, rtol=1e-12)
+        auto = jax.jit(jax.grad(loss))(logits, target)
+        np.testing.assert_allclose(auto, ref_force, rtol=1e-10, atol=1e-14)
+        if kind == "grpo":
+            np.testing.assert_allclose(jax.jit(losses.grpo_g)(logits, target), auto, rtol=1e-10, atol=1e-14)
+        # at old = log π (the first update on a rollout) the force is the on-policy one
+        fresh = losses.PolicyTarget(tokens, mask, adv, jnp.asarray(logp))
+        on_policy = losses.PolicyTarget(tokens, mask, adv)
+        np.testing.assert_allclose(
+            jax.grad(loss)(logits, fresh), jax.grad(loss)(logits, on_policy), rtol=1e-10, atol=1e-14
+        )
 
 
 def test_next_token_target():
@@ -213,6 +258,12 @@ def test_check_target_messages():
         losses.sft.check_target((T, V), losses.SequenceTarget(mask, mask), "y_u")
     with pytest.raises(ValueError, match="advantages has shape"):
         losses.grpo.check_target((T, V), losses.PolicyTarget(tokens, mask, jnp.zeros(3)), "y_u")
+    with pytest.raises(ValueError, match=r"y_u.old_log_probs has shape \(4, 2\): expected \(4, 5\)"):
+        losses.grpo.check_target(
+            (T, V), losses.PolicyTarget(tokens, mask, jnp.zeros(4), jnp.zeros((4, 2))), "y_u"
+        )
+    with pytest.raises(ValueError, match="clip must be in"):
+        losses.simko_fn(clip=0.0)
     with pytest.raises(ValueError, match="beta must be a positive finite number"):
         losses.dpo_fn(0.0)
 

@@ -89,3 +89,22 @@ def test_recorder_rejects_a_period_that_does_not_divide_the_steps():
             progress=False,
             record=lambda p, step: logits(p, x),
         )
+
+
+def test_update_fn_is_the_step_train_scans():
+    """``update_fn`` (for loops train cannot express, e.g. on-policy RL) takes train's steps, float64."""
+    from ldjax._src.training import update_fn
+
+    with jax.enable_x64(True):
+        params, _, _, batches, _, loss_fn = _setup()
+        optimizer = optax.adam(0.05)
+        want = ldjax.train(loss_fn, params, optimizer, batches, progress=False)
+        update = jax.jit(update_fn(loss_fn, optimizer))
+        carry, losses = (params, optimizer.init(params)), []
+        for batch in batches:
+            carry, (loss, acc) = update(carry, batch)
+            losses.append(loss)
+        assert acc is None
+        np.testing.assert_allclose(np.asarray(losses), want.losses, rtol=1e-12)
+        for got, ref in zip(jax.tree.leaves(carry[0]), jax.tree.leaves(want.params), strict=True):
+            np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12)

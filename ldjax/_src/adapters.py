@@ -16,12 +16,23 @@ class ApplyFunction:
     """A one-example ``apply_fn(params, x) -> logits`` that may know the shape of one example.
 
     ldjax's input checks use ``example_shape`` to say exactly what was expected when a batch is
-    passed where one example was meant.
+    passed where one example was meant, ``sequence_output`` to read a 2-D output ``[T, V]`` as a
+    sequence model's (declared; token-id inputs need no declaration) and ``check_input(x, name)``, the
+    model's own check of a batch of inputs (token ids in range for the built-in language models).
     """
 
-    def __init__(self, fn: Callable[[Params, Array], Array], example_shape: Sequence[int] | None = None):
+    def __init__(
+        self,
+        fn: Callable[[Params, Array], Array],
+        example_shape: Sequence[int] | None = None,
+        *,
+        sequence_output: bool | None = None,
+        check_input: Callable[[Any, str], None] | None = None,
+    ):
         self._fn = fn
         self.example_shape = None if example_shape is None else tuple(int(s) for s in example_shape)
+        self.sequence_output = sequence_output
+        self.check_input = check_input
 
     def __call__(self, params: Params, x: Array) -> Array:
         return self._fn(params, x)
@@ -31,9 +42,17 @@ class ApplyFunction:
 
 
 def as_apply_fn(
-    fn: Callable[[Params, Array], Array], example_shape: Sequence[int] | None = None
+    fn: Callable[[Params, Array], Array],
+    example_shape: Sequence[int] | None = None,
+    *,
+    sequence_output: bool | None = None,
 ) -> ApplyFunction:
     """Wrap a plain one-example function, optionally recording the shape of one example.
+
+    ``sequence_output=True`` declares that a 2-D output ``[T, V]`` is a sequence model's logits. Without
+    it ldjax reads a 2-D output that way only for integer token inputs ``[T]``; otherwise it refuses it,
+    since a 2-D output usually means a batch axis too many (``x`` batched twice, or ``apply_fn`` adding
+    one).
 
     Example:
       >>> import jax.numpy as jnp, ldjax
@@ -41,11 +60,15 @@ def as_apply_fn(
       >>> f.example_shape
       (3,)
     """
-    return ApplyFunction(fn, example_shape)
+    return ApplyFunction(fn, example_shape, sequence_output=sequence_output)
 
 
 def from_nnx(
-    module: Any, *, batched: bool = True, example_shape: Sequence[int] | None = None
+    module: Any,
+    *,
+    batched: bool = True,
+    example_shape: Sequence[int] | None = None,
+    method: Callable[[Any, Array], Array] | None = None,
 ) -> tuple[ApplyFunction, Params]:
     """Split a flax NNX module into ``(apply_fn, params)``.
 
@@ -59,6 +82,9 @@ def from_nnx(
         ``[*o]`` when ``batched=False``).
       batched: whether the module expects a leading batch axis; the adapter then adds and removes one.
       example_shape: shape of one example, used for clear input errors.
+      method: what to call instead of ``module(x)``: ``method(module, x)``, e.g. ``lambda m, x:
+        m.backbone(x)`` for an intermediate feature or ``lambda m, h: m.head(h)`` for the head alone (as
+        linen's ``apply(..., method=...)``; see :func:`ldjax.feature_step`).
 
     Returns:
       ``(apply_fn, params)`` with ``apply_fn(params, x[*d]) -> [*o]``.
@@ -79,11 +105,13 @@ def from_nnx(
         state = jax.tree.map(lambda v: v, param_state)
         nnx.replace_by_pure_dict(state, p)
         model = nnx.merge(graphdef, state, rest)
+        call = model if method is None else (lambda inputs: method(model, inputs))
         if batched:
-            return model(_add_batch(x))[0]
-        return model(x)
+            return call(_add_batch(x))[0]
+        return call(x)
 
-    return ApplyFunction(apply_fn, example_shape), params
+    check_input = getattr(module, "check_input", None) if method is None else None  # the module's inputs only
+    return ApplyFunction(apply_fn, example_shape, check_input=check_input), params
 
 
 def to_nnx(module: Any, params: Params) -> Any:

@@ -8,7 +8,8 @@ One update on the batch ``x_u`` moves log π at ``x_o`` by
 which for plain SGD (:math:`u = -\eta\, J(x_u)^\top G`) is :math:`-\eta\, A(x_o) \sum_u K(x_o, x_u)\, G(x_u)`
 without forming :math:`K = J(x_o) J(x_u)^\top`. This module is the one place where that sequence is written:
 :func:`batch_update` (loss, force :math:`G = \partial L/\partial z`, :math:`\nabla_\theta L` and ONE
-``optimizer.update`` at ``x_u``), :func:`probe_change` (:math:`A\, J(x_o)\, u`, one JVP),
+``optimizer.update`` at ``x_u``), :func:`output_change` (:math:`J(x)\, u` of ANY per-example output, the
+logits or an intermediate feature, one JVP), :func:`probe_change` (:math:`A\, J(x_o)\, u`),
 :func:`actual_change`, :func:`first_order_step` (the first two in a row), and :func:`split_change`, the
 predicted change caused by each part of a force (G is linear: the y⁺ and y⁻ halves of DPO, the positive- and
 negative-advantage responses of GRPO, any partition of the batch), for plain SGD and for a diagonal
@@ -144,8 +145,37 @@ def probe_change(
       >>> change
       Array([[ 0.5, -0.5]], dtype=float32)
     """
-    z_o, dz_o = jax.jvp(lambda p: batched(apply_fn)(p, x_o), (params,), (updates,))
+    dz_o, z_o = output_change(apply_fn, params, updates, x_o)
     return apply_a_term(z_o, dz_o), z_o
+
+
+def output_change(
+    fn: ApplyFn, params: Params, updates: Params, x: Shaped[Array, " n *d"]
+) -> tuple[Float[Array, " n *h"], Float[Array, " n *h"]]:
+    r"""The first-order change :math:`J(x)\, u` of any per-example output along a parameter update (one JVP).
+
+    ``fn`` is the logits (:func:`probe_change` applies :math:`A` to this) or an intermediate output such as
+    the penultimate layer's feature :math:`h(x)` (:func:`ldjax.feature_step`).
+
+    Args:
+      fn: un-batched ``fn(params, x) -> [*h]``.
+      params: pytree of parameters (before the update).
+      updates: the update ``u``, a pytree like ``params``.
+      x: the examples, ``[n, *d]``.
+
+    Returns:
+      ``(change, value)``: :math:`J(x)\, u` ``[n, *h]`` and ``fn`` at ``x`` before the update ``[n, *h]``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from ldjax._src.first_order import output_change
+      >>> change, h = output_change(lambda p, x: x @ p, jnp.ones((2, 3)), jnp.full((2, 3), 0.5), jnp.eye(2))
+      >>> change
+      Array([[0.5, 0.5, 0.5],
+             [0.5, 0.5, 0.5]], dtype=float32)
+    """
+    value, change = jax.jvp(lambda p: batched(fn)(p, x), (params,), (updates,))
+    return change, value
 
 
 def actual_change(

@@ -168,16 +168,19 @@ def empirical_ntk_fn(
     trace: bool = False,
     per_layer: bool = False,
     precision: Precision = "highest",
+    check_finite: bool = True,
+    memory_budget: float | None = None,
 ) -> Callable[..., Float[Array, "n1 n2 *o *o"] | dict[str, Float[Array, "n1 n2 *o *o"]]]:
-    """A jitted ``kernel_fn(params, x1, x2=None)`` computing :func:`ldjax.empirical_ntk` for ``apply_fn``.
+    """A compiled ``kernel_fn(params, x1, x2=None)`` computing :func:`ldjax.empirical_ntk` for ``apply_fn``.
 
     Hold on to it and call it again: it compiles once per input shape (``empirical_ntk`` builds a
-    new one on every call). The options are checked here, the batches when it is called.
+    new one on every call). The options are checked here; the batches, their values and the memory
+    the kernel needs when it is called (outside ``jax.jit``, then one jitted program runs).
 
     Args:
       apply_fn: un-batched model, ``apply_fn(params, x) -> [*o]``.
-      method, trace, per_layer, precision: as in :func:`ldjax.empirical_ntk` (default method
-        ``"jacobian"``, the exact reference that works for every model).
+      method, trace, per_layer, precision, check_finite, memory_budget: as in :func:`ldjax.empirical_ntk`
+        (default method ``"jacobian"``, the exact reference that works for every model).
 
     Returns:
       ``kernel_fn(params, x1[n1, *d], x2[n2, *d] | None = None)`` returning ``[n1, n2, *o, *o]``
@@ -196,7 +199,10 @@ def empirical_ntk_fn(
     """
     _check_method(method)
     checks.precision_scope(precision)  # a bad precision fails here, not at the first call
+    if memory_budget is not None:
+        checks.check_positive_budget(memory_budget)
     method_kernels = KERNELS_BY_METHOD[method]
+    known_shapes: dict = {}
 
     def kernel_fn(params: Params, x1: Any, x2: Any = None):
         if x2 is None:
@@ -210,7 +216,25 @@ def empirical_ntk_fn(
             return {name: kernel.reshape(shape) for name, kernel in kernels.items()}
         return sum(kernels.values()).reshape(shape)
 
-    return jax.jit(kernel_fn)
+    compiled = jax.jit(kernel_fn)
+
+    def checked_kernel_fn(params: Params, x1: Any, x2: Any = None):
+        checks.validate_kernel(
+            apply_fn,
+            params,
+            x1,
+            x2,
+            method=method,
+            trace=trace,
+            per_layer=per_layer,
+            check_finite=check_finite,
+            memory_budget=memory_budget,
+            known_shapes=known_shapes,
+        )
+        with checks.forward_mode(f"empirical_ntk(method={method!r})"):
+            return compiled(params, x1, x2)
+
+    return checked_kernel_fn
 
 
 def empirical_ntk(
@@ -223,6 +247,8 @@ def empirical_ntk(
     trace: bool = False,
     per_layer: bool = False,
     precision: Precision = "highest",
+    check_finite: bool = True,
+    memory_budget: float | None = None,
 ) -> Float[Array, "n1 n2 *o *o"] | dict[str, Float[Array, "n1 n2 *o *o"]]:
     r"""Empirical neural tangent kernel :math:`K_{ij}^{ab} = \nabla_\theta z_a(x1_i) \cdot \nabla_\theta z_b(x2_j)`.
 
@@ -252,6 +278,15 @@ def empirical_ntk(
       per_layer: if true, return a dict ``{name: kernel}`` with one kernel per parameter leaf,
         named by its path in ``params`` (``"conv1/kernel"``); the kernels sum to the full kernel.
       precision: matmul precision (default ``"highest"``: full fp32 even on GPUs that default to TF32).
+      check_finite: refuse NaN or inf in ``params``, ``x1`` and ``x2`` (one pass over them; ``False``
+        skips it for speed).
+      memory_budget: bytes the kernel (and, for ``"jacobian"``, the Jacobians) may take; above it the call
+        is refused before anything is allocated, naming the cheaper routes. Default: half of the
+        device's memory (of the RAM on CPU); ``math.inf`` turns the check off.
+
+    Model features: every method differentiates in reverse mode except ``"vector_products"``, which
+    also takes JVPs; a model with ``jax.custom_vjp`` works with ``"jacobian"`` and ``"structured"`` only
+    (as in :func:`ldjax.one_step`, which needs forward mode: use ``jax.custom_jvp`` there).
 
     Returns:
       ``[n1, n2, *o, *o]``, or ``[n1, n2]`` when ``trace``; a dict of those when ``per_layer``.
@@ -268,8 +303,13 @@ def empirical_ntk(
       >>> sorted(layers), bool(jnp.allclose(sum(layers.values()), ldjax.empirical_ntk(f, p, x), atol=1e-4))
       (['w1', 'w2'], True)
     """
-    _logits_shape(apply_fn, params, x1, x1 if x2 is None else x2)  # bad batches fail before compiling
     kernel_fn = empirical_ntk_fn(
-        apply_fn, method=method, trace=trace, per_layer=per_layer, precision=precision
+        apply_fn,
+        method=method,
+        trace=trace,
+        per_layer=per_layer,
+        precision=precision,
+        check_finite=check_finite,
+        memory_budget=memory_budget,
     )
     return kernel_fn(params, x1, None if x2 is x1 else x2)

@@ -63,6 +63,8 @@ def one_step(
     terms: bool = True,
     method: NtkMethod = DEFAULT_METHOD,
     precision: Precision = "highest",
+    check_finite: bool = True,
+    memory_budget: float | None = None,
 ) -> OneStepResult:
     r"""Predicted and actual change of log π on ``x_o`` after ONE update on the batch ``(x_u, y_u)``.
 
@@ -83,12 +85,22 @@ def one_step(
       loss: ``loss(logits[n_u, *o], y_u) -> scalar``, e.g. :func:`ldjax.losses.cross_entropy`.
       learning_rate: η for plain SGD. Required when ``optimizer`` is ``None``; must be ``None``
         otherwise (the optimizer carries its own).
-      optimizer: any ``optax.GradientTransformation``.
-      opt_state: the optimizer's state (e.g. momentum from training); default ``optimizer.init``.
+      optimizer: any ``optax.GradientTransformation`` (an object, not a name: ``optax.adam(1e-3)``).
+      opt_state: the optimizer's state (e.g. momentum from training); default ``optimizer.init``. It
+        must have the structure of ``optimizer.init(params)``; it needs ``optimizer``.
       terms: also return ``a`` and ``k`` (``k`` is ``[n_o, n_u, *o, *o]``: switch off for large
         vocabularies).
       method: how ``k`` is computed (see :func:`ldjax.empirical_ntk`).
       precision: matmul precision (default ``"highest"``).
+      check_finite: refuse NaN or inf in ``params``, the inputs, float targets and ``opt_state`` (one
+        pass over them per call; ``False`` skips it for speed).
+      memory_budget: bytes the terms (``k``, and the Jacobians of ``method="jacobian"``) may take; above
+        it the call is refused before anything is allocated, naming the cheaper routes. Default: half
+        of the device's memory (of the RAM on CPU); ``math.inf`` turns the check off.
+
+    The model must support forward mode (one JVP at ``x_o``): a model with ``jax.custom_vjp`` is refused
+    with a message (use ``jax.custom_jvp``; :func:`ldjax.empirical_ntk` with ``"jacobian"`` or
+    ``"structured"`` works for it).
 
     Returns:
       :class:`OneStepResult`.
@@ -104,7 +116,16 @@ def one_step(
       >>> r.predicted.shape, r.k.shape, bool(jnp.abs(r.residual).max() < 1e-5)
       ((6, 3), (6, 1, 3, 3), True)
     """
-    step = one_step_fn(apply_fn, loss, optimizer=optimizer, terms=terms, method=method, precision=precision)
+    step = one_step_fn(
+        apply_fn,
+        loss,
+        optimizer=optimizer,
+        terms=terms,
+        method=method,
+        precision=precision,
+        check_finite=check_finite,
+        memory_budget=memory_budget,
+    )
     return step(params, x_o, x_u, y_u, learning_rate=learning_rate, opt_state=opt_state)
 
 
@@ -116,6 +137,8 @@ def one_step_fn(
     terms: bool = True,
     method: NtkMethod = DEFAULT_METHOD,
     precision: Precision = "highest",
+    check_finite: bool = True,
+    memory_budget: float | None = None,
 ) -> Callable[..., OneStepResult]:
     r"""A compiled :func:`one_step` for one model, loss and optimizer, to hold and call many times.
 
@@ -132,6 +155,7 @@ def one_step_fn(
       terms: also return ``a`` and ``k``.
       method: how ``k`` is computed (see :func:`ldjax.empirical_ntk`; ``"jacobian"`` by default, as there).
       precision: matmul precision (default ``"highest"``).
+      check_finite, memory_budget: as in :func:`one_step`.
 
     Returns:
       ``step(params, x_o, x_u, y_u, *, learning_rate=None, opt_state=None) -> OneStepResult``, with the
@@ -149,16 +173,32 @@ def one_step_fn(
       ((6, 3), True)
     """
     checks.precision_scope(precision)  # an unknown precision fails here, not at the first call
+    checks.check_optimizer(optimizer, None)
+    if memory_budget is not None:
+        checks.check_positive_budget(memory_budget)
     known_shapes: dict = {}
     run = jax.jit(_one_step_program(apply_fn, loss, optimizer, terms, method, precision))
 
     def step(params, x_o, x_u, y_u, *, learning_rate=None, opt_state=None) -> OneStepResult:
         """Predicted and actual Δ log π on ``x_o`` after one update on ``(x_u, y_u)`` (see :func:`one_step`)."""
-        checks.validate_step(
-            apply_fn, params, x_o, x_u, y_u, loss, learning_rate, optimizer, known_shapes=known_shapes
+        out_shape = checks.validate_step(
+            apply_fn,
+            params,
+            x_o,
+            x_u,
+            y_u,
+            loss,
+            learning_rate,
+            optimizer,
+            opt_state=opt_state,
+            known_shapes=known_shapes,
+            check_finite=check_finite,
         )
+        if terms:
+            checks.check_terms_memory(params, x_o, x_u, out_shape, method, memory_budget, what="one_step")
         rate = 0.0 if learning_rate is None else learning_rate
-        return run(params, x_o, x_u, y_u, opt_state, rate)
+        with checks.forward_mode("one_step"):
+            return run(params, x_o, x_u, y_u, opt_state, rate)
 
     return step
 

@@ -36,6 +36,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jaxtyping import Array
 from jaxtyping import Float
@@ -94,14 +95,33 @@ class PreconditionedStep(NamedTuple):
     update: OptimizerUpdate
 
 
+_MISSING = object()
+
+
 def _get(opt_state: Any, key: str, kind: str) -> Any:
+    """The field ``key`` of an optax state (``optax.tree_utils.tree_get`` returns a default when it is absent)."""
     try:
-        return optax.tree_utils.tree_get(opt_state, key)
-    except KeyError as err:
+        value = optax.tree_utils.tree_get(opt_state, key, default=_MISSING)
+    except KeyError:  # the field appears more than once (a chain of several such states)
+        value = _MISSING
+    if value is _MISSING:
         raise ValueError(
             f"opt_state has no {key!r} field: expected the state of optax.{'sgd' if kind == 'momentum' else kind}"
             f" for optimizer={kind!r}"
-        ) from err
+        )
+    return value
+
+
+def _check_hyperparameters(learning_rate: Any, hp: dict[str, Any]) -> None:
+    """learning_rate, eps > 0; momentum, decay, b1, b2 in [0, 1); eps_root >= 0 (optax's ranges)."""
+    checks.check_positive(learning_rate, "learning_rate")
+    for name in ("momentum", "decay", "b1", "b2"):
+        if name in hp:
+            checks.check_unit_interval(hp[name], name)
+    if "eps" in hp:
+        checks.check_positive(hp["eps"], "eps")
+    if "eps_root" in hp and not (np.isfinite(hp["eps_root"]) and hp["eps_root"] >= 0):
+        raise ValueError(f"eps_root must be a finite number >= 0, got {hp['eps_root']!r}")
 
 
 def optimizer_update(
@@ -144,6 +164,10 @@ def optimizer_update(
       >>> bool(jnp.allclose(u, opt.update(g, opt.init(g))[0]["w"]))
       True
     """
+    _check_hyperparameters(
+        learning_rate,
+        {"momentum": momentum, "decay": decay, "b1": b1, "b2": b2, "eps": eps, "eps_root": eps_root},
+    )
     zeros = jax.tree.map(jnp.zeros_like, grads)
     ones = jax.tree.map(jnp.ones_like, grads)
     lr = jnp.asarray(learning_rate)
@@ -186,6 +210,8 @@ def preconditioned_ntk(
     method: NtkMethod = DEFAULT_METHOD,
     trace: bool = False,
     precision: Precision = "highest",
+    check_finite: bool = True,
+    memory_budget: float | None = None,
 ) -> Float[Array, "n1 n2 *o *o"]:
     r"""The preconditioned kernel :math:`K_P = J(x_1)\, \mathrm{diag}(P)\, J(x_2)^\top`.
 
@@ -199,8 +225,8 @@ def preconditioned_ntk(
       x1: ``[n1, *d]``.
       x2: ``[n2, *d]`` (default ``x1``).
       preconditioner: the diagonal :math:`P \ge 0`, a pytree like ``params`` (e.g.
-        ``optimizer_update(...).preconditioner``).
-      method, trace, precision: as in :func:`ldjax.empirical_ntk`.
+        ``optimizer_update(...).preconditioner``); finite, zero entries freeze a parameter.
+      method, trace, precision, check_finite, memory_budget: as in :func:`ldjax.empirical_ntk`.
 
     Returns:
       ``[n1, n2, *o, *o]`` (``[n1, n2]`` when ``trace``).
@@ -213,22 +239,27 @@ def preconditioned_ntk(
       >>> round(float(k[0, 0, 0, 0]), 4)
       2.0
     """
-    if jax.tree.structure(preconditioner) != jax.tree.structure(params):
-        raise ValueError(
-            "preconditioner must be a pytree with the structure of params (one diagonal per leaf)"
-        )
-    for leaf, p in zip(jax.tree.leaves(params), jax.tree.leaves(preconditioner), strict=True):
-        if jnp.shape(p) != jnp.shape(leaf):
-            raise ValueError(
-                f"preconditioner leaf of shape {jnp.shape(p)} does not match parameter {jnp.shape(leaf)}"
-            )
+    checks.check_params(params)
+    checks.check_preconditioner(preconditioner, params)
+    checks.check_kernel_values(apply_fn, params, x1, x2, check_finite=check_finite)
     scale = jax.tree.map(jnp.sqrt, preconditioner)
 
     def reparametrised(phi: Params, x: Any) -> Array:
         theta = jax.tree.map(lambda t, s, q: t + s * (q - t), params, scale, phi)
         return apply_fn(theta, x)
 
-    return empirical_ntk(reparametrised, params, x1, x2, method=method, trace=trace, precision=precision)
+    reparametrised.sequence_output = getattr(apply_fn, "sequence_output", None)  # type: ignore[attr-defined]
+    return empirical_ntk(
+        reparametrised,
+        params,
+        x1,
+        x2,
+        method=method,
+        trace=trace,
+        precision=precision,
+        check_finite=False,  # checked above, on the model's own parameters
+        memory_budget=memory_budget,
+    )
 
 
 def preconditioned_one_step(
@@ -245,6 +276,8 @@ def preconditioned_one_step(
     terms: bool = True,
     method: NtkMethod = DEFAULT_METHOD,
     precision: Precision = "highest",
+    check_finite: bool = True,
+    memory_budget: float | None = None,
     **hyperparameters: Any,
 ) -> PreconditionedStep:
     r"""One step of SGD-with-momentum, RMSprop or Adam split into the batch's force and the momentum push.
@@ -261,8 +294,10 @@ def preconditioned_one_step(
       terms: also return the preconditioned kernel ``k``.
       method: how ``k`` is computed.
       precision: matmul precision.
+      check_finite, memory_budget: as in :func:`ldjax.one_step`.
       **hyperparameters: ``momentum``, ``nesterov`` / ``decay``, ``eps``, ``eps_in_sqrt`` /
-        ``b1``, ``b2``, ``eps``, ``eps_root`` (optax's defaults otherwise).
+        ``b1``, ``b2``, ``eps``, ``eps_root`` (optax's defaults otherwise). Ranges: ``learning_rate`` and
+        ``eps`` positive, ``momentum``, ``decay``, ``b1`` and ``b2`` in ``[0, 1)``, ``eps_root >= 0``.
 
     Returns:
       :class:`PreconditionedStep`.
@@ -279,7 +314,22 @@ def preconditioned_one_step(
       ((4, 2, 3, 3), True)
     """
     opt = _optax_optimizer(optimizer, learning_rate, hyperparameters)
-    checks.validate_step(apply_fn, params, x_o, x_u, y_u, loss, optimizer=opt)
+    out_shape = checks.validate_step(
+        apply_fn,
+        params,
+        x_o,
+        x_u,
+        y_u,
+        loss,
+        optimizer=opt,
+        opt_state=opt_state,
+        optimizer_name=f"optax.{'sgd' if optimizer == 'momentum' else optimizer} (optimizer={optimizer!r})",
+        check_finite=check_finite,
+    )
+    if terms:
+        checks.check_terms_memory(
+            params, x_o, x_u, out_shape, method, memory_budget, what="preconditioned_one_step"
+        )
     if opt_state is None:
         opt_state = opt.init(params)
     with checks.precision_scope(precision):
@@ -290,8 +340,9 @@ def preconditioned_one_step(
         batch_part = gradient_update(
             step.grads, preconditioner=update.preconditioner, coefficient=update.coefficient
         )
-        gradient_term, z_o = probe_change(apply_fn, params, batch_part, x_o)
-        momentum_term, _ = probe_change(apply_fn, params, update.momentum_update, x_o)
+        with checks.forward_mode("preconditioned_one_step"):
+            gradient_term, z_o = probe_change(apply_fn, params, batch_part, x_o)
+            momentum_term, _ = probe_change(apply_fn, params, update.momentum_update, x_o)
         actual = actual_change(apply_fn, params, step.updates, x_o, z_o)
         k = None
         if terms:
@@ -303,6 +354,8 @@ def preconditioned_one_step(
                 preconditioner=update.preconditioner,
                 method=method,
                 precision=precision,
+                check_finite=False,  # checked above
+                memory_budget=memory_budget,
             )
     return PreconditionedStep(
         predicted=gradient_term + momentum_term,
@@ -329,6 +382,7 @@ def _optax_optimizer(kind: str, learning_rate: float, hp: dict[str, Any]) -> opt
         raise ValueError(
             f"hyperparameters {sorted(extra)} do not apply to optimizer={kind!r}; allowed: {sorted(allowed[kind])}"
         )
+    _check_hyperparameters(learning_rate, hp)
     if kind == "sgd":
         return optax.sgd(learning_rate)
     if kind == "momentum":

@@ -54,6 +54,8 @@ def predict_log_prob_change(
     opt_state: Any = None,
     actual: bool = False,
     precision: Precision = "highest",
+    check_finite: bool = True,
+    memory_budget: float | None = None,
 ) -> LogProbChange:
     r"""Predicted change of log π on every probe, position and vocabulary entry after one update.
 
@@ -76,6 +78,14 @@ def predict_log_prob_change(
       opt_state: its state (e.g. from training); default ``optimizer.init(params)``.
       actual: also take the real optax step and return the actual change (one more forward pass).
       precision: matmul precision (default ``"highest"``).
+      check_finite: refuse NaN or inf in ``params``, the inputs, float targets and ``opt_state``
+        (``False`` skips it for speed).
+      memory_budget: bytes the logits at the probes and their change may take (a few arrays
+        ``[n_probe, *o]``); above it the call is refused, naming the cheaper routes. Default: half of the
+        device's memory (of the RAM on CPU); ``math.inf`` turns the check off.
+
+    The model must support forward mode (one JVP at the probes): a model with ``jax.custom_vjp`` is
+    refused with a message (use ``jax.custom_jvp``).
 
     Returns:
       :class:`LogProbChange`.
@@ -91,7 +101,15 @@ def predict_log_prob_change(
       >>> r.predicted.shape, bool(jnp.abs(r.actual - r.predicted).max() < 1e-5)
       ((2, 3, 5), True)
     """
-    predict = predict_fn(apply_fn, loss, optimizer=optimizer, actual=actual, precision=precision)
+    predict = predict_fn(
+        apply_fn,
+        loss,
+        optimizer=optimizer,
+        actual=actual,
+        precision=precision,
+        check_finite=check_finite,
+        memory_budget=memory_budget,
+    )
     return predict(params, x_probe, x_u, y_u, learning_rate=learning_rate, opt_state=opt_state)
 
 
@@ -102,6 +120,8 @@ def predict_fn(
     optimizer: optax.GradientTransformation | None = None,
     actual: bool = False,
     precision: Precision = "highest",
+    check_finite: bool = True,
+    memory_budget: float | None = None,
 ) -> Callable[..., LogProbChange]:
     r"""A compiled :func:`predict_log_prob_change` for one model, loss and optimizer, to hold and reuse.
 
@@ -116,6 +136,7 @@ def predict_fn(
         given to each call.
       actual: also take the real optax step and return the actual change.
       precision: matmul precision (default ``"highest"``).
+      check_finite, memory_budget: as in :func:`predict_log_prob_change`.
 
     Returns:
       ``predict(params, x_probe, x_u, y_u, *, learning_rate=None, opt_state=None) -> LogProbChange``.
@@ -131,6 +152,9 @@ def predict_fn(
       (2, 3, 5)
     """
     checks.precision_scope(precision)  # an unknown precision fails here, not at the first call
+    checks.check_optimizer(optimizer, None)
+    if memory_budget is not None:
+        checks.check_positive_budget(memory_budget)
     known_shapes: dict = {}
 
     @jax.jit
@@ -143,7 +167,7 @@ def predict_fn(
 
     def predict(params, x_probe, x_u, y_u, *, learning_rate=None, opt_state=None) -> LogProbChange:
         """Δ log π at ``x_probe`` after one update on ``(x_u, y_u)`` (see :func:`predict_log_prob_change`)."""
-        checks.validate_step(
+        out_shape = checks.validate_step(
             apply_fn,
             params,
             x_probe,
@@ -152,9 +176,13 @@ def predict_fn(
             loss,
             learning_rate,
             optimizer,
+            opt_state=opt_state,
             probe_name="x_probe",
             known_shapes=known_shapes,
+            check_finite=check_finite,
         )
-        return run(params, x_probe, x_u, y_u, opt_state, 0.0 if learning_rate is None else learning_rate)
+        checks.check_probe_memory(params, x_probe, out_shape, memory_budget, actual=actual)
+        with checks.forward_mode("predict_log_prob_change"):
+            return run(params, x_probe, x_u, y_u, opt_state, 0.0 if learning_rate is None else learning_rate)
 
     return predict

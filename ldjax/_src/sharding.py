@@ -9,6 +9,7 @@ copies of the first probe) and the padding is dropped from the result.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -62,13 +63,16 @@ def sharded_ntk(
     trace: bool = False,
     per_layer: bool = False,
     precision: Precision = "highest",
+    check_finite: bool = True,
+    memory_budget: float | None = None,
 ) -> Float[Array, "n1 n2 *o *o"] | dict[str, Array]:
     """:func:`ldjax.empirical_ntk` with the rows (``x1``) split over ``mesh``'s ``axis``.
 
     Args:
-      apply_fn, params, x1, x2, method, trace, per_layer, precision: as in
+      apply_fn, params, x1, x2, method, trace, per_layer, precision, check_finite: as in
         :func:`ldjax.empirical_ntk` (``x2=None`` means ``x1``; the default method is ``"jacobian"``, as
         there).
+      memory_budget: bytes ONE device's block of rows may take (as in :func:`ldjax.empirical_ntk`).
       mesh: a ``jax.sharding.Mesh``.
       axis: the mesh axis that splits the probes (default: the mesh's first axis).
 
@@ -84,14 +88,35 @@ def sharded_ntk(
       (4, 4, 2, 2)
     """
     name = _axis(mesh, axis)
-    checks.check_batch(x1, "x1")
+    checks.validate_kernel(
+        apply_fn,
+        params,
+        x1,
+        x2,
+        method=method,
+        trace=trace,
+        per_layer=per_layer,
+        check_finite=check_finite,
+        memory_budget=memory_budget,
+        what="sharded_ntk",
+        row_blocks=mesh.shape[name],
+    )
     if x2 is None:
         x2 = x1
     padded, n1 = _pad(x1, mesh.shape[name])
 
     def block(p: Params, a: Any, b: Any) -> Any:
         return empirical_ntk(
-            apply_fn, p, a, b, method=method, trace=trace, per_layer=per_layer, precision=precision
+            apply_fn,
+            p,
+            a,
+            b,
+            method=method,
+            trace=trace,
+            per_layer=per_layer,
+            precision=precision,
+            check_finite=False,  # checked above, on the whole batch
+            memory_budget=math.inf,  # checked above, per device
         )
 
     out = jax.shard_map(
@@ -118,11 +143,13 @@ def sharded_log_prob_change(
     opt_state: Any = None,
     axis: str | None = None,
     precision: Precision = "highest",
+    check_finite: bool = True,
 ) -> Float[Array, " n_probe *o"]:
     """:func:`ldjax.predict_log_prob_change` (``predicted``) with the probes split over ``mesh``.
 
     The update is computed once from the batch (replicated); each device then runs the JVP for its
-    share of the probes.
+    share of the probes. The arguments are those of :func:`ldjax.predict_log_prob_change`, with
+    ``mesh`` and its ``axis`` (default: the mesh's first axis) splitting the probes.
 
     Returns:
       Predicted Δ log π, ``[n_probe, *o]``, sharded along the probes.
@@ -138,7 +165,17 @@ def sharded_log_prob_change(
     """
     name = _axis(mesh, axis)
     checks.validate_step(
-        apply_fn, params, x_probe, x_u, y_u, loss, learning_rate, optimizer, probe_name="x_probe"
+        apply_fn,
+        params,
+        x_probe,
+        x_u,
+        y_u,
+        loss,
+        learning_rate,
+        optimizer,
+        opt_state=opt_state,
+        probe_name="x_probe",
+        check_finite=check_finite,
     )
     if optimizer is None:
         optimizer = optax.sgd(learning_rate)
@@ -149,11 +186,12 @@ def sharded_log_prob_change(
         def block(p: Params, u: Any, xp: Any) -> Array:
             return probe_change(apply_fn, p, u, xp)[0]
 
-        out = jax.shard_map(
-            block,
-            mesh=mesh,
-            in_specs=(PartitionSpec(), PartitionSpec(), PartitionSpec(name)),
-            out_specs=PartitionSpec(name),
-            check_vma=False,
-        )(params, updates, padded)
+        with checks.forward_mode("sharded_log_prob_change"):
+            out = jax.shard_map(
+                block,
+                mesh=mesh,
+                in_specs=(PartitionSpec(), PartitionSpec(), PartitionSpec(name)),
+                out_specs=PartitionSpec(name),
+                check_vma=False,
+            )(params, updates, padded)
     return out[:n]

@@ -6,6 +6,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array
 from jaxtyping import Float
 
@@ -46,7 +47,9 @@ def g_term(loss_fn: LossFn, logits: Float[Array, " n *o"], target: Any) -> Float
     r"""The force :math:`G = \partial L / \partial z`, by automatic differentiation.
 
     Any loss works: ``loss_fn(logits, target)`` must return a scalar (the built-in losses return
-    the mean over the batch, so G carries the 1/n factor of the loss).
+    the mean over the batch, so G carries the 1/n factor of the loss). The loss's own target check
+    (``loss_fn.check_target``: labels in ``[0, k)``, ...) runs first, so a label out of range is an
+    error, not a zero row of G.
 
     Args:
       loss_fn: ``loss_fn(logits[n, *o], target) -> scalar``.
@@ -61,5 +64,11 @@ def g_term(loss_fn: LossFn, logits: Float[Array, " n *o"], target: Any) -> Float
       >>> ldjax.g_term(ldjax.losses.cross_entropy, jnp.zeros((1, 2)), jnp.array([1]))
       Array([[ 0.5, -0.5]], dtype=float32)
     """
+    if np.ndim(logits) < 2:
+        raise ValueError(
+            f"logits has shape {np.shape(logits)}: expected a batch [n, *o] (for one example use logits[None])"
+        )
+    checks.check_loss_target(loss_fn, tuple(np.shape(logits)[1:]), target, "target")
+    checks.check_targets_batch(target, np.shape(logits)[0], "target", "logits")
     checks.check_scalar_loss(loss_fn, logits, target, "loss_fn")
     return jax.grad(loss_fn)(logits, target)

@@ -77,6 +77,43 @@ def _call(fn: Callable, args: tuple, data: Any) -> Any:
     return fn(*args) if data is None else fn(*args, data)
 
 
+def update_fn(
+    loss_fn: Callable[..., Array],
+    optimizer: optax.GradientTransformation,
+    *,
+    accumulate: Callable[..., PyTree] | None = None,
+) -> Callable[..., tuple[tuple[Params, Any], tuple[Array, PyTree]]]:
+    """One optax update, the step :func:`train` scans: ``update((params, opt_state), batch, data=None)``.
+
+    For loops that :func:`train` cannot express, e.g. on-policy RL, which alternates sampling a rollout
+    with a few updates on it: call ``update`` inside your own ``jax.jit``/``lax.scan``.
+
+    Args:
+      loss_fn, optimizer, accumulate: as in :func:`train`.
+
+    Returns:
+      ``update(carry, batch, data=None) -> ((params, opt_state), (loss, accumulated))``, where ``loss``
+      is taken before the update and ``accumulated`` is ``accumulate``'s output (``None`` without it).
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> from ldjax._src.training import update_fn
+      >>> update = update_fn(lambda p, b: jnp.sum((p - b) ** 2), optax.sgd(0.25))
+      >>> (params, _), (loss, _) = update((jnp.zeros(2), optax.sgd(0.25).init(jnp.zeros(2))), jnp.ones(2))
+      >>> params, loss
+      (Array([0.5, 0.5], dtype=float32), Array(2., dtype=float32))
+    """
+
+    def update(carry, batch, data=None):
+        params, opt_state = carry
+        loss, grads = jax.value_and_grad(lambda p: _call(loss_fn, (p, batch), data))(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        acc = None if accumulate is None else _call(accumulate, (params, batch, updates), data)
+        return (optax.apply_updates(params, updates), opt_state), (loss, acc)
+
+    return update
+
+
 def train(
     loss_fn: Callable[..., Array],
     params: Params,
@@ -140,13 +177,7 @@ def train(
     if opt_state is None:
         opt_state = optimizer.init(params)
     segments = jax.tree.map(lambda b: b.reshape((num_segments, every, *b.shape[1:])), batches)
-
-    def update(carry, batch, data):
-        params, opt_state = carry
-        loss, grads = jax.value_and_grad(lambda p: _call(loss_fn, (p, batch), data))(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        acc = None if accumulate is None else _call(accumulate, (params, batch, updates), data)
-        return (optax.apply_updates(params, updates), opt_state), (loss, acc)
+    update = update_fn(loss_fn, optimizer, accumulate=accumulate)
 
     def segment(carry, seg_and_step, data):
         seg, step = seg_and_step

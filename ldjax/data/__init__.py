@@ -26,6 +26,8 @@ from ldjax._src.data.gaussian import gaussian_p_star
 from ldjax._src.data.gaussian import gaussian_toy
 from ldjax._src.data.gaussian import split_toy
 from ldjax._src.data.gaussian import symmetric_label_noise
+from ldjax._src.data.graph_walks import GraphWalks
+from ldjax._src.data.graph_walks import walk_rewards
 from ldjax._src.data.language import PROBE_TYPES
 from ldjax._src.data.language import Language
 from ldjax._src.data.language import Prompt
@@ -45,3 +47,4 @@ __all__ += ("load_cifar10", "load_cifar10h", "load_digits", "load_mnist", "load_
 __all__ += ("Cifar3", "GaussianToy", "gaussian_p_star", "gaussian_toy", "load_cifar3", "renormalise")
 __all__ += ("split_toy", "symmetric_label_noise")
 __all__ += ("PROBE_TYPES", "Language", "Prompt", "preference_language")
+__all__ += ("GraphWalks", "walk_rewards")

@@ -11,6 +11,7 @@ from typing import Any
 from ldjax._src.experiments import claims
 from ldjax._src.experiments import common
 from ldjax._src.experiments import registry
+from ldjax._src.experiments import storage
 
 _CSS = """
 :root { --fg:#1d2430; --muted:#5b6575; --ok:#17753a; --bad:#b3261e; --line:#dde2ea; --bg:#f7f8fa; }
@@ -99,18 +100,59 @@ def _rows_table(rows: list[dict[str, Any]], kind: str, *, with_experiment: bool 
     return f"<table>{head}{''.join(body)}</table>"
 
 
+def figure_path(folder: Path, name: Any) -> Path | None:
+    """``folder/name`` when ``name`` is a plain ``.png`` file name inside ``folder``, else ``None``.
+
+    ``results.json`` may come from elsewhere (a shared folder): a name with a path separator, ``..``, a
+    leading dot, or a link that leads out of the folder is never read into the page.
+
+    Example:
+      >>> from pathlib import Path
+      >>> from ldjax._src.app.report import figure_path
+      >>> figure_path(Path("results/demo"), "../../../../etc/hostname") is None
+      True
+    """
+    if not isinstance(name, str) or not name.endswith(".png") or name.startswith("."):
+        return None
+    if "/" in name or "\\" in name or "\x00" in name or Path(name).name != name:
+        return None
+    path = folder / name
+    try:
+        if not path.is_file() or path.resolve().parent != folder.resolve():
+            return None
+    except OSError:
+        return None
+    return path
+
+
 def _section(spec: registry.ExperimentSpec, out: Path, status: dict[str, Any]) -> tuple[str, list[dict]]:
     folder = out / spec.name
     path = folder / common.RESULTS_FILE
     esc = html.escape
     head = f'<section id="{spec.name}"><h2>{esc(spec.name)} — {esc(spec.description)}</h2>'
-    if not path.exists():
+    record, why = storage.read_json(path)
+    if not isinstance(record, dict):
         entry = status.get(spec.name, {})
-        state = entry.get("state", "not run")
-        reason = entry.get("reason") or "run `ldjax reproduce " + spec.name + "`"
-        body = f'<p class="skipped">{esc(state)}: {esc(reason)}</p><p class="meta">data: {esc(spec.data)}</p>'
+        state, reason = entry.get("state", "not run"), entry.get("reason") or ""
+        if why != "absent":
+            state, reason = "unreadable", why or f"{path} is not a JSON object"
+        reason = reason or "run `ldjax reproduce " + spec.name + "`"
+        body = f'<p class="skipped">{esc(str(state))}: {esc(str(reason))}</p><p class="meta">data: {esc(spec.data)}</p>'
         return head + body + "</section>", []
-    record = json.loads(path.read_text())
+    try:
+        return _record_section(spec, folder, record, head)
+    except (AttributeError, KeyError, TypeError, ValueError) as err:
+        body = (
+            f'<p class="skipped">unreadable: {esc(str(path))} is malformed ({esc(type(err).__name__)}: '
+            f"{esc(str(err))}); rerun `ldjax reproduce {esc(spec.name)} --force`</p>"
+        )
+        return head + body + "</section>", []
+
+
+def _record_section(
+    spec: registry.ExperimentSpec, folder: Path, record: dict[str, Any], head: str
+) -> tuple[str, list[dict]]:
+    esc = html.escape
     env = record.get("environment", {})
     rows = [claims.normalise(row) for row in record.get("fidelity", [])]
     parts = [head]
@@ -128,8 +170,11 @@ def _section(spec: registry.ExperimentSpec, out: Path, status: dict[str, Any]) -
         if table:
             parts.append(f"<h3>{title}</h3>{table}")
     for name in record.get("figures", []):
-        image = folder / name
-        if not image.exists():
+        image = figure_path(folder, name)
+        if image is None:
+            parts.append(
+                f'<p class="skipped">figure {esc(repr(name))} not shown: not a .png file of this folder</p>'
+            )
             continue
         data = base64.b64encode(image.read_bytes()).decode()
         parts.append(
@@ -149,8 +194,7 @@ def build(out: str | Path = "results") -> Path:
       >>> report.build("results")  # doctest: +SKIP
     """
     out = Path(out)
-    status_path = out / "status.json"
-    status = json.loads(status_path.read_text()) if status_path.exists() else {}
+    status = storage.read_status(out)
     sections, all_rows = [], []
     for spec in registry.EXPERIMENTS:
         section, rows = _section(spec, out, status)
@@ -181,4 +225,4 @@ def build(out: str | Path = "results") -> Path:
         "<div class='formula'>Δ log π(y | x_o) = −η · A(x_o) · K(x_o, x_u) · G(x_u, y_u) + O(η²)</div>"
         f"<nav>{nav}</nav>" + "".join(summary) + "".join(sections) + "</main></body></html>"
     )
-    return common.write_atomic(out / "report.html", page.encode())
+    return storage.write_atomic(out / "report.html", page.encode())

@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import json
-import math
+import functools
 import os
 import platform
-import tempfile
+import shutil
+import sys
 import time
 from collections.abc import Iterable
 from collections.abc import Sequence
@@ -23,11 +23,13 @@ from types import ModuleType
 from typing import Any
 from typing import NamedTuple
 
-import numpy as np
-
 from ldjax._src.experiments import claims
+from ldjax._src.experiments import storage
 
-RESULTS_FILE = "results.json"
+RESULTS_FILE = storage.RESULTS_FILE
+to_jsonable = storage.to_jsonable
+write_atomic = storage.write_atomic
+write_json_atomic = storage.write_json_atomic
 
 
 class Fidelity(NamedTuple):
@@ -66,50 +68,6 @@ def environment() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
-
-
-def to_jsonable(obj: Any) -> Any:
-    """numpy/jax arrays → lists, NamedTuples/dataclasses → dicts, non-finite floats → None."""
-    if isinstance(obj, dict):
-        return {str(key): to_jsonable(value) for key, value in obj.items()}
-    if hasattr(obj, "_asdict"):
-        return to_jsonable(obj._asdict())
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return to_jsonable(dataclasses.asdict(obj))
-    if isinstance(obj, list | tuple):
-        return [to_jsonable(value) for value in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "__array__") and not isinstance(obj, str | bytes):
-        array = np.asarray(obj)
-        if array.ndim == 0:
-            return to_jsonable(array.item())
-        return to_jsonable(array.tolist())
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, np.generic):
-        return to_jsonable(obj.item())
-    return obj
-
-
-def write_atomic(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as JSON (see :func:`to_jsonable`) atomically."""
-    return write_atomic(path, json.dumps(to_jsonable(obj), indent=1).encode())
 
 
 def save_figure(fig: Any, out_dir: str | Path, stem: str) -> Path:
@@ -161,17 +119,8 @@ def config_dict(config: Any) -> dict[str, Any]:
     return to_jsonable(dataclasses.asdict(config))
 
 
-def is_complete(out_dir: str | Path, config: Any) -> bool:
-    """Whether ``out_dir`` holds a finished run of exactly ``config``."""
-    path = Path(out_dir) / RESULTS_FILE
-    if not path.exists():
-        return False
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    figures_ok = all((Path(out_dir) / name).exists() for name in saved.get("figures", []))
-    return bool(saved.get("complete")) and saved.get("config") == config_dict(config) and figures_ok
+def _listing(folder: Path) -> list[str]:
+    return sorted(entry.name for entry in folder.iterdir())
 
 
 def run_and_save(
@@ -182,32 +131,50 @@ def run_and_save(
     data_dir: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run an experiment, write its figures, then ``results.json`` (written last, atomically).
+    """Run an experiment into a fresh folder, then swap it in for ``out_dir`` whole.
 
-    Returns the saved record: ``experiment``, ``config``, ``dataset``, ``environment``,
-    ``wall_seconds``, ``fidelity``, ``figures`` (file names relative to ``out_dir``), ``results``.
+    The run, its figures and ``results.json`` (written last) go to a hidden folder beside ``out_dir``,
+    which then replaces ``out_dir`` in two renames: a run killed at any moment leaves the old results or
+    the new ones, never new figures beside an old ``results.json``. Call it under
+    :func:`storage.experiment_lock` when other runs may write the same folder. ``out_dir`` must be absent,
+    empty or an earlier ldjax result (:func:`storage.check_replaceable`).
+
+    Returns the saved record: ``experiment``, ``config``, ``dataset``, ``data_files`` (the files read, with
+    their SHA-256; ``None`` when the experiment reads none), ``request`` (the data directory asked for and
+    what the loaders could see, see :func:`storage.reusable`), ``environment``, ``wall_seconds``,
+    ``fidelity``, ``figures`` (file names relative to ``out_dir``), ``files`` and ``results``.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    results = module.run(config, data_dir=data_dir, progress=progress)
-    run_seconds = time.perf_counter() - start
-    if "dataset" not in results:
-        raise ValueError(f"{module.__name__}.run must report the data set it used under 'dataset'")
-    figures = [Path(p).name for p in module.plot(results, out_dir)]
-    rows = [row._asdict() for row in module.fidelity(results)]
-    record = {
-        "experiment": module.__name__.rsplit(".", 1)[-1],
-        "complete": True,
-        "config": config_dict(config),
-        "dataset": results["dataset"],
-        "environment": environment(),
-        "wall_seconds": run_seconds,
-        "fidelity": rows,
-        "figures": figures,
-        "results": results,
-    }
-    write_json_atomic(out_dir / RESULTS_FILE, record)
+    out_dir = Path(out_dir).absolute()
+    storage.check_replaceable(out_dir)
+    storage.remove_leftovers(out_dir)
+    folder = storage.new_dir(out_dir)
+    try:
+        start = time.perf_counter()
+        results = module.run(config, data_dir=data_dir, progress=progress)
+        run_seconds = time.perf_counter() - start
+        if "dataset" not in results:
+            raise ValueError(f"{module.__name__}.run must report the data set it used under 'dataset'")
+        figures = [Path(p).name for p in module.plot(results, folder)]
+        rows = [row._asdict() for row in module.fidelity(results)]
+        record = {
+            "experiment": module.__name__.rsplit(".", 1)[-1],
+            "complete": True,
+            "config": config_dict(config),
+            "dataset": results["dataset"],
+            "data_files": results.get("data_files"),
+            "request": storage.request(data_dir, reads_files="data_files" in results),
+            "environment": environment(),
+            "wall_seconds": run_seconds,
+            "fidelity": rows,
+            "figures": figures,
+            "files": [*_listing(folder), RESULTS_FILE],
+            "results": results,
+        }
+        write_json_atomic(folder / RESULTS_FILE, record)
+        storage.replace_dir(folder, out_dir)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     return to_jsonable(record)
 
 
@@ -227,25 +194,29 @@ def _parse_value(text: str, default: Any) -> Any:
     return type(default)(text)
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a one-line error (``prog: error: ...``, exit code 2) instead of usage + error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def config_parser(config_cls: type, *, prog: str, description: str = "") -> argparse.ArgumentParser:
     """An argparse parser with one ``--field`` flag per ``Config`` field (tuples comma-separated)."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = ArgumentParser(prog=prog, description=description)
     parser.add_argument("--out", default=None, help="output directory (default results/<experiment>)")
     parser.add_argument("--data-dir", default=None, help="directory holding the data files")
     parser.add_argument("--full", action="store_true", help="use the full-size settings (FULL)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     defaults = config_cls()
     for field in dataclasses.fields(config_cls):
         default = getattr(defaults, field.name)
         flag = "--" + field.name.replace("_", "-")
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        parser.add_argument(
-            flag,
-            dest=field.name,
-            default=None,
-            type=lambda text, d=default: _parse_value(text, d),
-            help=f"(default {shown})",
-        )
+        parse = functools.partial(_parse_value, default=default)
+        parse.__name__ = "true/false" if isinstance(default, bool) else type(default).__name__  # type: ignore[attr-defined]
+        parser.add_argument(flag, dest=field.name, default=None, type=parse, help=f"(default {shown})")
     return parser
 
 
@@ -260,15 +231,33 @@ def config_from_args(module: ModuleType, args: argparse.Namespace) -> Any:
 
 
 def main(module: ModuleType, argv: Sequence[str] | None = None) -> int:
-    """CLI of one experiment: flags from ``Config``; writes results.json and figures."""
+    """CLI of one experiment: flags from ``Config``; writes results.json and figures.
+
+    A mistake in the call (a bad ``--out`` or ``--data-dir``, missing or corrupt data) is one line on
+    stderr and exit code 2; ``--debug`` shows the traceback instead.
+    """
+    from ldjax._src.data.errors import DataCorrupt
+    from ldjax._src.data.errors import DataUnavailable
+
     name = module.__name__.rsplit(".", 1)[-1]
-    parser = config_parser(
-        module.Config, prog=f"python -m ldjax.experiments.{name}", description=module.__doc__
-    )
+    prog = f"python -m ldjax.experiments.{name}"
+    parser = config_parser(module.Config, prog=prog, description=module.__doc__)
     args = parser.parse_args(argv)
-    config = config_from_args(module, args)
-    out_dir = Path(args.out or Path("results") / name)
-    record = run_and_save(module, config, out_dir, data_dir=args.data_dir, progress=not args.no_progress)
+    try:
+        try:
+            config = config_from_args(module, args)
+        except (TypeError, ValueError) as err:
+            raise storage.UsageError(f"bad settings: {err}") from err
+        data_dir = storage.check_data_dir(args.data_dir)
+        out_dir = storage.check_out_dir(Path("results") / name if args.out is None else args.out).absolute()
+        storage.check_replaceable(out_dir)
+        with storage.experiment_lock(out_dir, name):
+            record = run_and_save(module, config, out_dir, data_dir=data_dir, progress=not args.no_progress)
+    except (storage.UsageError, DataUnavailable, DataCorrupt) as err:
+        if args.debug:
+            raise
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
     print(f"{name}: {record['dataset']}; {record['wall_seconds']:.1f} s; results in {out_dir}")
     for row in map(claims.normalise, record["fidelity"]):
         mark = "holds" if row["holds"] else "MISSED"

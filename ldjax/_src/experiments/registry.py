@@ -100,6 +100,20 @@ EXPERIMENTS: tuple[ExperimentSpec, ...] = (
         0.1,
         0.3,
     ),
+    ExperimentSpec(
+        "head_probing",
+        "head probing before fine-tuning (ch. 6): the energy p − e_y, the feature change, downstream accuracy",
+        "MNIST from LDJAX_DATA_DIR / cache / download; scikit-learn digits otherwise",
+        0.7,
+        3.0,
+    ),
+    ExperimentSpec(
+        "grpo_exploration",
+        "GRPO raises pass@1 but lowers pass@256 (probability squeezed into the top-1); SimKO vs GRPO",
+        "synthetic layered-graph walks (no files)",
+        2.0,
+        10.0,
+    ),
 )
 
 

@@ -4,24 +4,28 @@ A loss is ``loss(logits[n, *o], target) -> scalar`` (see :class:`ldjax._src.typi
 serve all of them:
 
 * :func:`with_target_check` attaches ``check_target(out_shape, target, name)``, which
-  :func:`ldjax.one_step` calls before tracing so that a bad target fails with a message naming it;
+  :func:`ldjax.one_step` calls before tracing so that a bad target fails with a message naming it, and
+  makes the loss run the same check whenever it is called on a batch (a label out of range never gives a
+  silent zero force); :func:`checks_target` does the second part for a closed-form force ``*_g``;
 * :func:`bind` turns a loss with keyword hyper-parameters (``dpo(logits, target, *, beta)``) into a
   two-argument loss that keeps the check (``dpo_fn(beta) = bind(dpo, beta=beta)``);
 * :func:`softmax_minus_one_hot` is :math:`\pi - e_y`, the factor that every closed-form force of a
   log-likelihood term carries (``cross_entropy_g``, ``sft_g``, ``dpo_g``, ``grpo_g``, ...).
 """
 
+import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 from typing import TypeVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array
 from jaxtyping import Float
 from jaxtyping import Int
 
-from ldjax._src import checks
 from ldjax._src.typing import CheckTarget
 from ldjax._src.typing import Loss
 
@@ -33,7 +37,9 @@ def with_target_check(check: CheckTarget) -> Callable[[_F], _F]:
 
     ``out_shape`` is the shape of ONE example's logits (``(k,)`` or ``(T, V)``), ``target`` the whole
     batch's target and ``name`` the argument to name in the error (``"y_u"``). The check raises
-    ``ValueError``; it may read concrete values (label ranges) but must not fail under tracing.
+    ``ValueError``; it may read concrete values (label ranges) but must not fail under tracing. The
+    decorated loss also runs the check itself whenever it is called on a batch of logits (``[n, *o]``),
+    naming its own second parameter (see :func:`checks_target`).
 
     Example:
       >>> import jax.numpy as jnp, ldjax
@@ -46,11 +52,44 @@ def with_target_check(check: CheckTarget) -> Callable[[_F], _F]:
       >>> squared.check_target((3,), jnp.zeros((2, 4)), "y_u")
       Traceback (most recent call last):
       ValueError: y_u has shape (2, 4), expected [n, *(3,)]
+      >>> squared(jnp.zeros((2, 3)), jnp.zeros((2, 4)))
+      Traceback (most recent call last):
+      ValueError: target has shape (2, 4), expected [n, *(3,)]
     """
 
     def decorate(loss: _F) -> _F:
-        loss.check_target = check  # type: ignore[attr-defined]
-        return loss
+        checked = checks_target(check)(loss)
+        checked.check_target = check  # type: ignore[attr-defined]
+        return checked
+
+    return decorate
+
+
+def checks_target(check: CheckTarget) -> Callable[[_F], _F]:
+    """Decorator making ``fn(logits, target, ...)`` run ``check`` on its arguments when called on a batch.
+
+    The check runs when ``logits`` has a batch axis (``ndim >= 2``), with the shape of one example's
+    logits and the name of ``fn``'s second parameter; under ``jax.jit`` it sees tracers and checks shapes
+    only. Used for the losses (through :func:`with_target_check`) and their closed-form forces ``*_g``.
+
+    Example:
+      >>> import jax.numpy as jnp, ldjax
+      >>> ldjax.losses.cross_entropy_g(jnp.zeros((1, 3)), jnp.array([9]))
+      Traceback (most recent call last):
+      ValueError: labels holds labels in [9, 9] but the model has k=3 classes: expected labels in [0, 3)
+    """
+
+    def decorate(fn: _F) -> _F:
+        parameters = list(inspect.signature(fn).parameters)
+        name = parameters[1] if len(parameters) > 1 else "target"
+
+        @functools.wraps(fn)
+        def checked(logits: Any, target: Any, /, *args: Any, **kwargs: Any) -> Any:
+            if np.ndim(logits) >= 2:
+                check(tuple(np.shape(logits)[1:]), target, name)
+            return fn(logits, target, *args, **kwargs)
+
+        return checked  # type: ignore[return-value]
 
     return decorate
 
@@ -82,7 +121,9 @@ def bind(loss: Callable[..., Array], /, **hyper: Any) -> Loss:
     bound.__name__ = bound.__qualname__ = f"{getattr(loss, '__name__', 'loss')}({arguments})"
     bound.__doc__ = loss.__doc__
     check = getattr(loss, "check_target", None)
-    return with_target_check(check)(bound) if check is not None else bound
+    if check is not None:  # the inner loss runs the check when called; bound only carries it for one_step
+        bound.check_target = check  # type: ignore[attr-defined]
+    return bound
 
 
 def softmax_minus_one_hot(logits: Float[Array, "*b k"], labels: Int[Array, "*b"]) -> Float[Array, "*b k"]:
@@ -109,25 +150,3 @@ def token_log_probs(logits: Float[Array, "*b k"], tokens: Int[Array, "*b"]) -> F
     """
     logp = jax.nn.log_softmax(logits, axis=-1)
     return jnp.take_along_axis(logp, tokens[..., None].astype(jnp.int32), axis=-1)[..., 0]
-
-
-def check_ids(ids: Any, size: int, name: str, *, what: str, short: str, bound: str) -> None:
-    """``ids`` must be integers in ``[0, size)``: the shared dtype and range check of labels and tokens.
-
-    Args:
-      ids: integer labels or token ids (any shape).
-      size: the number of classes ``k`` or the vocabulary size ``V``.
-      name: the argument to name in the message (``"y_u"``, ``"y_u.tokens"``).
-      what: what the ids are (``"class labels"``).
-      short: their short name in the range message (``"labels"``).
-      bound: where ``size`` comes from (``"the model has k=4 classes"``).
-    """
-    dtype = jnp.result_type(ids)
-    if not jnp.issubdtype(dtype, jnp.integer):
-        raise ValueError(f"{name} must hold integer {what} in [0, {size}), got dtype {dtype}")
-    value = checks.concrete(ids)
-    if value is not None and value.size and (value.min() < 0 or value.max() >= size):
-        raise ValueError(
-            f"{name} holds {short} in [{value.min()}, {value.max()}] but {bound}: "
-            f"expected {short} in [0, {size})"
-        )

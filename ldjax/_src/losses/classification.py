@@ -10,7 +10,7 @@ from jaxtyping import Float
 from jaxtyping import Int
 
 from ldjax._src import checks
-from ldjax._src.losses._base import check_ids
+from ldjax._src.losses._base import checks_target
 from ldjax._src.losses._base import softmax_minus_one_hot
 from ldjax._src.losses._base import token_log_probs
 from ldjax._src.losses._base import with_target_check
@@ -20,7 +20,7 @@ def check_integer_labels(out_shape: tuple[int, ...], labels: Any, name: str) -> 
     """Labels must be integers in ``[0, k)`` with one label per example (and position)."""
     k = out_shape[-1]
     bound = f"the model has k={k} classes"
-    check_ids(labels, k, name, what="class labels", short="labels", bound=bound)
+    checks.check_ids(labels, k, name, what="class labels", short="labels", bound=bound)
     expected = tuple(out_shape[:-1])
     if tuple(np.shape(labels)[1:]) != expected:
         raise ValueError(
@@ -56,6 +56,7 @@ def cross_entropy(logits: Float[Array, "n *t k"], labels: Int[Array, " n *t"]) -
     return -jnp.mean(token_log_probs(logits, labels))
 
 
+@checks_target(check_integer_labels)
 def cross_entropy_g(logits: Float[Array, "n *t k"], labels: Int[Array, " n *t"]) -> Float[Array, "n *t k"]:
     r"""Closed form of :math:`\partial L/\partial z` for :func:`cross_entropy`: :math:`(\pi - e_y)/m`.
 
@@ -74,6 +75,7 @@ def soft_cross_entropy(logits: Float[Array, "n k"], targets: Float[Array, "n k"]
     return -jnp.sum(targets * logp) / np.prod(logits.shape[:-1])
 
 
+@checks_target(check_probability_targets)
 def soft_cross_entropy_g(logits: Float[Array, "n k"], targets: Float[Array, "n k"]) -> Float[Array, "n k"]:
     r"""Closed form for :func:`soft_cross_entropy`: :math:`(\pi - q)/n` (targets summing to one)."""
     probs = jax.nn.softmax(logits, axis=-1)

@@ -46,7 +46,7 @@ from jaxtyping import Int
 
 from ldjax._src import checks
 from ldjax._src.losses._base import bind
-from ldjax._src.losses._base import check_ids
+from ldjax._src.losses._base import checks_target
 from ldjax._src.losses._base import softmax_minus_one_hot
 from ldjax._src.losses._base import token_log_probs
 from ldjax._src.losses._base import with_target_check
@@ -137,7 +137,7 @@ def check_tokens(out_shape: tuple[int, ...], tokens: Any, mask: Any, name: str) 
         )
     seq_len, vocab = out_shape
     bound = f"the vocabulary has V={vocab} entries"
-    check_ids(tokens, vocab, f"{name}.tokens", what="token ids", short="ids", bound=bound)
+    checks.check_ids(tokens, vocab, f"{name}.tokens", what="token ids", short="ids", bound=bound)
     shape = tuple(np.shape(tokens))
     if len(shape) != 2 or shape[1] != seq_len:
         raise ValueError(
@@ -208,6 +208,7 @@ def sft(logits: Float[Array, "n T V"], target: SequenceTarget) -> Float[Array, "
     return -jnp.sum(target.mask * picked) / _normaliser(target.mask)
 
 
+@checks_target(check_sequence_target)
 def sft_g(logits: Float[Array, "n T V"], target: SequenceTarget) -> Float[Array, "n T V"]:
     r"""Closed form of :math:`\partial L/\partial z` for :func:`sft`: :math:`(\pi - e_y)\,\text{mask}/N`."""
     weight = target.mask / _normaliser(target.mask)
@@ -262,6 +263,7 @@ def dpo(logits: Float[Array, "n T V"], target: PreferenceTarget, *, beta: float 
     return -jnp.mean(jax.nn.log_sigmoid(beta * h))
 
 
+@checks_target(check_preference_target)
 def dpo_g(logits: Float[Array, "n T V"], target: PreferenceTarget, *, beta: float) -> Float[Array, "n T V"]:
     r"""Closed form for :func:`dpo`.
 
@@ -289,6 +291,7 @@ def ipo(logits: Float[Array, "n T V"], target: PreferenceTarget, *, tau: float =
     return jnp.mean((h - 1.0 / (2.0 * tau)) ** 2)
 
 
+@checks_target(check_preference_target)
 def ipo_g(logits: Float[Array, "n T V"], target: PreferenceTarget, *, tau: float) -> Float[Array, "n T V"]:
     r"""Closed form for :func:`ipo`: :math:`\partial L/\partial h_i = \frac2m (h_i - \frac1{2\tau})`, then as DPO."""
     h, m = _margin(logits, target)
@@ -322,6 +325,7 @@ def slic(
     return jnp.mean(hinge) - regularization * jnp.mean(logp[:m])
 
 
+@checks_target(check_preference_target)
 def slic_g(
     logits: Float[Array, "n T V"], target: PreferenceTarget, *, delta: float, regularization: float
 ) -> Float[Array, "n T V"]:

@@ -13,6 +13,8 @@ from jaxtyping import Array
 from jaxtyping import Float
 from jaxtyping import Int
 
+from ldjax._src import checks
+
 
 class CausalSelfAttention(nnx.Module):
     """Multi-head causal self-attention: ``[b, T, d] -> [b, T, d]``."""
@@ -114,6 +116,32 @@ class TinyTransformer(nnx.Module):
             setattr(self, f"block{i}", Block(d_model, n_heads, d_ff, rngs=rngs))
         self.ln_final = nnx.LayerNorm(d_model, rngs=rngs)
         self.head = nnx.Linear(d_model, vocab_size, rngs=rngs)
+
+    def check_input(self, tokens: Int[Array, "b T"], name: str = "tokens") -> None:
+        """Token ids must be integers in ``[0, V)`` with ``T <= max_len``; ``name`` is named in the error.
+
+        ldjax's analyses call it on every batch (through :func:`ldjax.from_nnx`): JAX clamps an
+        out-of-range lookup going forward and drops it going back, so a bad id would give a wrong
+        kernel, not an error.
+
+        Example:
+          >>> import jax.numpy as jnp, ldjax, ldjax.models
+          >>> from flax import nnx
+          >>> model = ldjax.models.TinyTransformer(11, 8, 16, 2, 1, 32, rngs=nnx.Rngs(0))
+          >>> model.check_input(jnp.array([[3, 11]]), "x_u")
+          Traceback (most recent call last):
+          ValueError: x_u holds ids in [3, 11] but the vocabulary has V=11 entries: expected ids in [0, 11)
+        """
+        vocab = self.token_embed.num_embeddings
+        bound = f"the vocabulary has V={vocab} entries"
+        checks.check_ids(tokens, vocab, name, what="token ids", short="ids", bound=bound)
+        shape = tuple(jnp.shape(tokens))
+        if len(shape) != 2:
+            raise ValueError(f"{name} must be a batch of token ids [n, T], got shape {shape}")
+        if shape[1] > self.max_len:
+            raise ValueError(
+                f"{name} has length T={shape[1]} but the model has max_len={self.max_len} positions"
+            )
 
     def __call__(self, tokens: Int[Array, "b T"]) -> Float[Array, "b T V"]:
         if tokens.ndim != 2:
