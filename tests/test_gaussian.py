@@ -206,3 +206,12 @@ def test_gaussian_experiment_smoke(tmp_path):
     assert (
         len(pic["own_steps"]) <= 3
     )  # at most one minibatch per epoch (200 = 6·32 + 8: an epoch may drop it)
+
+
+def test_method_spread_note_counts_the_closest_target_first_and_the_others_range():
+    from ldjax._src.experiments import gaussian_paths as gp
+
+    distance = np.tile(np.array([0.5, 0.0, 0.2]), (3, 1))
+    accuracy = np.array([[0.80, 0.85, 0.81], [0.80, 0.79, 0.806], [0.80, 0.90, 0.80]])
+    note = gp.method_spread_note(accuracy, distance)
+    assert "best accuracy in 2 of 3 seeds" in note and "within 0.010 of each other" in note

@@ -25,7 +25,8 @@ crops and flips, on all of CIFAR-10 (``FULL`` is closer: ResNet-18 layout, augme
 3,000 images; GroupNorm instead of BatchNorm so that one example's logits never depend on the batch).
 
 Quick settings (the defaults): 3 seeds, ResNet 8-16-32, 500 training images, 30 epochs, a record
-per epoch: about 1.5 minutes on 2 idle CPU cores. ``FULL``: 3 seeds, ResNet-18 layout (64-128-256-512,
+per epoch: 252 s of CPU time (647 s wall on 2 cores shared at load ≈ 10), so at least 2 minutes
+on 2 idle cores. ``FULL``: 3 seeds, ResNet-18 layout (64-128-256-512,
 two blocks per stage) with crops and flips, 2,000 training images, 60 epochs, two records per epoch:
 sized for one GPU in under 10 minutes (not run on a GPU yet).
 """

@@ -35,8 +35,8 @@ grid of η instead of 120 random draws (``FULL`` has 120 runs); the learning pat
 settings (the authors' Part 2 used batch 10, learning rate 3e-4 and 200 epochs); distances to p* are
 root-mean-square over the training set (the authors' Frobenius norm divided by √n).
 
-Quick settings (the defaults): 3 seeds, 8 methods per seed, 3 seeds of every-update paths: about
-1.5 minutes on 2 idle CPU cores. ``FULL``: 10 seeds and a 12-point η grid (120 noisy-target runs):
+Quick settings (the defaults): 3 seeds, 8 methods per seed, 3 seeds of every-update paths: 112 s of
+CPU time (224 s wall on 2 cores shared at load ≈ 10; about 1-2 minutes on 2 idle cores). ``FULL``: 10 seeds and a 12-point η grid (120 noisy-target runs):
 about 3 minutes on one GPU.
 """
 
@@ -93,7 +93,7 @@ class Config:
 
     seed: int = 0
     num_seeds: int = 3
-    data_seed: int = 13
+    data_seed: int = 0  # base of the per-seed draws (no draw is chosen)
     n: int = 100_000
     train_fraction: float = 0.05
     val_fraction: float = 0.05
@@ -475,7 +475,21 @@ def method_order_claim(accuracy: np.ndarray, distance: np.ndarray, methods: tupl
         ),
         note=f"the paper's methods ({', '.join(methods)}); each seed's methods share one initialisation and "
         "data order, the data draw varies with the seed; Filter-KD (not in the authors' toy) is in the "
-        "table only",
+        f"table only. {method_spread_note(accuracy, distance)}",
+    )
+
+
+def method_spread_note(accuracy: np.ndarray, distance: np.ndarray) -> str:
+    """How close the methods' accuracies are, per seed ``[S, M]``: the reason a Spearman over them can miss."""
+    accuracy, distance = np.asarray(accuracy), np.asarray(distance)
+    closest = np.argmin(distance, axis=1)
+    first = int(np.sum(np.argmax(accuracy, axis=1) == closest))
+    others = np.where(np.arange(accuracy.shape[1]) == closest[:, None], np.nan, accuracy)
+    spread = float(np.max(np.nanmax(others, 1) - np.nanmin(others, 1)))
+    return (
+        f"The target closest to p* gives the best accuracy in {first} of {len(accuracy)} seeds; the other "
+        f"methods lie within {spread:.3f} of each other (largest per-seed range), so their order, and ρ, "
+        "rests on differences that small (the authors' five numbers span 0.008)."
     )
 
 
