@@ -6,7 +6,7 @@ STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 JOBS ?= 2
 
-.PHONY: test test-slow reproduce lint bench clean
+.PHONY: test test-slow reproduce lint bench bench-gpu clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ reproduce: $(STAMP_RUN)
 
 bench: $(STAMP_RUN)
 	$(BIN)/python benchmarks/run_all.py
+
+# One GPU, <= 10 min: NTK, GPT-2-small predict vs train step, attribution throughput, at "highest" and TF32.
+bench-gpu: $(STAMP_RUN)
+	$(BIN)/python benchmarks/bench_gpu.py
 
 clean:
 	rm -rf $(VENV) results

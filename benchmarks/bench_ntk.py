@@ -35,14 +35,15 @@ from timing import time_fn  # noqa: E402
 import ldjax  # noqa: E402
 from ldjax._src import structured  # noqa: E402
 
-ALL_METHODS = ("structured", "vector_products", "jacobian")
+ALL_METHODS = ("structured", "vector_products", "jacobian", "auto")
+PEER_METHODS = ("structured", "vector_products", "jacobian")
 CASES = {
     "fcn16": dict(
         model="fcn",
         cfg={"widths": [3072, 2048, 2048, 2048, 8]},
         n=16,
         methods=ALL_METHODS,
-        peer=ALL_METHODS,
+        peer=PEER_METHODS,
         hand=True,
     ),
     "fcn128": dict(
@@ -53,20 +54,20 @@ CASES = {
         peer=("structured",),
         hand=True,
     ),
-    "lenet5": dict(model="lenet5", cfg={"k": 10}, n=64, methods=ALL_METHODS, peer=ALL_METHODS),
+    "lenet5": dict(model="lenet5", cfg={"k": 10}, n=64, methods=ALL_METHODS, peer=PEER_METHODS),
     "resnet": dict(
         model="resnet",
         cfg={"k": 10, "channels": [16, 32], "blocks": 1},
         n=32,
         methods=ALL_METHODS,
-        peer=ALL_METHODS,
+        peer=PEER_METHODS,
     ),
     "gpt": dict(
         model="gpt",
         cfg={"vocab": 128, "T": 16, "d": 32, "heads": 2, "layers": 2},
         n=8,
         methods=ALL_METHODS,
-        peer=ALL_METHODS,
+        peer=PEER_METHODS,
         flops=True,
     ),
 }
@@ -127,6 +128,9 @@ def run_case(name, spec, peer_python, budget_s, emit):
         fn = lambda p, xb, m=method: ldjax.empirical_ntk(apply_fn, p, xb, method=m)  # noqa: E731
         compile_s, median_s, min_s, reps, kern = time_fn(fn, params, x, budget_s=budget_s)
         results[f"ldjax {method}"] = dict(compile_s=compile_s, median_s=median_s, min_s=min_s, reps=reps)
+        if method == "auto":
+            kernel_fn = ldjax.empirical_ntk_fn(apply_fn, method="auto")
+            results["ldjax auto"]["chose"] = kernel_fn.explain(params, x).method
         kernels[f"ldjax {method}"] = np.asarray(kern)
         if method == "structured" and spec.get("flops"):
             compiled = jax.jit(fn).lower(params, x).compile()
@@ -172,6 +176,12 @@ def run_case(name, spec, peer_python, budget_s, emit):
                     for m in peer_kernels.files:
                         kernels[f"neural-tangents {m}"] = peer_kernels[m].reshape(n, n, k, k)
     ref_name = "ldjax jacobian" if "ldjax jacobian" in kernels else "ldjax structured"
+    own = {m: r["median_s"] for m, r in results.items() if m.startswith("ldjax ") and m != "ldjax auto"}
+    if "ldjax auto" in results and own:
+        best = min(own, key=own.get)
+        results["ldjax auto"].update(
+            best_method=best, ratio_auto_best=results["ldjax auto"]["median_s"] / own[best]
+        )
     ref = kernels[ref_name]
     peers = {m: r for m, r in results.items() if m.startswith("neural-tangents") and "median_s" in r}
     best_peer = min(peers, key=lambda m: peers[m]["median_s"]) if peers else None

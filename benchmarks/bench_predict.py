@@ -35,6 +35,8 @@ SIZES = {
     "tiny": {"vocab": 512, "T": 32, "d": 64, "heads": 2, "layers": 2, "B": 8},
     "small": {"vocab": 2048, "T": 64, "d": 128, "heads": 4, "layers": 2, "B": 8},
     "medium": {"vocab": 4096, "T": 64, "d": 256, "heads": 4, "layers": 4, "B": 8},
+    # the GPT-2 small shape (random weights): for one GPU (benchmarks/bench_gpu.py), not run on CPU
+    "gpt2-small": {"vocab": 50257, "T": 128, "d": 768, "heads": 12, "layers": 12, "B": 8},
 }
 
 
@@ -45,7 +47,14 @@ def peak_bytes(fn, *args):
     return float(mem.temp_size_in_bytes + mem.output_size_in_bytes - getattr(mem, "alias_size_in_bytes", 0))
 
 
-def run_size(name, cfg, budget_s, emit):
+def run_size(name, cfg, budget_s, emit, precision="highest"):
+    """Time and memory of one training step and of the prediction at ``precision`` (``None``: the
+    device's default, TF32 on recent NVIDIA cards)."""
+    with jax.default_matmul_precision(precision):
+        return _run_size(name, cfg, budget_s, emit, precision)
+
+
+def _run_size(name, cfg, budget_s, emit, precision):
     params = models.gpt_init(jax.random.key(0), cfg)
     b, t, v = cfg["B"], cfg["T"], cfg["vocab"]
     seqs = jax.random.randint(jax.random.key(1), (b, t + 1), 0, v)
@@ -66,7 +75,7 @@ def run_size(name, cfg, budget_s, emit):
 
     def predict(p, xp, x, y):
         return ldjax.predict_log_prob_change(
-            apply_fn, p, xp, x, y, loss=ldjax.losses.sft, learning_rate=lr
+            apply_fn, p, xp, x, y, loss=ldjax.losses.sft, learning_rate=lr, precision=precision
         ).predicted
 
     c_train, m_train, min_train, reps_t, _ = time_fn(train_step, params, x_u, y_u, budget_s=budget_s)
@@ -83,6 +92,7 @@ def run_size(name, cfg, budget_s, emit):
             "params": n_params,
             "device": device_name(),
             "jax": jax.__version__,
+            "precision": str(precision),
             "train_compile_s": c_train,
             "train_median_s": m_train,
             "train_min_s": min_train,

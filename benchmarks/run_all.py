@@ -47,6 +47,10 @@ def table(lines):
         out.append("|---|---|---|---|---|---|---|---|---|---|")
         for d in ntk:
             notes = []
+            if "ratio_auto_best" in d:
+                notes.append(
+                    f"chose {d['chose']}; {d['ratio_auto_best']:.2f}× the best ldjax method ({d['best_method']})"
+                )
             if "ratio_by_hand" in d:
                 notes.append(f"{d['ratio_by_hand']:.2f}× by hand")
             if "ratio_flop_time" in d:

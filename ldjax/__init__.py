@@ -5,17 +5,27 @@ One update on x_u moves log π on x_o by  Δ log π(x_o) = −η · A(x_o) · K(
 
 from ldjax import losses
 from ldjax import paths
+from ldjax import plot
 from ldjax._src.adapters import ApplyFunction
 from ldjax._src.adapters import as_apply_fn
+from ldjax._src.adapters import binary_logits
+from ldjax._src.adapters import from_equinox
 from ldjax._src.adapters import from_linen
 from ldjax._src.adapters import from_nnx
 from ldjax._src.adapters import to_nnx
+from ldjax._src.attribution import Attribution
+from ldjax._src.attribution import TrainingTrace
+from ldjax._src.attribution import force_attribution
+from ldjax._src.chunked import chunked_ntk
+from ldjax._src.explain import KernelPlan
+from ldjax._src.explain import explain_kernel
 from ldjax._src.features import Energy
 from ldjax._src.features import FeatureStepResult
 from ldjax._src.features import energy
 from ldjax._src.features import feature_decomposition
 from ldjax._src.features import feature_step
 from ldjax._src.features import feature_step_fn
+from ldjax._src.ntk import KernelFunction
 from ldjax._src.ntk import empirical_ntk
 from ldjax._src.ntk import empirical_ntk_fn
 from ldjax._src.ntk import jacobian
@@ -32,6 +42,9 @@ from ldjax._src.optimizer_kernels import preconditioned_one_step
 from ldjax._src.predict import LogProbChange
 from ldjax._src.predict import predict_fn
 from ldjax._src.predict import predict_log_prob_change
+from ldjax._src.results_io import Loaded
+from ldjax._src.results_io import load_results
+from ldjax._src.results_io import save_results
 from ldjax._src.sharding import sharded_log_prob_change
 from ldjax._src.sharding import sharded_ntk
 from ldjax._src.terms import a_term
@@ -63,6 +76,9 @@ __all__ = (
     "a_term",
     "ApplyFunction",
     "as_apply_fn",
+    "Attribution",
+    "binary_logits",
+    "chunked_ntk",
     "data",
     "decomposition",
     "empirical_ntk",
@@ -70,6 +86,9 @@ __all__ = (
     "energy",
     "Energy",
     "epoch_batches",
+    "force_attribution",
+    "explain_kernel",
+    "from_equinox",
     "feature_decomposition",
     "feature_step",
     "feature_step_fn",
@@ -78,6 +97,10 @@ __all__ = (
     "from_nnx",
     "g_term",
     "jacobian",
+    "KernelFunction",
+    "KernelPlan",
+    "load_results",
+    "Loaded",
     "LogProbChange",
     "losses",
     "models",
@@ -88,14 +111,17 @@ __all__ = (
     "optimizer_update",
     "OptimizerUpdate",
     "paths",
+    "plot",
     "preconditioned_ntk",
     "preconditioned_one_step",
     "PreconditionedStep",
     "predict_fn",
     "predict_log_prob_change",
+    "save_results",
     "sharded_log_prob_change",
     "sharded_ntk",
     "to_nnx",
     "train",
+    "TrainingTrace",
     "TrainResult",
 )

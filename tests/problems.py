@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-# Every NTK method, in one place for all tests (test_ntk checks it covers ``NtkMethod``).
+# Every NTK method that computes (test_ntk checks it covers ``NtkMethod`` but "auto", which picks one).
 NTK_METHODS = ("jacobian", "vector_products", "structured")
 
 

@@ -261,7 +261,7 @@ API_CASES = [
     Case(
         "ntk.unknown_method",
         lambda: ldjax.empirical_ntk(mlp, P, X, method="magic"),
-        "method must be 'jacobian' or 'vector_products' or 'structured', got 'magic'",
+        "method must be 'auto' or 'jacobian' or 'vector_products' or 'structured', got 'magic'",
     ),
     Case(
         "ntk.unknown_precision",
@@ -275,7 +275,7 @@ API_CASES = [
     ),
     Case(
         "ntk.memory_jacobian",
-        lambda: ldjax.empirical_ntk(mlp, P, X, memory_budget=1000),
+        lambda: ldjax.empirical_ntk(mlp, P, X, memory_budget=1000, method="jacobian"),
         "empirical_ntk(method='jacobian') would need about 1.5 KiB (the kernel [3, 3, 3, 3]: 324 B; per-example Jacobians of 3 examples: 1.2 KiB), more than the memory budget of 1000 B (memory_budget=1000). Cheaper: trace=True (a kernel [n1, n2]), method='structured' (no Jacobians) or fewer examples per call (blocks of x1)"
         + TRY_ANYWAY,
     ),
@@ -287,7 +287,7 @@ API_CASES = [
     ),
     Case(
         "ntk.fn_memory",
-        lambda: ldjax.empirical_ntk_fn(mlp, per_layer=True, memory_budget=500)(P, X),
+        lambda: ldjax.empirical_ntk_fn(mlp, per_layer=True, memory_budget=500, method="jacobian")(P, X),
         "empirical_ntk(method='jacobian') would need about 1.9 KiB (the kernel [3, 3, 3, 3] x 2 layers: 648 B; per-example Jacobians of 3 examples: 1.2 KiB), more than the memory budget of 500 B (memory_budget=500). Cheaper: trace=True (a kernel [n1, n2]), method='structured' (no Jacobians) or fewer examples per call (blocks of x1)"
         + TRY_ANYWAY,
     ),
@@ -514,7 +514,7 @@ API_CASES = [
     ),
     Case(
         "one_step.memory_terms",
-        lambda: step(memory_budget=400),
+        lambda: step(memory_budget=400, method="jacobian"),
         "one_step(terms=True, method='jacobian') would need about 2.4 KiB (k [3, 2, 3, 3]: 216 B; per-example Jacobians of 5 examples: 2.1 KiB; a [3, 3, 3]: 108 B), more than the memory budget of 400 B (memory_budget=400). Cheaper: terms=False (predicted, actual and g need no kernel: one VJP and one JVP), ldjax.predict_log_prob_change for vocabulary-scale changes, or ldjax.empirical_ntk with trace=True or method='structured' for the kernel alone"
         + TRY_ANYWAY,
     ),
@@ -851,7 +851,7 @@ API_CASES = [
     ),
     Case(
         "precond_step.memory",
-        lambda: precond(memory_budget=100),
+        lambda: precond(memory_budget=100, method="jacobian"),
         "preconditioned_one_step(terms=True, method='jacobian') would need about 2.4 KiB (k [3, 2, 3, 3]: 216 B; per-example Jacobians of 5 examples: 2.1 KiB; a [3, 3, 3]: 108 B), more than the memory budget of 100 B (memory_budget=100). Cheaper: terms=False (predicted, actual and g need no kernel: one VJP and one JVP), ldjax.predict_log_prob_change for vocabulary-scale changes, or ldjax.empirical_ntk with trace=True or method='structured' for the kernel alone"
         + TRY_ANYWAY,
     ),
@@ -898,7 +898,7 @@ API_CASES = [
     ),
     Case(
         "sharded_ntk.memory",
-        lambda: ldjax.sharded_ntk(mlp, P, X, mesh=mesh(), memory_budget=500),
+        lambda: ldjax.sharded_ntk(mlp, P, X, mesh=mesh(), memory_budget=500, method="jacobian"),
         "sharded_ntk(method='jacobian') would need about 1.5 KiB (the kernel [3, 3, 3, 3]: 324 B; per-example Jacobians of 3 examples: 1.2 KiB), more than the memory budget of 500 B (memory_budget=500). Cheaper: trace=True (a kernel [n1, n2]), method='structured' (no Jacobians) or fewer examples per call (blocks of x1)"
         + TRY_ANYWAY,
     ),
@@ -1382,9 +1382,7 @@ def test_the_default_budget_refuses_the_terms_of_a_language_model_before_allocat
     with pytest.raises(MemoryBudgetError) as info:
         ldjax.one_step(seq, big, tokens, tokens, target, loss=losses.sft, learning_rate=SGD)
     message = str(info.value)
-    assert message.startswith(
-        "one_step(terms=True, method='jacobian') would need about 4.1 TiB (k [16, 16, 32, "
-    )
+    assert message.startswith("one_step(terms=True, method='auto') would need about 3.8 TiB (k [16, 16, 32, ")
     assert "more than the memory budget of" in message and "Cheaper: terms=False" in message
     with pytest.raises(
         MemoryBudgetError, match=r"^empirical_ntk\(method='structured'\) would need about 3.8 TiB"

@@ -119,7 +119,8 @@ def test_demo_runs_as_the_ldjax_command(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "predicted    actual" in out.stdout and "G at x_u" in out.stdout
     record = json.loads((tmp_path / "demo" / "results.json").read_text())
-    rows = {row["claim"]: row for row in record["fidelity"]}
-    assert all(row["holds"] for row in rows.values()), rows
+    rows = {row["id"]: row for row in record["fidelity"]}
+    assert sorted(rows) == ["demo.correlation", "demo.fours_gain", "demo.residual_slope"]
+    assert all(row["kind"] == "check" and row["holds"] for row in rows.values()), rows
     assert "scikit-learn digits" in record["dataset"]
     assert (tmp_path / "report.html").exists()

@@ -226,7 +226,7 @@ def test_errors_name_the_argument():
             feature_fn, head_fn, params, x_o, x_u, y_u, loss=CE, learning_rate=0.1, optimizer=optax.sgd(0.1)
         )
     with pytest.raises(
-        ValueError, match=r"feature_step\(terms=True, method='jacobian'\) would need about .*kernel"
+        ValueError, match=r"feature_step\(terms=True, method='auto'\) would need about .*kernel"
     ):
         ldjax.feature_step(
             feature_fn, head_fn, params, x_o, x_u, y_u, loss=CE, learning_rate=0.1, memory_budget=1

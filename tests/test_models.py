@@ -37,19 +37,18 @@ def numpy_conv(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray, pad: int) ->
     return out + bias
 
 
-def numpy_pool(x: np.ndarray) -> np.ndarray:
+def numpy_pool(x: np.ndarray, reduce=np.max) -> np.ndarray:
     b, h, w, c = x.shape
-    return x[:, : h // 2 * 2, : w // 2 * 2].reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+    return reduce(x[:, : h // 2 * 2, : w // 2 * 2].reshape(b, h // 2, 2, w // 2, 2, c), axis=(2, 4))
 
 
-def numpy_lenet(p: dict, x: np.ndarray) -> np.ndarray:
-    relu = lambda v: np.maximum(v, 0.0)  # noqa: E731
+def numpy_lenet(p: dict, x: np.ndarray, act=lambda v: np.maximum(v, 0.0), reduce=np.max) -> np.ndarray:
     a = {k: {n: np.asarray(v) for n, v in layer.items()} for k, layer in p.items()}
-    h = numpy_pool(relu(numpy_conv(x, a["conv1"]["kernel"], a["conv1"]["bias"], pad=2)))
-    h = numpy_pool(relu(numpy_conv(h, a["conv2"]["kernel"], a["conv2"]["bias"], pad=0)))
+    h = numpy_pool(act(numpy_conv(x, a["conv1"]["kernel"], a["conv1"]["bias"], pad=2)), reduce)
+    h = numpy_pool(act(numpy_conv(h, a["conv2"]["kernel"], a["conv2"]["bias"], pad=0)), reduce)
     h = h.reshape(h.shape[0], -1)
-    h = relu(h @ a["fc1"]["kernel"] + a["fc1"]["bias"])
-    h = relu(h @ a["fc2"]["kernel"] + a["fc2"]["bias"])
+    h = act(h @ a["fc1"]["kernel"] + a["fc1"]["bias"])
+    h = act(h @ a["fc2"]["kernel"] + a["fc2"]["bias"])
     return h @ a["fc3"]["kernel"] + a["fc3"]["bias"]
 
 
@@ -77,6 +76,32 @@ def test_lenet_matches_numpy_reference_float64(input_size, in_channels):
         assert got.shape == (2, 10)
         np.testing.assert_allclose(got, numpy_lenet(params, x), rtol=1e-10, atol=1e-12)
     assert params["fc1"]["kernel"].shape == (16 * ((input_size // 2 - 4) // 2) ** 2, 120)
+
+
+def test_authors_lenet_tanh_average_pooling_60_42_float64():
+    """Ren & Sutherland's MNIST LeNet: tanh, average pooling, 400-60-42-10, PyTorch's uniform ±1/√fan_in init."""
+    with jax.enable_x64(True):
+        model = LeNet5(rngs=nnx.Rngs(2), variant="tanh")
+        apply_fn, params = ldjax.from_nnx(model, example_shape=(28, 28, 1))
+        shapes = {name: tuple(layer["kernel"].shape) for name, layer in params.items()}
+        assert shapes == {
+            "conv1": (5, 5, 1, 6),
+            "conv2": (5, 5, 6, 16),
+            "fc1": (400, 60),
+            "fc2": (60, 42),
+            "fc3": (42, 10),
+        }
+        fan_in = {"conv1": 25, "conv2": 150, "fc1": 400, "fc2": 60, "fc3": 42}
+        for name, layer in params.items():
+            for leaf in layer.values():
+                bound = 1 / np.sqrt(fan_in[name])
+                assert np.abs(leaf).max() <= bound and np.abs(leaf).max() > 0.8 * bound, name
+        params = jax.tree.map(lambda v: v.astype(jnp.float64), params)
+        x = np.random.default_rng(2).uniform(size=(2, 28, 28, 1))
+        got = jax.jit(jax.vmap(apply_fn, (None, 0)))(params, jnp.asarray(x))
+        np.testing.assert_allclose(got, numpy_lenet(params, x, np.tanh, np.mean), rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match=r"variant must be one of \['relu', 'tanh'\], got 'sigmoid'"):
+        LeNet5(rngs=nnx.Rngs(0), variant="sigmoid")
 
 
 def test_model_input_errors():

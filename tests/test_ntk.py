@@ -119,16 +119,16 @@ def test_ntk_errors_name_the_argument():
         ValueError, match=r"x1 holds examples of shape \(5,\) but x2 holds examples of shape \(3,\)"
     ):
         ldjax.empirical_ntk(mlp_apply, params, x1, x2[:, :3])
-    with pytest.raises(ValueError, match="method must be 'jacobian' or 'vector_products'"):
+    with pytest.raises(ValueError, match="method must be 'auto' or 'jacobian' or 'vector_products'"):
         ldjax.empirical_ntk(mlp_apply, params, x1, method="magic")
     with pytest.raises(ValueError, match="x1 is an empty batch"):
         ldjax.empirical_ntk(mlp_apply, params, x1[:0])
 
 
 def test_the_tests_method_list_covers_every_ntk_method():
-    assert sorted(NTK_METHODS) == sorted(typing.get_args(ntk.NtkMethod))
-    assert sorted(ntk.KERNELS_BY_METHOD) == sorted(typing.get_args(ntk.NtkMethod))
-    assert ntk.DEFAULT_METHOD == "jacobian"
+    assert sorted(NTK_METHODS) == sorted(ntk.KERNELS_BY_METHOD)
+    assert sorted(typing.get_args(ntk.NtkMethod)) == sorted([*ntk.KERNELS_BY_METHOD, "auto"])
+    assert ntk.DEFAULT_METHOD == "auto"  # chooses among NTK_METHODS (tests/test_kernel_interface.py)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -165,7 +165,9 @@ def test_empirical_ntk_fn_is_compiled_once_and_matches_empirical_ntk(method):
 
 
 def test_empirical_ntk_fn_checks_its_options_when_made_and_its_batches_when_called():
-    with pytest.raises(ValueError, match="method must be 'jacobian' or 'vector_products' or 'structured'"):
+    with pytest.raises(
+        ValueError, match="method must be 'auto' or 'jacobian' or 'vector_products' or 'structured'"
+    ):
         ldjax.empirical_ntk_fn(mlp_apply, method="magic")
     with pytest.raises(ValueError, match="precision must be one of"):
         ldjax.empirical_ntk_fn(mlp_apply, precision="fast")

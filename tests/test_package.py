@@ -41,7 +41,14 @@ def test_no_jax_internals_anywhere():
 
 
 @pytest.mark.parametrize(
-    "init", ["ldjax/__init__.py", "ldjax/models/__init__.py", "ldjax/data/__init__.py", "ldjax/losses.py"]
+    "init",
+    [
+        "ldjax/__init__.py",
+        "ldjax/models/__init__.py",
+        "ldjax/data/__init__.py",
+        "ldjax/losses.py",
+        "ldjax/plot.py",
+    ],
 )
 def test_public_modules_only_reexport(init):
     tree = ast.parse((ROOT / init).read_text())

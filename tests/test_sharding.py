@@ -38,6 +38,18 @@ SCRIPT = textwrap.dedent(
     ref = ldjax.predict_log_prob_change(mlp_apply, params, x1, x2, y, loss=ldjax.losses.cross_entropy,
                                         learning_rate=0.01).predicted
     np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-15)
+    # jax.make_mesh: Explicit axes (its default) and Auto axes; 10 probes (padded) and 8 (even split)
+    ref = ldjax.empirical_ntk(mlp_apply, params, x1, x2, trace=True)
+    for types in (jax.sharding.AxisType.Explicit, jax.sharding.AxisType.Auto):
+        made = jax.make_mesh((4,), ("probe",), axis_types=(types,))
+        for n in (10, 8):
+            got = jax.jit(lambda p, a, b: ldjax.sharded_ntk(mlp_apply, p, a, b, mesh=made, trace=True))(
+                params, x1[:n], x2
+            )
+            np.testing.assert_allclose(got, ref[:n], rtol=1e-12, atol=1e-12)
+        got = ldjax.sharded_log_prob_change(mlp_apply, params, x1[:8], x2, y, mesh=made,
+                                            loss=ldjax.losses.cross_entropy, learning_rate=0.01)
+        assert len(got.sharding.device_set) == 4, got.sharding
     print("SHARDED-OK")
     """
 )

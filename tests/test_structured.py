@@ -354,7 +354,9 @@ def test_structured_gram_is_symmetric_psd_float32():
 
 def test_bad_method_and_route():
     params, x1, _ = problems.mlp_problem(jax.random.key(11), dtype=jnp.float32)
-    with pytest.raises(ValueError, match="method must be 'jacobian' or 'vector_products' or 'structured'"):
+    with pytest.raises(
+        ValueError, match="method must be 'auto' or 'jacobian' or 'vector_products' or 'structured'"
+    ):
         ldjax.empirical_ntk(problems.mlp_apply, params, x1, method="fast")
     with pytest.raises(ValueError, match="route must be"):
         structured.structured_ntk(problems.mlp_apply, params, x1, x1, False, route="fast")

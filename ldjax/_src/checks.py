@@ -669,6 +669,7 @@ def _check_step_shapes(apply_fn: ApplyFn, params: Params, x_o: Any, x_u: Any, y_
     check_batch(x_u, "x_u")
     check_same_examples(x_o, probe_name, x_u, "x_u")
     out_shape = logits_shape(apply_fn, params, x_u, "x_u")
+    check_log_softmax_outputs(out_shape)
     check_targets_batch(y_u, batch_size(x_u), "y_u", "x_u")
     return out_shape
 
@@ -805,3 +806,14 @@ def check_kernel_values(apply_fn: ApplyFn, params: Params, x1: Any, x2: Any, *, 
     check_model_input(apply_fn, x2, "x2")
     if check_finite:
         check_finite_values(((params, "params"), (x1, "x1"), (x2, "x2")))
+
+
+def check_log_softmax_outputs(out_shape: tuple[int, ...]) -> None:
+    """Δ log π needs at least two logits per distribution: log-softmax of one logit is constant (0)."""
+    if out_shape[-1] < 2:
+        raise ValueError(
+            f"apply_fn returns one logit per example (shape {out_shape}): log-softmax over one logit is "
+            f"always 0, so Δ log π would be 0. For a sigmoid classifier wrap it with "
+            f"ldjax.binary_logits(apply_fn) (logits [0, z]: softmax gives [1 - σ(z), σ(z)]); for regression "
+            f"(A = I) use ldjax.empirical_ntk and ldjax.decomposition(None, k, g, learning_rate)"
+        )

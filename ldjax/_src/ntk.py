@@ -10,18 +10,22 @@ entry for everything). Adding a method = that function, its entry in the table, 
 
 from __future__ import annotations
 
+import logging
 import math
 import typing
 from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array
 from jaxtyping import Float
 
 from ldjax._src import checks
+from ldjax._src import explain
 from ldjax._src import jacobians
 from ldjax._src import pytree
 from ldjax._src import structured
@@ -30,14 +34,15 @@ from ldjax._src.typing import ApplyFn
 from ldjax._src.typing import Params
 from ldjax._src.typing import Precision
 
-NtkMethod = Literal["jacobian", "vector_products", "structured"]
+NtkMethod = Literal["auto", "jacobian", "vector_products", "structured"]
 METHODS: tuple[NtkMethod, ...] = typing.get_args(NtkMethod)
-DEFAULT_METHOD: NtkMethod = "jacobian"
-"""The default of every function that takes an NTK ``method``: the exact reference, which works for
-every model (custom derivatives, loops, parameters inside nonlinearities) and is the one the other
-methods are tested against. ``"structured"`` is usually much faster; a later ``"auto"`` may choose."""
+DEFAULT_METHOD: NtkMethod = "auto"
+"""The default of every function that takes an NTK ``method``: ``"auto"`` picks, per model and input
+size, the method of fewest estimated FLOPs whose memory fits (:func:`ldjax.explain_kernel`); every
+method gives the exact kernel (``"jacobian"`` is the reference the others are tested against)."""
 
 Kernels = dict[str, Float[Array, "n1 n2 O O"] | Float[Array, "n1 n2"]]
+logger = logging.getLogger("ldjax")
 MethodKernels = Callable[[ApplyFn, Params, Any, Any, bool, bool], Kernels]
 
 
@@ -161,80 +166,326 @@ def _logits_shape(apply_fn: ApplyFn, params: Params, x1: Any, x2: Any) -> tuple[
     return checks.logits_shape(apply_fn, params, x1, "x1")
 
 
+Axes = int | Sequence[int] | None
+
+
+def _axes(axes: Axes, ndim: int, name: str) -> tuple[int, ...] | None:
+    """``axes`` of the batched output ``[n, *o]`` (``ndim`` axes) made non-negative and sorted."""
+    if axes is None:
+        return None
+    axes = (axes,) if isinstance(axes, int) else tuple(axes)
+    out = []
+    for a in axes:
+        if not isinstance(a, int) or not -ndim <= a < ndim:
+            raise ValueError(
+                f"{name} must hold axes of the batched output [n, *o] (ndim {ndim}: -{ndim} .. {ndim - 1}), got {axes}"
+            )
+        out.append(a % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{name} repeats an axis: {axes}")
+    return tuple(sorted(out))
+
+
+def batched_from_vmap_axes(apply_fn: Callable[..., Any], vmap_axes: Any) -> ApplyFn:
+    """A one-example function from a batched one (neural-tangents' convention), batched along ``vmap_axes``:
+    an int (inputs and outputs) or ``(in_axes, out_axes)`` (or nt's triple with empty ``kwargs_axes``)."""
+    if isinstance(vmap_axes, int):
+        in_axes = out_axes = vmap_axes
+    elif isinstance(vmap_axes, tuple) and len(vmap_axes) in (2, 3):
+        in_axes, out_axes = vmap_axes[:2]
+        if len(vmap_axes) == 3 and vmap_axes[2]:
+            raise ValueError(
+                f"vmap_axes: keyword-argument axes are not supported by ldjax, got {vmap_axes[2]}"
+            )
+    else:
+        raise ValueError(f"vmap_axes must be None, an int or (in_axes, out_axes), got {vmap_axes!r}")
+    if not isinstance(out_axes, int):
+        raise ValueError(f"vmap_axes: out_axes must be an int (one array of logits), got {out_axes!r}")
+
+    def one_example(params: Params, x: Any) -> jax.Array:
+        axes = jax.tree.map(lambda _: in_axes, x) if isinstance(in_axes, int) else in_axes
+        batch = jax.tree.map(lambda leaf, a: jnp.expand_dims(leaf, a), x, axes)
+        return jnp.squeeze(apply_fn(params, batch), out_axes)
+
+    return one_example
+
+
+class KernelFunction:
+    """The compiled kernel function of :func:`empirical_ntk_fn`: ``kernel_fn(params, x1, x2=None)``.
+
+    Attributes:
+      method: the method the last compiled call used (what ``"auto"`` chose), ``None`` before the first call.
+      methods: ``{shape signature: method}`` over every compiled shape.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        explain: Callable[..., Any],
+        options: dict[str, Any],
+        validate: Callable[..., Any],
+    ):
+        self._jitted = jax.jit(fn)
+        self._validate = validate
+        self._explain = explain
+        self.options = options
+        self.method: str | None = None
+        self.methods: dict[Any, str] = {}
+
+    def __call__(self, params: Params, x1: Any, x2: Any = None) -> Any:
+        self._validate(params, x1, x2)  # outside jax.jit: shapes once per shape signature, values every call
+        with checks.forward_mode(f"empirical_ntk(method={self.options['method']!r})"):
+            return self._jitted(params, x1, x2)
+
+    def lower(self, params: Params, x1: Any, x2: Any = None) -> Any:
+        """``jax.jit``'s ``lower`` (for ``.compile()`` and cost analysis)."""
+        return self._jitted.lower(params, x1, x2)
+
+    def explain(self, params: Params, x1: Any, x2: Any = None) -> Any:
+        """:func:`ldjax.explain_kernel` for these inputs with this function's options (no kernel computed)."""
+        return self._explain(params, x1, x2)
+
+    def __repr__(self) -> str:
+        return f"KernelFunction(method={self.options['method']!r} -> {self.method!r})"
+
+
+def _split_stacked(
+    apply_fn: ApplyFn, params: Params, leaf: int, layers: int, x1: Any, x2: Any, trace: bool
+) -> list[jax.Array]:
+    """One kernel per layer of a leaf stacked along its first axis (a ``scan`` over layers)."""
+    f, chosen = pytree.restrict_to_leaves(apply_fn, params, [leaf])
+    (j1,) = jacobians.flat_jacobian(f, chosen, x1)
+    (j2,) = (j1,) if x2 is x1 else jacobians.flat_jacobian(f, chosen, x2)
+    j1 = j1.reshape(*j1.shape[:2], layers, -1)
+    j2 = j2.reshape(*j2.shape[:2], layers, -1)
+    per_layer = jnp.einsum("ialq,jalq->lij" if trace else "ialq,jblq->lijab", j1, j2)
+    return list(per_layer)
+
+
+def _nt_axes(
+    kernel: jax.Array, m: int, trace_axes: tuple[int, ...], diagonal_axes: tuple[int, ...], example_diag: bool
+) -> jax.Array:
+    """neural-tangents' trace / diagonal over output axes of ``[n, *o]`` (``m = len(o)``) and its layout.
+
+    ``kernel`` is ``[n1, n2, *o, *o]`` (``[n, *o, *o]`` when ``example_diag``: only pairs ``(x1_i, x2_i)``).
+    Traced axes are removed (a mean, as in nt), diagonal axes kept once, the others as adjacent pairs.
+    """
+    letters = iter("abcdefghijklmnopqrstuvwxyz")
+    left = [next(letters) for _ in range(m + 1)]
+    right = [left[a] if (a in trace_axes or a in diagonal_axes) else next(letters) for a in range(m + 1)]
+    spec_in = ([left[0]] if example_diag else [left[0], right[0]]) + left[1:] + right[1:]
+    spec_out = []
+    for a in range(m + 1):
+        if a in trace_axes:
+            continue
+        spec_out += [left[a]] if a in diagonal_axes else [left[a], right[a]]
+    shape_o = kernel.shape[1 if example_diag else 2 :][:m]
+    sizes = (kernel.shape[0], *shape_o)
+    count = math.prod(sizes[a] for a in trace_axes)
+    return jnp.einsum(f"{''.join(spec_in)}->{''.join(spec_out)}", kernel) / count
+
+
 def empirical_ntk_fn(
     apply_fn: ApplyFn,
     *,
     method: NtkMethod = DEFAULT_METHOD,
     trace: bool = False,
+    trace_axes: Axes = None,
+    diagonal_axes: Axes = None,
+    vmap_axes: Any = None,
     per_layer: bool = False,
+    params_filter: Callable[[str], bool] | None = None,
+    memory_budget: float | None = None,
     precision: Precision = "highest",
     check_finite: bool = True,
-    memory_budget: float | None = None,
-) -> Callable[..., Float[Array, "n1 n2 *o *o"] | dict[str, Float[Array, "n1 n2 *o *o"]]]:
-    """A compiled ``kernel_fn(params, x1, x2=None)`` computing :func:`ldjax.empirical_ntk` for ``apply_fn``.
+) -> KernelFunction:
+    """A jitted ``kernel_fn(params, x1, x2=None)`` computing :func:`ldjax.empirical_ntk` for ``apply_fn``.
 
     Hold on to it and call it again: it compiles once per input shape (``empirical_ntk`` builds a
     new one on every call). The options are checked here; the batches, their values and the memory
-    the kernel needs when it is called (outside ``jax.jit``, then one jitted program runs).
+    the kernel needs when it is called (outside ``jax.jit``, then one jitted program runs). With
+    ``method="auto"`` the method is chosen per input shape from FLOP and memory estimates
+    (:func:`ldjax.explain_kernel`); ``kernel_fn.method`` says what was chosen, ``kernel_fn.explain(params,
+    x1)`` shows the estimates, and the choice is logged on the ``"ldjax"`` logger (level INFO).
 
     Args:
-      apply_fn: un-batched model, ``apply_fn(params, x) -> [*o]``.
-      method, trace, per_layer, precision, check_finite, memory_budget: as in :func:`ldjax.empirical_ntk`
-        (default method ``"jacobian"``, the exact reference that works for every model).
+      apply_fn: un-batched model, ``apply_fn(params, x) -> [*o]`` (a batched one with ``vmap_axes``).
+      method: ``"auto"`` or one of the methods of :func:`ldjax.empirical_ntk`.
+      trace: ldjax's shortcut: the sum over all logit axes, ``[n1, n2]``.
+      trace_axes, diagonal_axes: neural-tangents' arguments, with nt's meaning: axes of the batched
+        output ``[n, *o]`` (0 is the example axis) to trace over (a MEAN over the pair of axes, as nt
+        divides by their size) or to keep only the diagonal of; the result then has nt's layout
+        (``[n1, n2, T, T, V, V]`` for ``[T, V]`` logits). ``diagonal_axes=(0,)`` gives ``K(x_i, x_i)``
+        alone without the ``n1 x n2`` kernel (``x2`` must be ``None`` or as long as ``x1``).
+        ``None`` (default) keeps ldjax's full kernel ``[n1, n2, *o, *o]``; nt's own default is
+        ``trace_axes=(-1,)``.
+      vmap_axes: ``None`` (default): ``apply_fn`` takes ONE example (ldjax's convention). An int or
+        ``(in_axes, out_axes)``: ``apply_fn`` is a batched function as in neural-tangents, batched
+        along those axes with no interaction between examples; ldjax calls it on batches of one.
+      per_layer: return ``{name: kernel}`` per parameter leaf (keys are paths in ``params``; a leaf
+        stacked for a ``scan`` over layers gets one entry per layer, ``"layers/linear/kernel[2]"``).
+      params_filter: ``params_filter(name) -> bool`` on each leaf's path (``"conv1/kernel"``): the kernel
+        of the selected parameters only (the gradient restricted to them).
+      memory_budget: bytes the kernel (and, for ``"jacobian"``, the Jacobians) may take; above it the call
+        is refused before anything is allocated, naming the cheaper routes; ``"auto"`` only picks methods
+        whose estimate fits. Default: half of the device's memory (of the RAM on CPU); ``math.inf``
+        turns the check off.
+      precision: matmul precision (default ``"highest"``).
+      check_finite: refuse NaN or inf in ``params``, ``x1`` and ``x2`` (``False`` skips the pass over them).
 
     Returns:
-      ``kernel_fn(params, x1[n1, *d], x2[n2, *d] | None = None)`` returning ``[n1, n2, *o, *o]``
-      (``[n1, n2]`` when ``trace``; ``{name: kernel}`` when ``per_layer``). ``x2=None`` is the Gram
-      matrix of ``x1``, whose Jacobians (or cotangents) are computed once.
+      A :class:`KernelFunction` ``kernel_fn(params, x1[n1, *d], x2[n2, *d] | None = None)`` returning
+      ``[n1, n2, *o, *o]`` (``[n1, n2]`` when ``trace``; nt's shape with ``trace_axes``/``diagonal_axes``;
+      ``{name: kernel}`` when ``per_layer``). ``x2=None`` is the Gram matrix of ``x1``, whose Jacobians
+      (or cotangents) are computed once.
 
     Example:
       >>> import jax.numpy as jnp, ldjax
       >>> model = lambda w, x: jnp.tanh(x @ w)
-      >>> kernel_fn = ldjax.empirical_ntk_fn(model, method="structured", trace=True)
+      >>> kernel_fn = ldjax.empirical_ntk_fn(model, method="auto", trace=True)
       >>> w, x = jnp.full((5, 3), 0.1), jnp.linspace(0.0, 1.0, 20).reshape(4, 5)
-      >>> kernel_fn(w, x).shape, kernel_fn(w, x[:2], jnp.ones((6, 5))).shape
-      ((4, 4), (2, 6))
+      >>> kernel_fn(w, x).shape, kernel_fn(w, x[:2], jnp.ones((6, 5))).shape, kernel_fn.method
+      ((4, 4), (2, 6), 'structured')
       >>> bool(jnp.allclose(kernel_fn(w, x), ldjax.empirical_ntk(model, w, x, trace=True), rtol=1e-5))
       True
+      >>> ldjax.empirical_ntk_fn(model, diagonal_axes=0, trace_axes=-1)(w, x).shape  # nt: K(x_i, x_i), mean over k
+      (4,)
     """
     _check_method(method)
     checks.precision_scope(precision)  # a bad precision fails here, not at the first call
+    if trace and trace_axes is not None:
+        raise ValueError(
+            "pass either trace=True (ldjax: the sum over every logit axis) or trace_axes (nt), not both"
+        )
+    if params_filter is not None and not callable(params_filter):
+        raise ValueError(f"params_filter must be a function name -> bool, got {type(params_filter).__name__}")
     if memory_budget is not None:
         checks.check_positive_budget(memory_budget)
-    method_kernels = KERNELS_BY_METHOD[method]
-    known_shapes: dict = {}
+    if vmap_axes is not None:
+        apply_fn = batched_from_vmap_axes(apply_fn, vmap_axes)
+    nt_mode = trace_axes is not None or diagonal_axes is not None
+    options = dict(method=method, trace=trace, per_layer=per_layer)
+
+    def select(params: Params) -> tuple[ApplyFn, Any, list[str]]:
+        names = pytree.leaf_names(params)
+        if params_filter is None:
+            return apply_fn, params, names
+        indices = [i for i, name in enumerate(names) if params_filter(name)]
+        if not indices:
+            raise ValueError(f"params_filter selected no parameter; the leaves are {names}")
+        f, chosen = pytree.restrict_to_leaves(apply_fn, params, indices)
+        return f, chosen, [names[i] for i in indices]
+
+    def pick(f: ApplyFn, p: Any, x1: Any, x2: Any, want_trace: bool) -> tuple[str, Any]:
+        budget = checks.memory_budget(memory_budget)[0]
+        n1, gram = checks.batch_size(x1), x2 is x1
+        prepared = None
+        if method in ("auto", "structured") or per_layer:
+            prepared = structured.prepare(f, p, x1, checks.batch_size(x2), "auto")
+        if method == "auto":
+            assert prepared is not None
+            plan = explain.plan_from_prepared(prepared, n1, checks.batch_size(x2), gram, want_trace, budget)
+            logger.info("empirical_ntk_fn: method='auto' chose %r (%s)", plan.method, _summary(plan))
+            return plan.method, prepared
+        return method, prepared
+
+    def compute(f: ApplyFn, p: Any, x1: Any, x2: Any, want_trace: bool, chosen: str) -> dict[str, jax.Array]:
+        return KERNELS_BY_METHOD[chosen](f, p, x1, x2, want_trace, per_layer)
 
     def kernel_fn(params: Params, x1: Any, x2: Any = None):
-        if x2 is None:
+        same = x2 is None
+        if same:
             x2 = x1
         out_shape = _logits_shape(apply_fn, params, x1, x2)
+        m = len(out_shape)
+        t_axes = _axes(trace_axes, m + 1, "trace_axes") or ()
+        d_axes = _axes(diagonal_axes, m + 1, "diagonal_axes") or ()
+        if set(t_axes) & set(d_axes):
+            raise ValueError(f"trace_axes {t_axes} and diagonal_axes {d_axes} share an axis")
+        example_diag = 0 in t_axes or 0 in d_axes
         n1, n2 = checks.batch_size(x1), checks.batch_size(x2)
-        shape = (n1, n2) if trace else (n1, n2, *out_shape, *out_shape)
+        if example_diag and n1 != n2:
+            raise ValueError(
+                f"the example axis 0 in trace_axes/diagonal_axes pairs x1_i with x2_i: x1 has {n1} examples "
+                f"but x2 has {n2}"
+            )
+        logit_trace = trace or (nt_mode and set(range(1, m + 1)) <= set(t_axes))
+        f, p, names = select(params)
         with checks.precision_scope(precision):
-            kernels = method_kernels(apply_fn, params, x1, x2, trace, per_layer)
-        if per_layer:
-            return {name: kernel.reshape(shape) for name, kernel in kernels.items()}
-        return sum(kernels.values()).reshape(shape)
+            chosen, prepared = pick(f, p, x1, x2, logit_trace)
+            key = tuple((np.shape(a), str(jnp.result_type(a))) for a in jax.tree.leaves((x1, x2)))
+            kernel_fn_object.methods[key] = chosen
+            kernel_fn_object.method = chosen
 
-    compiled = jax.jit(kernel_fn)
+            def all_kernels(a: Any, b: Any) -> dict[str, jax.Array]:
+                kernels = compute(f, p, a, b, logit_trace, chosen)
+                if per_layer and prepared is not None and prepared.stacked:
+                    for leaf, layers in prepared.stacked.items():
+                        name = pytree.leaf_names(p)[leaf]
+                        if name in kernels:
+                            del kernels[name]
+                            for index, k in enumerate(_split_stacked(f, p, leaf, layers, a, b, logit_trace)):
+                                kernels[f"{name}[{index}]"] = k
+                return kernels
 
-    def checked_kernel_fn(params: Params, x1: Any, x2: Any = None):
+            if example_diag:
+                one = lambda t: jax.tree.map(lambda leaf: leaf[None], t)  # noqa: E731
+                if same:
+                    kernels = jax.vmap(lambda a: all_kernels(one(a), one(a)))(x1)
+                else:
+                    kernels = jax.vmap(lambda a, b: all_kernels(one(a), one(b)))(x1, x2)
+                shape = (n1,) if logit_trace else (n1, *out_shape, *out_shape)
+            else:
+                kernels = all_kernels(x1, x1 if same else x2)
+                shape = (n1, n2) if logit_trace else (n1, n2, *out_shape, *out_shape)
+
+            def finish(kernel: jax.Array) -> jax.Array:
+                kernel = kernel.reshape(shape)
+                if not nt_mode:
+                    return kernel
+                if logit_trace:
+                    kernel = kernel / math.prod(out_shape)
+                    zero = lambda axes: tuple(a for a in axes if a == 0)  # noqa: E731
+                    return _nt_axes(kernel, 0, zero(t_axes), zero(d_axes), example_diag)
+                return _nt_axes(kernel, m, t_axes, d_axes, example_diag)
+
+            rename = dict(zip(pytree.leaf_names(p), names, strict=True))
+            if per_layer:
+                out = {}
+                for key_name, kernel in kernels.items():
+                    base, _, index = key_name.partition("[")
+                    out[rename.get(base, base) + (f"[{index}" if index else "")] = finish(kernel)
+                return out
+            return finish(sum(kernels.values()))
+
+    def explain_fn(params: Params, x1: Any, x2: Any = None) -> Any:
+        f, p, _ = select(params)
+        return explain.explain_kernel(f, p, x1, x2, trace=trace, memory_budget=memory_budget)
+
+    known_shapes: dict = {}
+
+    def validate(params: Params, x1: Any, x2: Any) -> None:
         checks.validate_kernel(
             apply_fn,
             params,
             x1,
             x2,
             method=method,
-            trace=trace,
+            trace=trace or trace_axes is not None,
             per_layer=per_layer,
             check_finite=check_finite,
             memory_budget=memory_budget,
             known_shapes=known_shapes,
         )
-        with checks.forward_mode(f"empirical_ntk(method={method!r})"):
-            return compiled(params, x1, x2)
 
-    return checked_kernel_fn
+    kernel_fn_object = KernelFunction(kernel_fn, explain_fn, options, validate)
+    return kernel_fn_object
+
+
+def _summary(plan: Any) -> str:
+    return ", ".join(
+        f"{m}: {c.flops / 1e9:.3g} GFLOP, {c.bytes / 2**20:.3g} MiB" for m, c in plan.costs.items()
+    )
 
 
 def empirical_ntk(
@@ -245,10 +496,14 @@ def empirical_ntk(
     *,
     method: NtkMethod = DEFAULT_METHOD,
     trace: bool = False,
+    trace_axes: Axes = None,
+    diagonal_axes: Axes = None,
+    vmap_axes: Any = None,
     per_layer: bool = False,
+    params_filter: Callable[[str], bool] | None = None,
+    memory_budget: float | None = None,
     precision: Precision = "highest",
     check_finite: bool = True,
-    memory_budget: float | None = None,
 ) -> Float[Array, "n1 n2 *o *o"] | dict[str, Float[Array, "n1 n2 *o *o"]]:
     r"""Empirical neural tangent kernel :math:`K_{ij}^{ab} = \nabla_\theta z_a(x1_i) \cdot \nabla_\theta z_b(x2_j)`.
 
@@ -265,9 +520,10 @@ def empirical_ntk(
       params: pytree of parameters.
       x1: batch ``[n1, *d]``.
       x2: batch ``[n2, *d]``; ``None`` means ``x1`` (the Gram matrix).
-      method: ``"jacobian"`` (the default) contracts materialised per-example Jacobians (memory
-        ``n * O * p``): the exact reference, which works for every model, custom derivatives
-        included. ``"vector_products"`` builds each column from one VJP and one JVP (memory
+      method: ``"auto"`` (the default) picks the method of fewest estimated FLOPs that fits in
+        memory (see :func:`ldjax.explain_kernel`). ``"jacobian"`` contracts materialised per-example
+        Jacobians (memory ``n * O * p``): the exact reference, which works for every model, custom
+        derivatives included. ``"vector_products"`` builds each column from one VJP and one JVP (memory
         ``O * p``); ``"structured"`` computes every layer's kernel from its inputs and output
         cotangents, :math:`\sum_{s,s'} \langle x_{i,s}, x_{j,s'}\rangle \langle \delta_{i,a,s},
         \delta_{j,b,s'}\rangle` (dense, convolution, embedding lookup, attention projections,
@@ -276,17 +532,20 @@ def empirical_ntk(
         approximation; usually by far the fastest.
       trace: if true, return :math:`\sum_a K_{ij}^{aa}`, shape ``[n1, n2]``.
       per_layer: if true, return a dict ``{name: kernel}`` with one kernel per parameter leaf,
-        named by its path in ``params`` (``"conv1/kernel"``); the kernels sum to the full kernel.
-      precision: matmul precision (default ``"highest"``: full fp32 even on GPUs that default to TF32).
-      check_finite: refuse NaN or inf in ``params``, ``x1`` and ``x2`` (one pass over them; ``False``
-        skips it for speed).
+        named by its path in ``params`` (``"conv1/kernel"``; a stack of layers scanned over gets one
+        entry per layer, ``"layers/kernel[0]"``); the kernels sum to the full kernel.
+      trace_axes, diagonal_axes, vmap_axes, params_filter: as in :func:`ldjax.empirical_ntk_fn`
+        (neural-tangents' axes with nt's meanings and layout; a kernel of a subset of the parameters).
       memory_budget: bytes the kernel (and, for ``"jacobian"``, the Jacobians) may take; above it the call
         is refused before anything is allocated, naming the cheaper routes. Default: half of the
         device's memory (of the RAM on CPU); ``math.inf`` turns the check off.
+      check_finite: refuse NaN or inf in ``params``, ``x1`` and ``x2`` (one pass over them; ``False``
+        skips it for speed).
 
     Model features: every method differentiates in reverse mode except ``"vector_products"``, which
     also takes JVPs; a model with ``jax.custom_vjp`` works with ``"jacobian"`` and ``"structured"`` only
     (as in :func:`ldjax.one_step`, which needs forward mode: use ``jax.custom_jvp`` there).
+      precision: matmul precision (default ``"highest"``: full fp32 even on GPUs that default to TF32).
 
     Returns:
       ``[n1, n2, *o, *o]``, or ``[n1, n2]`` when ``trace``; a dict of those when ``per_layer``.
@@ -307,9 +566,13 @@ def empirical_ntk(
         apply_fn,
         method=method,
         trace=trace,
+        trace_axes=trace_axes,
+        diagonal_axes=diagonal_axes,
+        vmap_axes=vmap_axes,
         per_layer=per_layer,
+        params_filter=params_filter,
+        memory_budget=memory_budget,
         precision=precision,
         check_finite=check_finite,
-        memory_budget=memory_budget,
     )
     return kernel_fn(params, x1, None if x2 is x1 else x2)

@@ -14,6 +14,7 @@ from jaxtyping import Float
 from jaxtyping import Shaped
 
 from ldjax._src import checks
+from ldjax._src import pytree
 from ldjax._src.first_order import actual_change
 from ldjax._src.first_order import first_order_step
 from ldjax._src.ntk import DEFAULT_METHOD
@@ -62,6 +63,7 @@ def one_step(
     opt_state: Any = None,
     terms: bool = True,
     method: NtkMethod = DEFAULT_METHOD,
+    params_filter: Callable[[str], bool] | None = None,
     precision: Precision = "highest",
     check_finite: bool = True,
     memory_budget: float | None = None,
@@ -90,7 +92,9 @@ def one_step(
         must have the structure of ``optimizer.init(params)``; it needs ``optimizer``.
       terms: also return ``a`` and ``k`` (``k`` is ``[n_o, n_u, *o, *o]``: switch off for large
         vocabularies).
-      method: how ``k`` is computed (see :func:`ldjax.empirical_ntk`).
+      method: how ``k`` is computed (see :func:`ldjax.empirical_ntk`; ``"auto"`` by default).
+      params_filter: ``params_filter(name) -> bool`` on each parameter's path: only those parameters
+        are updated (the others frozen), and ``k`` is their kernel.
       precision: matmul precision (default ``"highest"``).
       check_finite: refuse NaN or inf in ``params``, the inputs, float targets and ``opt_state`` (one
         pass over them per call; ``False`` skips it for speed).
@@ -122,6 +126,7 @@ def one_step(
         optimizer=optimizer,
         terms=terms,
         method=method,
+        params_filter=params_filter,
         precision=precision,
         check_finite=check_finite,
         memory_budget=memory_budget,
@@ -136,6 +141,7 @@ def one_step_fn(
     optimizer: optax.GradientTransformation | None = None,
     terms: bool = True,
     method: NtkMethod = DEFAULT_METHOD,
+    params_filter: Callable[[str], bool] | None = None,
     precision: Precision = "highest",
     check_finite: bool = True,
     memory_budget: float | None = None,
@@ -153,7 +159,9 @@ def one_step_fn(
       optimizer: any ``optax.GradientTransformation``; ``None`` is plain SGD with the ``learning_rate``
         given to each call.
       terms: also return ``a`` and ``k``.
-      method: how ``k`` is computed (see :func:`ldjax.empirical_ntk`; ``"jacobian"`` by default, as there).
+      method: how ``k`` is computed (see :func:`ldjax.empirical_ntk`; ``"auto"`` by default, as there).
+      params_filter: ``params_filter(name) -> bool``: update only the selected parameters (the others
+        are frozen) and compute ``k`` over them.
       precision: matmul precision (default ``"highest"``).
       check_finite, memory_budget: as in :func:`one_step`.
 
@@ -177,7 +185,7 @@ def one_step_fn(
     if memory_budget is not None:
         checks.check_positive_budget(memory_budget)
     known_shapes: dict = {}
-    run = jax.jit(_one_step_program(apply_fn, loss, optimizer, terms, method, precision))
+    run = jax.jit(_one_step_program(apply_fn, loss, optimizer, terms, method, params_filter, precision))
 
     def step(params, x_o, x_u, y_u, *, learning_rate=None, opt_state=None) -> OneStepResult:
         """Predicted and actual Δ log π on ``x_o`` after one update on ``(x_u, y_u)`` (see :func:`one_step`)."""
@@ -203,18 +211,26 @@ def one_step_fn(
     return step
 
 
-def _one_step_program(apply_fn, loss, optimizer, terms, method, precision):
+def _one_step_program(apply_fn, loss, optimizer, terms, method, params_filter, precision):
     """The computation of :func:`one_step` after validation (``optimizer=None``: SGD at ``rate``)."""
 
     def run(params, x_o, x_u, y_u, opt_state, rate):
-        opt = optax.sgd(rate) if optimizer is None else optimizer
+        opt = pytree.only_selected(optax.sgd(rate) if optimizer is None else optimizer, params_filter)
         with checks.precision_scope(precision):
             step = first_order_step(apply_fn, params, x_o, x_u, y_u, loss, opt, opt_state)
             actual = actual_change(apply_fn, params, step.updates, x_o, step.z_o)
             a = k = None
             if terms:
                 a = a_term(step.z_o)
-                k = empirical_ntk(apply_fn, params, x_o, x_u, method=method, precision=precision)
+                k = empirical_ntk(
+                    apply_fn,
+                    params,
+                    x_o,
+                    x_u,
+                    method=method,
+                    params_filter=params_filter,
+                    precision=precision,
+                )
         return OneStepResult(
             predicted=step.predicted,
             actual=actual,
@@ -229,9 +245,25 @@ def _one_step_program(apply_fn, loss, optimizer, terms, method, precision):
 
 
 def decomposition(
-    a: Float[Array, "n_o k k"], k: Float[Array, "n_o n_u k k"], g: Float[Array, "n_u k"], learning_rate: float
-) -> Float[Array, "n_o k"]:
-    r"""Assemble :math:`-\eta\, A(x_o) \sum_u K(x_o, x_u)\, G(x_u)` from explicit terms (classifiers).
+    a: Float[Array, "n_o *o k"] | None,
+    k: Float[Array, "n_o n_u *o *o"],
+    g: Float[Array, " n_u *o"],
+    learning_rate: float,
+) -> Float[Array, " n_o *o"]:
+    r"""Assemble :math:`-\eta\, A(x_o) \sum_u K(x_o, x_u)\, G(x_u)` from explicit terms.
+
+    Works for classifiers (``o = [k]``) and sequence models (``o = [T, V]``: the kernel couples every
+    position and vocabulary entry, ``A`` acts on the last axis at each position). ``a=None`` means
+    ``A = I``: the first-order change of the model's outputs themselves, as for a regression model.
+
+    Args:
+      a: ``A(x_o)``, ``[n_o, *o, k]`` (:func:`ldjax.a_term` of the logits), or ``None`` for ``A = I``.
+      k: ``K(x_o, x_u)``, ``[n_o, n_u, *o, *o]``.
+      g: ``G(x_u)``, ``[n_u, *o]``.
+      learning_rate: η.
+
+    Returns:
+      ``[n_o, *o]``.
 
     Example:
       >>> import jax.numpy as jnp, ldjax
@@ -239,5 +271,21 @@ def decomposition(
       >>> ldjax.decomposition(a, k, g, 0.1)
       Array([[-0.05,  0.05]], dtype=float32)
     """
-    force = jnp.einsum("ijab,jb->ia", k, g)
-    return -learning_rate * jnp.einsum("iab,ib->ia", a, force)
+    m = g.ndim - 1
+    o = tuple(g.shape[1:])
+    if m < 1 or k.ndim != 2 + 2 * m or tuple(k.shape[2 : 2 + m]) != o or tuple(k.shape[2 + m :]) != o:
+        raise ValueError(
+            f"k has shape {tuple(k.shape)} and g has shape {tuple(g.shape)}: expected k [n_o, n_u, *o, *o] "
+            f"and g [n_u, *o] with the same output shape o"
+        )
+    if k.shape[1] != g.shape[0]:
+        raise ValueError(f"k pairs with {k.shape[1]} update examples but g has {g.shape[0]}")
+    force = jnp.tensordot(k, g, axes=([1, *range(2 + m, 2 + 2 * m)], list(range(m + 1))))
+    if a is None:
+        return -learning_rate * force
+    if tuple(a.shape) != (k.shape[0], *o, o[-1]):
+        raise ValueError(
+            f"a has shape {tuple(a.shape)}: expected [n_o, *o, k] = {(k.shape[0], *o, o[-1])} (ldjax.a_term of the "
+            f"logits at x_o), or None for A = I"
+        )
+    return -learning_rate * jnp.einsum("...ab,...b->...a", a, force)

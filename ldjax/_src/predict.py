@@ -17,6 +17,7 @@ import optax
 from jaxtyping import Array
 
 from ldjax._src import checks
+from ldjax._src import pytree
 from ldjax._src.first_order import actual_change
 from ldjax._src.first_order import first_order_step
 from ldjax._src.typing import ApplyFn
@@ -53,6 +54,7 @@ def predict_log_prob_change(
     optimizer: optax.GradientTransformation | None = None,
     opt_state: Any = None,
     actual: bool = False,
+    params_filter: Callable[[str], bool] | None = None,
     precision: Precision = "highest",
     check_finite: bool = True,
     memory_budget: float | None = None,
@@ -77,6 +79,7 @@ def predict_log_prob_change(
       optimizer: any ``optax.GradientTransformation`` (Adam, SGD with momentum...).
       opt_state: its state (e.g. from training); default ``optimizer.init(params)``.
       actual: also take the real optax step and return the actual change (one more forward pass).
+      params_filter: ``params_filter(name) -> bool`` on each parameter's path: only those are updated.
       precision: matmul precision (default ``"highest"``).
       check_finite: refuse NaN or inf in ``params``, the inputs, float targets and ``opt_state``
         (``False`` skips it for speed).
@@ -106,6 +109,7 @@ def predict_log_prob_change(
         loss,
         optimizer=optimizer,
         actual=actual,
+        params_filter=params_filter,
         precision=precision,
         check_finite=check_finite,
         memory_budget=memory_budget,
@@ -119,6 +123,7 @@ def predict_fn(
     *,
     optimizer: optax.GradientTransformation | None = None,
     actual: bool = False,
+    params_filter: Callable[[str], bool] | None = None,
     precision: Precision = "highest",
     check_finite: bool = True,
     memory_budget: float | None = None,
@@ -135,6 +140,7 @@ def predict_fn(
       optimizer: any ``optax.GradientTransformation``; ``None`` is plain SGD with the ``learning_rate``
         given to each call.
       actual: also take the real optax step and return the actual change.
+      params_filter: ``params_filter(name) -> bool``: update only the selected parameters.
       precision: matmul precision (default ``"highest"``).
       check_finite, memory_budget: as in :func:`predict_log_prob_change`.
 
@@ -159,7 +165,7 @@ def predict_fn(
 
     @jax.jit
     def run(params, x_probe, x_u, y_u, opt_state, rate):
-        opt = optax.sgd(rate) if optimizer is None else optimizer
+        opt = pytree.only_selected(optax.sgd(rate) if optimizer is None else optimizer, params_filter)
         with checks.precision_scope(precision):
             step = first_order_step(apply_fn, params, x_probe, x_u, y_u, loss, opt, opt_state)
             change = actual_change(apply_fn, params, step.updates, x_probe, step.z_o) if actual else None

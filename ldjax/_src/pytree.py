@@ -52,3 +52,23 @@ def restrict_to_leaves(
         return apply_fn(jax.tree.unflatten(treedef, full), x)
 
     return f, [leaves[index] for index in indices]
+
+
+def only_selected(optimizer: Any, params_filter: Callable[[str], bool] | None) -> Any:
+    """``optimizer`` whose updates are zero for the leaves ``params_filter(name)`` rejects (frozen).
+
+    The state has the same structure as ``optimizer``'s own (an ``opt_state`` from training fits).
+    """
+    if params_filter is None:
+        return optimizer
+    import optax
+
+    def update(grads: Any, state: Any, params: Any = None) -> Any:
+        updates, state = optimizer.update(grads, state, params)
+        flat, treedef = jax.tree.flatten(updates)
+        keep = [params_filter(name) for name in leaf_names(updates)]
+        return jax.tree.unflatten(
+            treedef, [u if k else u * 0 for u, k in zip(flat, keep, strict=True)]
+        ), state
+
+    return optax.GradientTransformation(optimizer.init, update)

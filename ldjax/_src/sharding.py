@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
+from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec
 from jaxtyping import Array
 from jaxtyping import Float
@@ -33,7 +34,8 @@ from ldjax._src.typing import Params
 from ldjax._src.typing import Precision
 
 
-def _axis(mesh: Mesh, axis: str | None) -> str:
+def mesh_axis(mesh: Mesh, axis: str | None) -> str:
+    """The name of the mesh axis to split over (default: the first), checked."""
     if not isinstance(mesh, Mesh):
         raise ValueError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
     if axis is None:
@@ -41,6 +43,23 @@ def _axis(mesh: Mesh, axis: str | None) -> str:
     if axis not in mesh.axis_names:
         raise ValueError(f"axis {axis!r} is not an axis of the mesh: expected one of {mesh.axis_names}")
     return axis
+
+
+def _placed(mesh: Mesh, spec: PartitionSpec, tree: Any) -> Any:
+    """``tree`` resharded to ``spec`` when the mesh has Explicit axes (as ``jax.make_mesh`` gives by default):
+    ``shard_map`` then requires its inputs' shardings to match its ``in_specs``."""
+    explicit = getattr(jax.sharding.AxisType, "Explicit", None)
+    if explicit is None or explicit not in tuple(getattr(mesh, "axis_types", ())):
+        return tree
+    return jax.sharding.reshard(tree, NamedSharding(mesh, spec))
+
+
+def _unpad(mesh: Mesh, tree: Any, n: int) -> Any:
+    """The first ``n`` rows of every leaf. On a mesh with Explicit axes a sharded axis cannot be cut unevenly:
+    there the rows are gathered (replicated) first when padding was added."""
+    if all(jax.tree.leaves(jax.tree.map(lambda a: a.shape[0] == n, tree))):
+        return tree
+    return jax.tree.map(lambda a: _placed(mesh, PartitionSpec(), a)[:n], tree)
 
 
 def _pad(x: Any, multiple: int) -> tuple[Any, int]:
@@ -73,11 +92,12 @@ def sharded_ntk(
         :func:`ldjax.empirical_ntk` (``x2=None`` means ``x1``; the default method is ``"jacobian"``, as
         there).
       memory_budget: bytes ONE device's block of rows may take (as in :func:`ldjax.empirical_ntk`).
-      mesh: a ``jax.sharding.Mesh``.
+      mesh: a ``jax.sharding.Mesh``, e.g. ``jax.make_mesh((4,), ("probe",))`` (Explicit or Auto axes).
       axis: the mesh axis that splits the probes (default: the mesh's first axis).
 
     Returns:
-      The kernel, sharded along its first axis.
+      The kernel, sharded along its first axis (on a mesh with Explicit axes, replicated when ``n1`` is
+      not a multiple of the axis size).
 
     Example:
       >>> import jax, jax.numpy as jnp, numpy as np, ldjax
@@ -87,7 +107,7 @@ def sharded_ntk(
       >>> ldjax.sharded_ntk(f, p, x, mesh=mesh).shape
       (4, 4, 2, 2)
     """
-    name = _axis(mesh, axis)
+    name = mesh_axis(mesh, axis)
     checks.validate_kernel(
         apply_fn,
         params,
@@ -125,8 +145,12 @@ def sharded_ntk(
         in_specs=(PartitionSpec(), PartitionSpec(name), PartitionSpec()),
         out_specs=PartitionSpec(name),
         check_vma=False,
-    )(params, padded, x2)
-    return jax.tree.map(lambda k: k[:n1], out)
+    )(
+        _placed(mesh, PartitionSpec(), params),
+        _placed(mesh, PartitionSpec(name), padded),
+        _placed(mesh, PartitionSpec(), x2),
+    )
+    return _unpad(mesh, out, n1)
 
 
 def sharded_log_prob_change(
@@ -163,7 +187,7 @@ def sharded_log_prob_change(
       ...                               loss=ldjax.losses.cross_entropy, learning_rate=0.1).shape
       (4, 2)
     """
-    name = _axis(mesh, axis)
+    name = mesh_axis(mesh, axis)
     checks.validate_step(
         apply_fn,
         params,
@@ -193,5 +217,9 @@ def sharded_log_prob_change(
                 in_specs=(PartitionSpec(), PartitionSpec(), PartitionSpec(name)),
                 out_specs=PartitionSpec(name),
                 check_vma=False,
-            )(params, updates, padded)
-    return out[:n]
+            )(
+                _placed(mesh, PartitionSpec(), params),
+                _placed(mesh, PartitionSpec(), updates),
+                _placed(mesh, PartitionSpec(name), padded),
+            )
+    return _unpad(mesh, out, n)

@@ -23,6 +23,8 @@ from types import ModuleType
 from typing import Any
 from typing import NamedTuple
 
+import numpy as np
+
 from ldjax._src.experiments import claims
 from ldjax._src.experiments import storage
 
@@ -84,6 +86,18 @@ def save_figure(fig: Any, out_dir: str | Path, stem: str) -> Path:
         write_atomic(out_dir / f"{stem}{suffix}", buffer.getvalue())
     plt.close(fig)
     return png
+
+
+def shown_terms(step: Any) -> dict[str, np.ndarray]:
+    """The predicted and actual Δ log π and the A, K, G of a ``one_step`` result on ONE update example, as
+    arrays for the figures: ``k`` is ``[n_o, k, k]`` and ``g`` ``[k]``."""
+    return {
+        "predicted": np.asarray(step.predicted),
+        "actual": np.asarray(step.actual),
+        "a": np.asarray(step.a),
+        "k": np.asarray(step.k[:, 0]),
+        "g": np.asarray(step.g[0]),
+    }
 
 
 def use_agg() -> None:

@@ -94,6 +94,13 @@ EXPERIMENTS: tuple[ExperimentSpec, ...] = (
         aliases=("llm",),
     ),
     ExperimentSpec(
+        "compositional",
+        "compositional vs random bijections of a two-factor toy (thesis ch. 7): cooperating vs contradicting forces",
+        "synthetic (no files)",
+        0.5,
+        3.0,
+    ),
+    ExperimentSpec(
         "squeeze",
         "the squeezing effect of a negative gradient on a linear softmax head (closed form vs step)",
         "none",

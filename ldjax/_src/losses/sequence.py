@@ -80,17 +80,24 @@ class PreferenceTarget(NamedTuple):
 
 
 def next_token_target(
-    sequences: Int[Array, "n L"], response_mask: Float[Array, "n L"]
-) -> tuple[Int[Array, "n L-1"], SequenceTarget]:
+    sequences: Int[Array, "n L"], response_mask: Float[Array, "n L"], *, shift: int = 1
+) -> tuple[Int[Array, "n L-shift"], SequenceTarget]:
     """Split full sequences into model inputs and aligned next-token targets.
+
+    ``shift`` says where the model reads its target. ``shift=1`` (the default) is for models whose
+    ``logits[t]`` is computed from ``inputs[:t+1]`` and predicts the next token (GPT-style, ldjax's
+    ``TinyTransformer``): inputs drop the last token, targets the first. ``shift=0`` is for models
+    that shift right internally (flax's lm1b/wmt decoders: ``logits[t]`` predicts ``inputs[t]`` from the
+    tokens before it): inputs and targets are the whole sequence.
 
     Args:
       sequences: ``[n, L]`` token ids (prompt, response, padding).
       response_mask: ``[n, L]``, 1 where the token belongs to the response.
+      shift: ``1`` or ``0``, as above.
 
     Returns:
-      ``(inputs[n, L-1], SequenceTarget(tokens[n, L-1], mask[n, L-1]))`` with ``inputs =
-      sequences[:, :-1]``, ``tokens = sequences[:, 1:]`` and ``mask = response_mask[:, 1:]``.
+      ``(inputs[n, L-shift], SequenceTarget(tokens[n, L-shift], mask[n, L-shift]))`` with ``inputs =
+      sequences[:, :L-shift]``, ``tokens = sequences[:, shift:]`` and ``mask = response_mask[:, shift:]``.
 
     Example:
       >>> import jax.numpy as jnp, ldjax
@@ -98,17 +105,24 @@ def next_token_target(
       >>> x, t.tokens, t.mask
       (Array([[1, 2]], dtype=int32), Array([[2, 3]], dtype=int32), Array([[0., 1.]], dtype=float32))
     """
+    if shift not in (0, 1):
+        raise ValueError(
+            f"shift must be 1 (the model predicts the next token) or 0 (it shifts internally), got {shift!r}"
+        )
     sequences = jnp.asarray(sequences)
     response_mask = jnp.asarray(response_mask)
-    if sequences.ndim != 2 or sequences.shape[1] < 2:
-        raise ValueError(f"sequences must be [n, L] with L >= 2, got shape {tuple(sequences.shape)}")
+    if sequences.ndim != 2 or sequences.shape[1] < 1 + shift:
+        raise ValueError(
+            f"sequences must be [n, L] with L >= {1 + shift}, got shape {tuple(sequences.shape)}"
+        )
     if response_mask.shape != sequences.shape:
         raise ValueError(
             f"response_mask has shape {tuple(response_mask.shape)}: expected the shape of sequences "
             f"{tuple(sequences.shape)}"
         )
-    mask = response_mask[:, 1:].astype(jnp.result_type(float))
-    return sequences[:, :-1], SequenceTarget(tokens=sequences[:, 1:], mask=mask)
+    length = sequences.shape[1]
+    mask = response_mask[:, shift:].astype(jnp.result_type(float))
+    return sequences[:, : length - shift], SequenceTarget(tokens=sequences[:, shift:], mask=mask)
 
 
 def sequence_log_prob(

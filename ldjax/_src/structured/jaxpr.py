@@ -165,11 +165,14 @@ def bind(eqn: Eqn, invals: list[Any]) -> list[Any]:
     return list(out) if eqn.primitive.multiple_results else [out]
 
 
-def find_sites(program: Program, n_leaves: int) -> tuple[list[Site], set[int]]:
-    """The linear sites of every parameter leaf, and the leaves that cannot be structured."""
+def find_sites(program: Program, n_leaves: int) -> tuple[list[Site], dict[int, str], dict[int, int]]:
+    """The linear sites of every parameter leaf, the leaves that cannot be structured (with the reason,
+    e.g. ``"used by tanh"``) and the leaves scanned over as a stack of layers (``{leaf: layers}``: a
+    ``scan`` slices them along their first axis, one slice per iteration)."""
     origin: dict[int, tuple[int, tuple[int, ...]]] = {i: (i, ()) for i in range(n_leaves)}
     sites: list[Site] = []
-    unstructurable: set[int] = set()
+    unstructurable: dict[int, str] = {}
+    stacked: dict[int, int] = {}
     for index, eqn in enumerate(program.eqns):
         derived = [(k, origin[a]) for k, a in enumerate(eqn.ins) if isinstance(a, int) and a in origin]
         if not derived:
@@ -184,11 +187,52 @@ def find_sites(program: Program, n_leaves: int) -> tuple[list[Site], set[int]]:
             if linear is not None and len(eqn.outs) == 1 and (linear == ALL_OPERANDS or k in linear):
                 sites.append(Site(index, k, leaf, chain))
             else:
-                unstructurable.add(leaf)
+                unstructurable.setdefault(leaf, f"used by {name}")
+                if name == "scan" and not chain and k >= eqn.params["num_consts"] + eqn.params["num_carry"]:
+                    stacked[leaf] = int(eqn.params["length"])
     for a in program.outs:
         if isinstance(a, int) and a in origin:
-            unstructurable.add(origin[a][0])
-    return sites, unstructurable
+            unstructurable.setdefault(origin[a][0], "returned as an output")
+    return sites, unstructurable, stacked
+
+
+def forward_flops(program: Program) -> int:
+    """FLOPs of one evaluation of the program: matmuls and convolutions counted exactly, every other
+    equation as one operation per output element; loop bodies (``scan``) times their length."""
+    return sum(
+        _eqn_flops(
+            eqn.primitive.name,
+            eqn.params,
+            [program.operand_shape(a) for a in eqn.ins],
+            [tuple(v.shape) for v in eqn.out_avals],
+        )
+        for eqn in program.eqns
+    )
+
+
+def _jaxpr_flops(jaxpr: Any) -> int:
+    total = 0
+    for eqn in jaxpr.eqns:
+        ins = [tuple(getattr(v.aval, "shape", ())) for v in eqn.invars]
+        outs = [tuple(getattr(v.aval, "shape", ())) for v in eqn.outvars]
+        total += _eqn_flops(eqn.primitive.name, eqn.params, ins, outs)
+    return total
+
+
+def _eqn_flops(
+    name: str, params: dict[str, Any], ins: list[tuple[int, ...]], outs: list[tuple[int, ...]]
+) -> int:
+    out = size(outs[0]) if outs else 0
+    if name == "dot_general":
+        (lhs_contract, _), _ = params["dimension_numbers"]
+        return 2 * out * size([ins[0][d] for d in lhs_contract])
+    if name == "conv_general_dilated":
+        rhs_spec = params["dimension_numbers"].rhs_spec
+        return 2 * out * size(ins[1]) // max(ins[1][rhs_spec[0]], 1)
+    inner = getattr(params.get("jaxpr"), "jaxpr", params.get("jaxpr"))
+    if hasattr(inner, "eqns"):  # a loop or call body
+        return _jaxpr_flops(inner) * int(params.get("length", 1))
+    return sum(size(o) for o in outs)
 
 
 def evaluate(

@@ -15,6 +15,7 @@ from ldjax._src.structured.jaxpr import Const
 from ldjax._src.structured.jaxpr import Program
 from ldjax._src.structured.jaxpr import Site
 from ldjax._src.structured.jaxpr import find_sites
+from ldjax._src.structured.jaxpr import forward_flops
 from ldjax._src.structured.jaxpr import size
 from ldjax._src.structured.jaxpr import trace_program
 from ldjax._src.structured.plans import Plan
@@ -37,6 +38,9 @@ class Prepared:
     plans: dict[Site, Plan]
     routes: list[str]  # per leaf: "dot", "conv", "lookup", "gradients", "fallback" or "unused"
     fallback: list[int]  # leaves used non-linearly: Jacobian contraction
+    reasons: dict[int, str]  # why each fallback leaf could not be structured ("used by tanh")
+    stacked: dict[int, int]  # leaves scanned over as a stack of layers: {leaf: number of layers}
+    forward_flops: int  # FLOPs of the model on one example
     record: dict[int, tuple[int, ...]]  # site equation -> the operands to keep (not the parameter)
 
 
@@ -53,7 +57,7 @@ def prepare(apply_fn: ApplyFn, params: Params, x1: Any, n2: int, route: str) -> 
 
     program = trace_program(flat_apply, leaves, x_leaves)
     out_size = size(program.operand_shape(program.outs[0]))
-    all_sites, unstructurable = find_sites(program, len(leaves))
+    all_sites, unstructurable, stacked = find_sites(program, len(leaves))
     sites: dict[int, list[Site]] = {}
     for site in all_sites:
         if site.leaf not in unstructurable:
@@ -84,6 +88,9 @@ def prepare(apply_fn: ApplyFn, params: Params, x1: Any, n2: int, route: str) -> 
         plans=plans,
         routes=[leaf_route(leaf) for leaf in range(len(leaves))],
         fallback=sorted(unstructurable),
+        reasons=unstructurable,
+        stacked=stacked,
+        forward_flops=forward_flops(program),
         record=_operands_to_record(program, sites),
     )
 

@@ -273,7 +273,3 @@ def _force_results(out: dict[str, np.ndarray], world: World) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     return common.main(sys.modules[__name__], argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
