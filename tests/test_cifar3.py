@@ -92,13 +92,13 @@ def test_resnet_logits_do_not_depend_on_the_rest_of_the_batch():
 
 def test_pull_matches_explicit_kernel():
     """The per-example pull equals −η/B · A · K(x_o, x_j) · G_j with K from ldjax.empirical_ntk."""
-    from ldjax._src.experiments import cifar3_paths as cp
+    from ldjax._src.experiments import learning_paths as lp
 
     model = ResNet(3, widths=(4, 8), blocks=(1, 1), rngs=nnx.Rngs(0))
     apply_fn, params = ldjax.from_nnx(model, example_shape=(8, 8, 3))
     x = jax.random.normal(jax.random.key(2), (5, 8, 8, 3))
     y = jnp.array([0, 1, 2, 1, 0])
-    got = cp.pull_on(apply_fn, params, x[0], x, y, learning_rate=0.1, batch_size=4)
+    got = lp.pull_on(apply_fn, params, x[0], x, y, learning_rate=0.1, batch_size=4)
 
     @jax.jit
     def reference(params, x):
@@ -111,37 +111,139 @@ def test_pull_matches_explicit_kernel():
     np.testing.assert_allclose(got, np.asarray(reference(params, x)), rtol=2e-4, atol=1e-8)
 
 
+TINY_COMMON = {
+    "train_size": 100,
+    "val_size": 100,
+    "epochs": 2,
+    "widths": (4, 8),
+    "blocks": (1, 1),
+    "batch_size": 25,
+}
+TINY = {**TINY_COMMON, "num_seeds": 2, "num_observed": 2, "num_pull": 2}
+TINY_FILTER_KD = {**TINY_COMMON, "num_seeds": 2, "noises": (0.2, 0.4), "temperatures": (1.0, 4.0)}
+
+
+def flags(values):
+    argv = []
+    for key, value in values.items():
+        argv += [
+            "--" + key.replace("_", "-"),
+            ",".join(map(str, value)) if isinstance(value, tuple) else str(value),
+        ]
+    return argv
+
+
+def test_observed_examples_prefer_clear_zigzags():
+    from ldjax._src.experiments import cifar3_paths as cp
+    from ldjax._src.paths import ZigZag
+
+    to_p = np.array([0.5, 0.3, 0.9, 0.0, 0.6])
+    to_y = np.array([0.5, 0.8, 0.05, 0.9, 0.4])
+    zz = ZigZag(*(np.zeros(5),) * 4, to_p, to_y, (to_p > 0.1) & (to_y > 0.1))
+    flipped = np.array([True, True, True, True, False])
+    # zig-zagging flipped examples first (by their smaller move), then the rest; never a clean one
+    np.testing.assert_array_equal(cp.observed_examples(zz, flipped, 4), [0, 1, 2, 3])
+    np.testing.assert_array_equal(cp.observed_examples(zz, flipped, 1), [0])
+
+
+def test_cifar3_claims_report_counter_examples_as_missed():
+    from ldjax._src.experiments import cifar3_paths as cp
+    from ldjax._src.experiments import learning_paths as lp
+
+    flipped, clean, gain = np.array([0.7, 0.6, 0.8]), np.array([0.1, 0.05, 0.1]), np.array([0.7, 0.6, 0.8])
+    kw = {"margin": 0.1, "section": "Section 3", "what": "mislabelled examples"}
+    rows = lp.path_claims("cifar3", "flipped", "clean", flipped, clean, gain, **kw)
+    assert [r.id for r in rows] == [
+        "cifar3.zigzag_flipped",
+        "cifar3.zigzag_flipped_vs_clean",
+        "cifar3.early_stop_near_p_star",
+    ]
+    assert all(row.holds for row in rows)
+    rows = lp.path_claims(
+        "cifar3", "flipped", "clean", flipped, flipped - 0.05, gain, **kw
+    )  # clean ones as often
+    assert rows[0].holds and not rows[1].holds
+    assert not lp.path_claims("cifar3", "flipped", "clean", np.array([0.2, 0.3, 0.1]), clean, gain, **kw)[
+        0
+    ].holds
+    assert not lp.path_claims("cifar3", "flipped", "clean", flipped, clean, np.array([0.1, 0.0, -0.2]), **kw)[
+        2
+    ].holds
+    assert cp.pull_claim(np.array([0.8, 0.7, 0.9]), 4, 8).holds
+    assert not cp.pull_claim(np.array([0.3, 0.4, 0.35]), 4, 8).holds  # pullers at chance
+
+
+def test_filter_kd_claims_report_counter_examples_as_missed():
+    from ldjax._src.experiments import filter_kd
+
+    def results(fkd, oht_final, oht_es, eskd):
+        row = {
+            "FilterKD": {"accuracy": np.array(fkd), "tau": 1.0},
+            "OHT-final": {"accuracy": np.array(oht_final)},
+            "OHT-ES": {"accuracy": np.array(oht_es)},
+            "ESKD": {"accuracy": np.array(eskd)},
+        }
+        return {"noises": [0.0, 0.2], "table": {"0": row, "0.2": row}}
+
+    good = filter_kd.fidelity(results([0.80] * 5, [0.70] * 5, [0.78] * 5, [0.79] * 5))
+    assert [r.id for r in good] == [
+        "filter_kd.beats_final_oht_20",
+        "filter_kd.beats_early_stopped_20",
+        "filter_kd.beats_eskd_20",
+    ]
+    assert all(r.holds for r in good) and all(r.seeds == 5 for r in good)
+    # Filter-KD no better than memorised one-hot training, early-stopped training or ESKD: all missed
+    bad = filter_kd.fidelity(results([0.70] * 5, [0.705] * 5, [0.75] * 5, [0.72] * 5))
+    assert not any(r.holds for r in bad)
+
+
+def test_filter_table_is_saved_at_the_best_epoch():
+    """The table averages the visits of epochs 1..best only (the authors save it with the best checkpoint)."""
+    from ldjax._src import paths
+    from ldjax._src.experiments import filter_kd
+    from ldjax._src.experiments.fitting import Fit
+
+    rng = np.random.default_rng(0)
+    visits = rng.normal(size=(5, 2, 4, 3))
+    seen = rng.random((5, 2, 4)) < 0.8
+    run = Fit(*([None] * 13))._replace(best=np.array([2, 5]), visits=visits, seen=seen)
+    got = filter_kd.filter_table(run, 0, temperature=2.0, decay=0.9)
+    ref = paths.filter_targets(jax.nn.softmax(visits[:2, 0] / 2.0, -1), decay=0.9, seen=seen[:2, 0])
+    np.testing.assert_allclose(got, np.asarray(ref), rtol=1e-6)
+
+
 @needs_cifar
 def test_cifar3_experiment_smoke(tmp_path):
     from ldjax.experiments import cifar3_paths as cp
 
-    argv = [
-        "--out",
-        str(tmp_path),
-        "--data-dir",
-        DATA,
-        "--train-size",
-        "100",
-        "--val-size",
-        "100",
-        "--epochs",
-        "2",
-        "--widths",
-        "4,8",
-        "--blocks",
-        "1,1",
-        "--batch-size",
-        "25",
-        "--num-pull",
-        "2",
-        "--no-progress",
-    ]
-    assert cp.main(argv) == 0
+    assert cp.main(["--out", str(tmp_path), "--data-dir", DATA, "--no-progress", *flags(TINY)]) == 0
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["complete"] and "CIFAR-10H" in saved["dataset"]
     res = saved["results"]
     assert res["num_flipped"] == 20  # 20% of the 100 training images, exactly
-    assert len(res["flipped_mean_distance_p_star"]) == 2 * 2 + 1  # records: start + 2 per epoch
-    assert 0.0 <= res["flipped_turned_fraction"] <= 1.0
-    assert len(saved["figures"]) >= 2 and all((tmp_path / f).exists() for f in saved["figures"])
-    assert len(saved["fidelity"]) >= 2
+    assert len(res["flipped_mean_distance_p_star"]) == 2 + 1  # records: start + 1 per epoch
+    assert len(res["per_seed"]["zigzag_flipped"]) == 2 and len(res["pulls"][1]) == 2
+    assert {f["path"].rsplit("/", 1)[-1] for f in res["data_files"]} >= {"cifar10h_probs.npy"}
+    assert len(saved["figures"]) == 3 and all((tmp_path / f).exists() for f in saved["figures"])
+    assert {r["id"] for r in saved["fidelity"]} == {
+        "cifar3.zigzag_flipped",
+        "cifar3.zigzag_flipped_vs_clean",
+        "cifar3.early_stop_near_p_star",
+        "cifar3.pulls_from_p_star_class",
+    }
+
+
+@needs_cifar
+def test_filter_kd_smoke(tmp_path):
+    from ldjax.experiments import filter_kd
+
+    argv = ["--out", str(tmp_path), "--data-dir", DATA, "--no-progress", *flags(TINY_FILTER_KD)]
+    assert filter_kd.main(argv) == 0
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert "CIFAR-10H" in saved["dataset"] and saved["results"]["data_files"]
+    table = saved["results"]["table"]["0.4"]
+    assert set(table) >= {"OHT-ES", "OHT-final", "ESKD", "FilterKD"}
+    assert set(table["FilterKD"]["by_tau"]) == {"1", "4"} and table["FilterKD"]["tau"] in (1.0, 4.0)
+    for m in ("OHT-ES", "OHT-final", "ESKD", "FilterKD"):
+        assert len(table[m]["accuracy"]) == 2 and 0.0 <= np.mean(table[m]["ece"]) <= 1.0
+    assert len(saved["fidelity"]) == 6 and len(saved["figures"]) == 1

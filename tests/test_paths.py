@@ -43,21 +43,33 @@ def test_distances_and_zigzag_match_loop_reference():
         np.testing.assert_allclose(np.asarray(d)[:, i], ref, rtol=1e-12)
         s_min = int(np.argmin(ref))
         assert int(zz.t_min[i]) == s_min
-        assert bool(zz.turned[i]) == (min(ref) < ref[0] - 0.01 and min(ref) < ref[-1] - 0.01)
         e_y = np.eye(k)[labels[i]]
-        towards = np.linalg.norm(p[-1, i] - e_y) < np.linalg.norm(p[s_min, i] - e_y) - 0.01
-        assert bool(zz.towards_label_after[i]) == towards
+        to_p_star = ref[0] - min(ref)
+        to_label = np.linalg.norm(p[s_min, i] - e_y) - np.linalg.norm(p[-1, i] - e_y)
+        np.testing.assert_allclose(float(zz.to_p_star[i]), to_p_star, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(float(zz.to_label[i]), to_label, rtol=1e-12, atol=1e-15)
+        assert bool(zz.zigzag[i]) == (to_p_star > 0.01 and to_label > 0.01)
 
 
-def test_zigzag_hand_example():
-    # start at uniform, pass through p* exactly, end at e_y: a textbook zig-zag.
+def test_zigzag_needs_both_moves():
     p_star = np.array([[0.7, 0.2, 0.1]])
-    path = np.array([[[1 / 3, 1 / 3, 1 / 3]], [[0.7, 0.2, 0.1]], [[0.0, 0.0, 1.0]]])
-    zz = paths.zigzag(path, p_star, np.array([2]))
-    assert bool(zz.turned[0]) and bool(zz.towards_label_after[0]) and int(zz.t_min[0]) == 1
-    # a path moving monotonically to p* does not "turn".
-    straight = np.array([[[0.0, 0.0, 1.0]], [[0.35, 0.1, 0.55]], [[0.7, 0.2, 0.1]]])
-    assert not bool(paths.zigzag(straight, p_star, np.array([2])).turned[0])
+    label = np.array([2])
+    uniform = [1 / 3, 1 / 3, 1 / 3]
+    # uniform -> p* -> e_y: the textbook zig-zag
+    zig = np.array([[uniform], [[0.7, 0.2, 0.1]], [[0.0, 0.0, 1.0]]])
+    zz = paths.zigzag(zig, p_star, label, margin=0.1)
+    assert bool(zz.zigzag[0]) and int(zz.t_min[0]) == 1
+    # straight to the label: the distance to p* never falls (no first move)
+    straight = np.array([[uniform], [[1 / 6, 1 / 6, 2 / 3]], [[0.0, 0.0, 1.0]]])
+    zz = paths.zigzag(straight, p_star, label, margin=0.1)
+    assert not bool(zz.zigzag[0]) and int(zz.t_min[0]) == 0
+    # to p* and staying there (no second move)
+    settle = np.array([[uniform], [[0.6, 0.25, 0.15]], [[0.7, 0.2, 0.1]]])
+    assert not bool(paths.zigzag(settle, p_star, label, margin=0.1).zigzag[0])
+    # an easy sample (label ≈ p*) going straight through p* to its label: the second move is below the margin
+    easy_p = np.array([[0.02, 0.03, 0.95]])
+    through = np.array([[uniform], [[0.02, 0.03, 0.95]], [[0.0, 0.0, 1.0]]])
+    assert not bool(paths.zigzag(through, easy_p, label, margin=0.1).zigzag[0])
 
 
 def test_zigzag_rejects_bad_shapes():
@@ -88,19 +100,32 @@ def test_ece_matches_loop_reference():
 
 
 @pytest.mark.float64
-def test_filter_targets_is_the_recursive_average():
+def test_filter_targets_is_the_authors_table_update():
+    """The authors' rule: the first visit sets q, every later visit moves q to α·q + (1 − α)·π; unvisited rows keep q."""
     rng = np.random.default_rng(3)
     rec = rng.dirichlet(np.ones(3), size=(6, 4))
-    got = np.asarray(jax.jit(functools.partial(paths.filter_targets, decay=0.9))(rec))
+    seen = rng.random((6, 4)) < 0.7
+    seen[:, 3] = False  # never visited: stays uniform
+    got = np.asarray(jax.jit(functools.partial(paths.filter_targets, decay=0.9))(rec, seen=seen))
+    got_all = np.asarray(paths.filter_targets(rec, decay=0.9))
     init = np.full((4, 3), 1 / 3)
     got_init = np.asarray(paths.filter_targets(rec, decay=0.9, initial=init))
-    weights = 0.9 ** np.arange(5, -1, -1)  # record t has weight α^(T-1-t), normalised
-    q = sum(w * r for w, r in zip(weights, rec, strict=True)) / weights.sum()
-    np.testing.assert_allclose(got, q, rtol=1e-12)
-    q = init.copy()
-    for s in range(6):
-        q = 0.9 * q + 0.1 * rec[s]
-    np.testing.assert_allclose(got_init, q, rtol=1e-12)
+    for i in range(4):
+        q = None
+        for t in range(6):
+            if seen[t, i]:
+                q = rec[t, i].copy() if q is None else 0.9 * q + 0.1 * rec[t, i]
+        np.testing.assert_allclose(got[i], np.full(3, 1 / 3) if q is None else q, rtol=1e-12)
+        q = rec[0, i].copy()
+        for t in range(1, 6):
+            q = 0.9 * q + 0.1 * rec[t, i]
+        np.testing.assert_allclose(got_all[i], q, rtol=1e-12)
+        q = init[i].copy()
+        for t in range(6):
+            q = 0.9 * q + 0.1 * rec[t, i]
+        np.testing.assert_allclose(got_init[i], q, rtol=1e-12)
     np.testing.assert_allclose(got.sum(-1), 1.0, rtol=1e-12)
     with pytest.raises(ValueError, match="decay"):
         paths.filter_targets(rec, decay=1.0)
+    with pytest.raises(ValueError, match="seen must be"):
+        paths.filter_targets(rec, seen=seen[:, :2])

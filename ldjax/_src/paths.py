@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 from jaxtyping import Array
+from jaxtyping import Bool
 from jaxtyping import Float
 from jaxtyping import Int
 
@@ -51,23 +52,25 @@ def distances(paths: Float[ArrayLike, "t n k"], target: Float[ArrayLike, "n k"])
 
 
 class ZigZag(NamedTuple):
-    """Per-example summary of a path's approach to ``p*`` (see :func:`zigzag`).
+    """Per-example summary of a path's zig-zag (see :func:`zigzag`).
 
     Attributes:
       d_start: distance to p* at the first record ``[n]``.
       d_min: minimum distance to p* along the path ``[n]``.
       d_end: distance to p* at the last record ``[n]``.
-      t_min: record index where the minimum is reached ``int [n]``.
-      turned: the path came closer to p* than both its start and its end (by ``margin``) ``bool [n]``.
-      towards_label_after: after ``t_min`` the path moved closer to the label ``e_y`` ``bool [n]``.
+      t_min: record index where the minimum is reached (the first of ties) ``int [n]``.
+      to_p_star: how far the path first moved towards p*, ``d_start − d_min`` ``[n]``.
+      to_label: how far it then moved towards its label, ``‖π(t_min) − e_y‖ − ‖π(end) − e_y‖`` ``[n]``.
+      zigzag: both moves exceed the margin ``bool [n]``.
     """
 
     d_start: Array
     d_min: Array
     d_end: Array
     t_min: Array
-    turned: Array
-    towards_label_after: Array
+    to_p_star: Array
+    to_label: Array
+    zigzag: Array
 
 
 def zigzag(
@@ -77,16 +80,19 @@ def zigzag(
     *,
     margin: float = 0.0,
 ) -> ZigZag:
-    """Does each path come closer to ``p*`` than its start and its end, and then head to ``e_y``?
+    """Does each path first move towards ``p*`` and THEN towards its label ``e_y``, each by ``margin``?
 
-    ``turned[i]`` is ``d_min < d_start − margin and d_min < d_end − margin`` with ``d`` the Euclidean
-    distance to ``p*``; ``towards_label_after[i]`` is ``‖π_end − e_y‖ < ‖π_{t_min} − e_y‖ − margin``.
+    With ``d*`` the Euclidean distance to ``p*`` and ``d_y`` the distance to ``e_y``, ``t_min`` the
+    record of the smallest ``d*``: ``zigzag[i]`` is ``d*(0) − d*(t_min) > margin`` (the move towards
+    p*) and ``d_y(t_min) − d_y(end) > margin`` (the later move towards the label). A path that heads
+    straight for its label has ``t_min = 0`` (no first move) when the label is far from p*; a path
+    that settles at p* never makes the second move.
 
     Args:
       paths: predicted distributions ``[t, n, k]`` (record ``t``, example ``n``).
       p_star: the true distributions ``[n, k]``.
       labels: the training labels ``int [n]``.
-      margin: a distance the turn must exceed (0: any strict improvement).
+      margin: the distance each move must exceed (0: any strict move).
 
     Returns:
       :class:`ZigZag`.
@@ -95,7 +101,7 @@ def zigzag(
       >>> import jax.numpy as jnp
       >>> from ldjax.paths import zigzag
       >>> path = jnp.array([[[0.5, 0.5]], [[0.8, 0.2]], [[0.1, 0.9]]])  # p* = (0.8, 0.2), y = 1
-      >>> bool(zigzag(path, jnp.array([[0.8, 0.2]]), jnp.array([1])).turned[0])
+      >>> bool(zigzag(path, jnp.array([[0.8, 0.2]]), jnp.array([1]), margin=0.1).zigzag[0])
       True
     """
     paths = jnp.asarray(paths)
@@ -108,9 +114,10 @@ def zigzag(
     t_min = jnp.argmin(d, axis=0)
     d_min = jnp.min(d, axis=0)
     idx = jnp.arange(paths.shape[1])
-    turned = (d_min < d[0] - margin) & (d_min < d[-1] - margin)
-    towards = d_label[-1] < d_label[t_min, idx] - margin
-    return ZigZag(d[0], d_min, d[-1], t_min.astype(jnp.int32), turned, towards)
+    to_p_star = d[0] - d_min
+    to_label = d_label[t_min, idx] - d_label[-1]
+    both = (to_p_star > margin) & (to_label > margin)
+    return ZigZag(d[0], d_min, d[-1], t_min.astype(jnp.int32), to_p_star, to_label, both)
 
 
 def expected_calibration_error(
@@ -140,19 +147,26 @@ def expected_calibration_error(
 
 
 def filter_targets(
-    records: Float[ArrayLike, "t n k"], *, decay: float = 0.95, initial: Float[ArrayLike, "n k"] | None = None
+    records: Float[ArrayLike, "t n k"],
+    *,
+    decay: float = 0.95,
+    seen: Bool[ArrayLike, "t n"] | None = None,
+    initial: Float[ArrayLike, "n k"] | None = None,
 ) -> Float[Array, "n k"]:
-    r"""Filter-KD targets: the exponential moving average :math:`q \leftarrow \alpha q + (1-\alpha)\,\pi_t` over records.
+    r"""Filter-KD targets: each example's moving average :math:`q \leftarrow \alpha q + (1-\alpha)\,\pi_t`.
 
-    Without ``initial`` the average starts from zero and is bias-corrected, :math:`q_T / (1 - \alpha^T)`
-    (as Adam's moments are), i.e. the normalised weighted average
-    :math:`\sum_t \alpha^{T-t} \pi_t / \sum_t \alpha^{T-t}` of all ``T`` records. Without the
-    correction a short run would keep a large weight on the untrained network's first prediction.
+    The rule of the authors' code (Ren, Guo & Sutherland, ICLR 2022): an example's first record
+    sets ``q`` to that prediction; every later record ``π_t`` of the example moves it to
+    ``α·q + (1 − α)·π_t``. With ``seen``, record ``t`` of example ``i`` counts only where
+    ``seen[t, i]`` (the authors update the table when a minibatch visits the example, and an epoch
+    that drops its last incomplete batch does not visit every example); an example never seen keeps
+    the uniform distribution.
 
     Args:
       records: the (temperature-scaled) softmax of each example at each record ``[t, n, k]``.
-      decay: α (the paper: 0.95).
-      initial: starting ``q`` ``[n, k]`` (then no bias correction), e.g. the one-hot labels.
+      decay: α (the authors: 0.95).
+      seen: which records count ``bool [t, n]`` (default: all).
+      initial: a starting ``q`` ``[n, k]``: then every record, the first included, is averaged in.
 
     Returns:
       ``q`` after the last record ``[n, k]``; rows sum to 1 when the records' rows do.
@@ -160,17 +174,27 @@ def filter_targets(
     Example:
       >>> import jax.numpy as jnp
       >>> from ldjax.paths import filter_targets
-      >>> q = filter_targets(jnp.array([[[1.0, 0.0]], [[0.0, 1.0]]]), decay=0.5)  # weights 1/3, 2/3
+      >>> q = filter_targets(jnp.array([[[1.0, 0.0]], [[0.0, 1.0]]]), decay=0.75)  # 0.75·e_0 + 0.25·e_1
       >>> [round(v, 4) for v in q[0].tolist()]
-      [0.3333, 0.6667]
+      [0.75, 0.25]
     """
     records = jnp.asarray(records)
     if records.ndim != 3:
         raise ValueError(f"records must be [t, n, k], got shape {records.shape}")
     if not 0.0 <= decay < 1.0:
         raise ValueError(f"decay must be in [0, 1), got {decay}")
-    q0 = jnp.zeros_like(records[0]) if initial is None else jnp.asarray(initial, records.dtype)
-    q, _ = jax.lax.scan(lambda q, p: (decay * q + (1.0 - decay) * p, None), q0, records)
-    if initial is None:
-        q = q / (1.0 - decay ** records.shape[0])
+    t, n, k = records.shape
+    seen = jnp.ones((t, n), bool) if seen is None else jnp.asarray(seen, bool)
+    if seen.shape != (t, n):
+        raise ValueError(f"seen must be [t={t}, n={n}], got shape {seen.shape}")
+    started = jnp.zeros(n, bool) if initial is None else jnp.ones(n, bool)
+    q0 = jnp.full((n, k), 1.0 / k, records.dtype) if initial is None else jnp.asarray(initial, records.dtype)
+
+    def step(carry: tuple[Array, Array], rec: tuple[Array, Array]) -> tuple[tuple[Array, Array], None]:
+        q, started = carry
+        p, s = rec
+        mixed = jnp.where(started[:, None], decay * q + (1.0 - decay) * p, p)
+        return (jnp.where(s[:, None], mixed, q), started | s), None
+
+    (q, _), _ = jax.lax.scan(step, (q0, started), (records, seen))
     return q

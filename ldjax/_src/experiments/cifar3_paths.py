@@ -1,33 +1,42 @@
 """Zig-zag learning paths of mislabelled examples on noisy CIFAR-3, with human p* from CIFAR-10H.
 
-Ren, Guo & Sutherland (ICLR 2022): an example whose label disagrees with its true distribution p*
-is first pulled by similar examples TOWARDS p*, and only later memorised towards its label. Here:
-the CIFAR-10 test images of three classes (default airplane, bird, ship), p* = CIFAR-10H
-renormalised over them, and symmetric label noise that really changes each flipped label
-(exactly ``noise · n`` of them). A small GroupNorm ResNet is trained on a split with one-hot
-(noisy) labels; every training example's softmax is recorded every ``record_every`` updates inside
-the compiled loop (:func:`ldjax.train`). Reported:
+Ren, Guo & Sutherland, "Better supervisory signals by observing learning paths" (ICLR 2022): an
+example whose label disagrees with its true distribution p* is first pulled by similar examples
+TOWARDS p*, and only later memorised towards its label. Here: the CIFAR-10 test images of three
+classes (default airplane, bird, ship), p* = CIFAR-10H renormalised over them, and symmetric label
+noise that really changes each flipped label (exactly ``noise · n`` of them). A GroupNorm ResNet is
+trained with one-hot (noisy) labels from ``num_seeds`` initialisations and data orders (one
+compiled program, :func:`~ldjax._src.experiments.fitting.fit`); every training example's softmax is
+recorded every ``1 / records_per_epoch`` epoch inside the compiled loop. Claimed, over seeds:
 
-* simplex paths of easy, medium and flipped examples, with their CIFAR-10 test indices;
-* for flipped examples: the fraction whose path comes closer to p* than both its start and its end,
-  the time of that turn relative to the epoch of best validation accuracy, and the distance to p*
-  of the early-stopped prediction vs that of the (noisy) label;
-* for one flipped example at its turning point: the training examples exerting the largest pull,
-  the one-step force −η·A(x_o)·K(x_o, x_j)·G(x_j)/B that example j exerts when it is in a batch
-  (once per epoch), evaluated at the parameters of the turning point (plain-SGD part of the
-  update; momentum ignored), projected on the direction from the prediction towards p*.
+* flipped examples zig-zag: their path moves towards p* and THEN towards their (wrong) label, each
+  by ``zigzag_margin`` (:func:`ldjax.paths.zigzag`), more often than clean examples do;
+* at the epoch of best validation accuracy, flipped examples' predictions are much closer to p* than
+  their labels;
+* for several flipped examples, each at its own turning point (closest to p*), the training examples
+  pulling hardest towards p* (the one-step force −η·A(x_o)·K(x_o, x_j)·G(x_j)/B of example j in a
+  minibatch, plain-SGD part of the update, projected on the direction to p*) are mostly labelled
+  with p*'s top class.
 
-Training: Adam (lr 1e-3, weight decay 5e-4), batch 50, no augmentation, so the network memorises the
-flipped labels within the run. Quick settings (the defaults): ResNet 8-16-32, 600 training images,
-40 epochs, a record every 6 updates; about 3 minutes on 2 CPU cores. ``FULL``: ResNet 32-64-128 with
-2 blocks per stage, 2,000 training images, 100 epochs, a record every 10 updates; about 5 minutes on
-one GPU (more than an hour on 2 CPU cores).
+Training: Adam (lr 1e-3, L2 weight decay 5e-4 added to the gradient), batch 50, no augmentation in
+the quick settings, so the network memorises the flipped labels within the run; the authors trained
+a ResNet-18 with SGD (lr 0.1, momentum 0.9, weight decay 5e-4, cosine schedule), batch 128, random
+crops and flips, on all of CIFAR-10 (``FULL`` is closer: ResNet-18 layout, augmentation, 2,000 of the
+3,000 images; GroupNorm instead of BatchNorm so that one example's logits never depend on the batch).
+
+Quick settings (the defaults): 3 seeds, ResNet 8-16-32, 500 training images, 30 epochs, a record
+per epoch: 252 s of CPU time (647 s wall on 2 cores shared at load ≈ 10), so at least 2 minutes
+on 2 idle cores. ``FULL``: 3 seeds, ResNet-18 layout (64-128-256-512,
+two blocks per stage) with crops and flips, 2,000 training images, 60 epochs, two records per epoch:
+sized for one GPU in under 10 minutes (not run on a GPU yet).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from typing import NamedTuple
@@ -41,15 +50,22 @@ from flax import nnx
 from ldjax._src import paths as paths_lib
 from ldjax._src.adapters import from_nnx
 from ldjax._src.data.cifar3 import load_cifar3
+from ldjax._src.data.dataset import provenance
 from ldjax._src.data.gaussian import symmetric_label_noise
+from ldjax._src.experiments import claims
 from ldjax._src.experiments import common
-from ldjax._src.experiments import plotting
-from ldjax._src.first_order import split_change
-from ldjax._src.losses.classification import cross_entropy_g
-from ldjax._src.losses.classification import soft_cross_entropy
+from ldjax._src.experiments import learning_paths as lp
+from ldjax._src.experiments import path_figures
+from ldjax._src.experiments.fitting import Fit
+from ldjax._src.experiments.fitting import Members
+from ldjax._src.experiments.fitting import fit
+from ldjax._src.experiments.fitting import initial_members
+from ldjax._src.experiments.fitting import member
+from ldjax._src.experiments.fitting import predict_fn
+from ldjax._src.experiments.fitting import repeat
+from ldjax._src.experiments.fitting import stack
 from ldjax._src.models.resnet import ResNet
-from ldjax._src.training import epoch_batches
-from ldjax._src.training import train
+from ldjax._src.typing import Params
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,25 +73,36 @@ class Config:
     """Quick settings (defaults)."""
 
     seed: int = 0
+    num_seeds: int = 3
     data_seed: int = 0
     classes: tuple[str, ...] = ("airplane", "bird", "ship")
     noise: float = 0.2
-    train_size: int = 600
-    val_size: int = 400
+    train_size: int = 500
+    val_size: int = 300
     widths: tuple[int, ...] = (8, 16, 32)
     blocks: tuple[int, ...] = (1, 1, 1)
-    epochs: int = 40
+    epochs: int = 30
     batch_size: int = 50
     optimizer: str = "adam"
     learning_rate: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    records_per_epoch: int = 2
+    augment: bool = False
+    records_per_epoch: int = 1
+    zigzag_margin: float = 0.1
+    num_observed: int = 4
     num_pull: int = 8
 
 
 FULL = Config(
-    widths=(32, 64, 128), blocks=(2, 2, 2), train_size=2000, val_size=500, epochs=100, records_per_epoch=4
+    widths=(64, 128, 256, 512),
+    blocks=(2, 2, 2, 2),
+    train_size=2000,
+    val_size=500,
+    epochs=60,
+    augment=True,
+    records_per_epoch=2,
+    num_observed=8,
 )
 
 
@@ -89,9 +116,17 @@ class Split(NamedTuple):
     index: np.ndarray  # CIFAR-10 test index
 
 
-def make_splits(
-    config: Config, data_dir: str | None, noise: float | None = None
-) -> tuple[Split, Split, Split, str]:
+class Splits(NamedTuple):
+    """Train / validation / test parts of noisy CIFAR-3, its description and the files read."""
+
+    train: Split
+    val: Split
+    test: Split
+    name: str
+    files: list[dict[str, Any]]
+
+
+def make_splits(config: Config, data_dir: str | None, noise: float | None = None) -> Splits:
     """Shuffle CIFAR-3 and split it into train / val / test, then flip exactly ``noise`` of each split's labels."""
     noise = config.noise if noise is None else noise
     k_perm, *k_noise = jax.random.split(jax.random.key(config.data_seed), 4)
@@ -112,10 +147,10 @@ def make_splits(
             )
         )
     name = d.name.replace("; 0 labels (0%) flipped", f"; {noise:.0%} of the labels of each split flipped")
-    return splits[0], splits[1], splits[2], name
+    return Splits(splits[0], splits[1], splits[2], name, provenance(d))
 
 
-def make_resnet(config: Config, k: int, *, key: jax.Array):
+def make_resnet(config: Config, k: int, key: jax.Array) -> tuple[Callable, Params]:
     seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
     model = ResNet(k, widths=config.widths, blocks=config.blocks, rngs=nnx.Rngs(seed))
     return from_nnx(model, example_shape=(32, 32, 3))
@@ -132,339 +167,249 @@ def optimizer_for(config: Config) -> optax.GradientTransformation:
     return optax.chain(optax.add_decayed_weights(config.weight_decay), base)
 
 
-class ImageRun(NamedTuple):
-    params: Any
-    records: dict  # "train" [R, n, k] softmax(z/τ); "val" [R]; "params" stacked
-    best: int  # record index of best validation accuracy
-    steps_per_record: int
-    steps_per_epoch: int
-
-
-def fit_images(
-    apply_fn,
-    params,
-    x,
-    targets,
-    x_val,
-    y_val,
-    *,
-    key,
-    config: Config,
-    records_per_epoch: int,
-    temperature: float = 1.0,
-    progress: bool = False,
-    desc: str = "train",
-) -> ImageRun:
-    """Minibatch SGD on soft targets; record train softmax(z/τ), val accuracy and params in-loop."""
-    n = x.shape[0]
-    per_epoch = n // config.batch_size
-    if per_epoch % records_per_epoch:
-        raise ValueError(
-            f"records_per_epoch={records_per_epoch} must divide the {per_epoch} updates per epoch"
-        )
-    every = per_epoch // records_per_epoch
-    batches = epoch_batches(key, n, config.batch_size, config.epochs)
-    logits = jax.vmap(apply_fn, (None, 0))
-
-    def chunked(p, xs):  # forward pass over many images in chunks (bounded memory)
-        m = xs.shape[0]
-        size = 200 if m % 200 == 0 else m
-        out = jax.lax.map(lambda c: logits(p, c), xs.reshape(m // size, size, *xs.shape[1:]))
-        return out.reshape(m, -1)
-
-    def loss_fn(p, idx, data):
-        xs, ts, _, _ = data
-        return soft_cross_entropy(logits(p, xs[idx]), ts[idx])
-
-    def record(p, step, data):
-        xs, _, xv, yv = data
-        acc = jnp.mean(jnp.argmax(chunked(p, xv), -1) == yv)
-        return {"train": jax.nn.softmax(chunked(p, xs) / temperature, -1), "val": acc, "params": p}
-
-    out = train(
-        loss_fn,
-        params,
-        optimizer_for(config),
-        batches,
-        record=record,
-        every=every,
-        data=(jnp.asarray(x), jnp.asarray(targets), jnp.asarray(x_val), jnp.asarray(y_val)),
-        progress=progress,
-        desc=desc,
-    )
-    recs = {
-        "train": np.asarray(out.records["train"]),
-        "val": np.asarray(out.records["val"]),
-        "params": out.records["params"],
-    }
-    return ImageRun(out.params, recs, int(np.argmax(recs["val"])), every, per_epoch)
-
-
-def pull_on(apply_fn, params, x_o, x, labels, *, learning_rate: float, batch_size: int):
-    """Per-example one-step force on ``x_o``: ``Δπ_j ≈ π ⊙ (−η/B · A(x_o) K(x_o, x_j) (π_j − e_{y_j}))``.
-
-    Returns ``Δπ`` ``[n, k]`` (first-order change of the probabilities of ``x_o`` caused by example j).
-    """
-    z_o = jax.jit(apply_fn)(params, x_o)
-    pi_o = jax.nn.softmax(z_o)
-    k = z_o.shape[-1]
-
-    def one(xj, yj):
-        # example j's share of the force of a batch of B (the loss is the batch mean): G_j = (π_j − e_{y_j}) / B
-        g_j = cross_entropy_g(apply_fn(params, xj)[None], yj[None]) / batch_size
-        change = split_change(apply_fn, params, x_o[None], xj[None], g_j[None], learning_rate=learning_rate)
-        return pi_o * change[0, 0]
-
-    chunk = jax.jit(jax.vmap(one))
-    n, size = x.shape[0], 100
-    out = [np.asarray(chunk(x[i : i + size], labels[i : i + size])) for i in range(0, n, size)]
-    return np.concatenate(out).reshape(n, k)
-
-
-def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -> dict:
-    tr, va, te, name = make_splits(config, data_dir)
+def train_paths(config: Config, splits: Splits, seeds: list[int], *, progress: bool) -> tuple[Callable, Fit]:
+    """One-hot training of one member per seed; train logits, val accuracy and params at every record."""
     k = len(config.classes)
-    k_init, k_batches = jax.random.split(jax.random.key(config.seed))
-    apply_fn, params0 = make_resnet(config, k, key=k_init)
-    fit = fit_images(
+    apply_fn, params, keys = initial_members(functools.partial(make_resnet, config, k), seeds)
+    tr, va = splits.train, splits.val
+    m = len(seeds)
+    members = Members(
+        x=repeat(tr.x, m), targets=repeat(np.eye(k)[tr.y], m), x_val=repeat(va.x, m), y_val=repeat(va.y, m)
+    )
+    run_ = fit(
         apply_fn,
-        params0,
-        tr.x,
-        jax.nn.one_hot(tr.y, k),
-        va.x,
-        va.y,
-        key=k_batches,
-        config=config,
+        stack(params),
+        members,
+        keys=jnp.stack(keys),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        optimizer=optimizer_for(config),
         records_per_epoch=config.records_per_epoch,
+        record_train=True,
+        keep_params=True,
+        augment=config.augment,
+        chunk=200,
         progress=progress,
         desc="cifar3",
     )
-    probs = fit.records["train"]  # [R, n, k]
-    rec_epochs = np.arange(probs.shape[0]) / config.records_per_epoch
-    best_epoch = float(rec_epochs[fit.best])
-    best_params = jax.tree.map(lambda a: a[fit.best], fit.records["params"])
-    test_probs = np.asarray(jax.nn.softmax(jax.jit(jax.vmap(apply_fn, (None, 0)))(best_params, te.x), -1))
+    return apply_fn, run_
 
-    zz = paths_lib.zigzag(probs, tr.p_star, tr.y)
-    d_star = np.asarray(paths_lib.distances(probs, tr.p_star))
-    label_dist = np.linalg.norm(np.eye(k)[tr.y] - tr.p_star, axis=-1)
-    f = np.flatnonzero(tr.flipped)
-    turned = np.asarray(zz.turned)
-    t_turn = rec_epochs[np.asarray(zz.t_min)]
 
-    # easy: label agrees with p* and p* is confident; medium: clean labels around the median gap.
-    clean = np.flatnonzero(~tr.flipped)
-    order = clean[np.argsort(label_dist[clean], kind="stable")]
-    easy = order[:3]
-    medium = order[len(order) // 2 : len(order) // 2 + 3]
-    gain = d_star[0] - np.asarray(zz.d_min)
-    turned_f = f[turned[f]]
-    show_f = (
-        turned_f[np.argsort(-(np.minimum(gain, d_star[-1] - np.asarray(zz.d_min)))[turned_f])][:3]
-        if len(turned_f)
-        else f[:3]
-    )
-
-    # The pull on one flipped example at its turning point.
-    results_pull: dict[str, Any] = {}
-    if len(turned_f):
-        o = int(show_f[0])
-        r = int(zz.t_min[o])
-        params_r = jax.tree.map(lambda a: a[r], fit.records["params"])
-        dpi = pull_on(
-            apply_fn,
-            params_r,
-            jnp.asarray(tr.x[o]),
-            jnp.asarray(tr.x),
-            jnp.asarray(tr.y),
-            learning_rate=config.learning_rate,
-            batch_size=config.batch_size,
-        )
-        direction = tr.p_star[o] - probs[r, o]
-        direction = direction / max(np.linalg.norm(direction), 1e-12)
-        towards = dpi @ direction
-        towards[o] = 0.0  # the example itself pulls towards its own (wrong) label; listed separately
-        top = np.argsort(-towards)[: config.num_pull]
-        away = np.argsort(towards)[: config.num_pull // 2]
-        results_pull = {
-            "observed": o,
-            "observed_id": int(tr.index[o]),
-            "record": r,
-            "epoch": float(rec_epochs[r]),
-            "observed_label": int(tr.y[o]),
-            "observed_true": int(tr.y_true[o]),
-            "observed_p_star": tr.p_star[o],
-            "observed_image": tr.images[o],
-            "observed_prediction": probs[r, o],
-            "self_pull": float(dpi[o] @ direction),
-            "total_towards_p_star": float(towards.sum()),
-            "top": top,
-            "top_ids": tr.index[top],
-            "top_pull": towards[top],
-            "top_labels": tr.y[top],
-            "top_true": tr.y_true[top],
-            "top_images": tr.images[top],
-            "away": away,
-            "away_ids": tr.index[away],
-            "away_pull": towards[away],
-            "away_labels": tr.y[away],
-            "away_true": tr.y_true[away],
-            "away_images": tr.images[away],
-            "top_same_true_class_fraction": float(np.mean(tr.y_true[top] == tr.y_true[o])),
-            "top_label_is_p_star_argmax_fraction": float(np.mean(tr.y[top] == np.argmax(tr.p_star[o]))),
-            "away_label_is_its_label_fraction": float(np.mean(tr.y[away] == tr.y[o])),
-        }
-
-    def group(ids):
-        return {
-            "ids": tr.index[ids],
-            "paths": probs[:, ids],
-            "p_star": tr.p_star[ids],
-            "label": tr.y[ids],
-            "true": tr.y_true[ids],
-        }
-
+def pull_summary(
+    config: Config, pull: Callable, params_r: Params, tr: Split, probs_r: np.ndarray, o: int
+) -> dict[str, Any]:
+    """The training examples pulling flipped example ``o`` hardest towards (and away from) p*."""
+    dpi = pull(params_r, jnp.asarray(tr.x[o]), jnp.asarray(tr.x), jnp.asarray(tr.y))
+    direction = tr.p_star[o] - probs_r[o]
+    direction = direction / max(np.linalg.norm(direction), 1e-12)
+    towards = dpi @ direction
+    self_pull = float(towards[o])
+    towards[o] = 0.0  # the example itself pulls towards its own (wrong) label; listed separately
+    top = np.argsort(-towards)[: config.num_pull]
+    away = np.argsort(towards)[: config.num_pull // 2]
     return {
-        "dataset": f"{name}; {tr.x.shape[0]} train / {va.x.shape[0]} val / {te.x.shape[0]} test",
-        "classes": list(config.classes),
-        "record_epochs": rec_epochs,
-        "val_accuracy": fit.records["val"],
-        "best_epoch": best_epoch,
-        "test_accuracy": float(np.mean(np.argmax(test_probs, -1) == te.y_true)),
-        "test_accuracy_noisy_labels": float(np.mean(np.argmax(test_probs, -1) == te.y)),
-        "test_ece": float(paths_lib.expected_calibration_error(test_probs, te.y_true)),
-        "train_fit_final": float(np.mean(np.argmax(probs[-1], -1) == tr.y)),
-        "num_flipped": int(len(f)),
-        "flipped_turned_fraction": float(np.mean(turned[f])) if len(f) else float("nan"),
-        "clean_turned_fraction": float(np.mean(turned[clean])),
-        "flipped_turn_minus_best_epoch_median": float(np.median(t_turn[turned_f] - best_epoch))
-        if len(turned_f)
-        else float("nan"),
-        "flipped_turn_before_best_fraction": float(np.mean(t_turn[turned_f] <= best_epoch))
-        if len(turned_f)
-        else float("nan"),
-        "flipped_turn_epoch": t_turn[f],
-        "flipped_es_distance_p_star": float(d_star[fit.best, f].mean()) if len(f) else float("nan"),
-        "flipped_end_distance_p_star": float(d_star[-1, f].mean()) if len(f) else float("nan"),
-        "flipped_label_distance_p_star": float(label_dist[f].mean()) if len(f) else float("nan"),
-        "flipped_es_closer_than_label_fraction": float(np.mean(d_star[fit.best, f] < label_dist[f]))
-        if len(f)
-        else float("nan"),
-        "flipped_mean_distance_p_star": d_star[:, f].mean(1) if len(f) else np.zeros(0),
-        "clean_mean_distance_p_star": d_star[:, clean].mean(1),
-        "groups": {"easy": group(easy), "medium": group(medium), "flipped": group(show_f)},
-        "pull": results_pull,
+        "observed": o,
+        "observed_id": int(tr.index[o]),
+        "observed_label": int(tr.y[o]),
+        "observed_true": int(tr.y_true[o]),
+        "observed_p_star": tr.p_star[o],
+        "observed_prediction": probs_r[o],
+        "self_pull": self_pull,
+        "total_towards_p_star": float(towards.sum()),
+        "top": top,
+        "top_pull": towards[top],
+        "away": away,
+        "away_pull": towards[away],
+        "top_label_is_p_star_argmax_fraction": float(np.mean(tr.y[top] == np.argmax(tr.p_star[o]))),
+        "top_same_true_class_fraction": float(np.mean(tr.y_true[top] == tr.y_true[o])),
+        "away_label_is_its_label_fraction": float(np.mean(tr.y[away] == tr.y[o])),
     }
 
 
-def plot(results: dict, out_dir: Path) -> list[Path]:
-    common.use_agg()
-    import matplotlib.pyplot as plt
+def observed_examples(zz: paths_lib.ZigZag, flipped: np.ndarray, count: int) -> np.ndarray:
+    """The ``count`` flipped examples with the clearest zig-zag (largest smaller move), zig-zagging ones first."""
+    f = np.flatnonzero(flipped)
+    score = np.minimum(np.asarray(zz.to_p_star), np.asarray(zz.to_label))[f]
+    order = np.lexsort((-score, ~np.asarray(zz.zigzag)[f]))
+    return f[order[:count]]
 
+
+def seed_summary(config: Config, run_: Fit, splits: Splits, m: int, pull: Callable) -> dict[str, Any]:
+    """Zig-zag, early-stop and pull statistics of seed member ``m``."""
+    tr = splits.train
+    k = len(config.classes)
+    probs = np.asarray(jax.nn.softmax(run_.train_logits[:, m], -1))  # [R, n, k]
+    zz = paths_lib.zigzag(probs, tr.p_star, tr.y, margin=config.zigzag_margin)
+    zig = np.asarray(zz.zigzag)
+    label_gap = np.linalg.norm(np.eye(k)[tr.y] - tr.p_star, axis=-1)
+    best = int(run_.best[m])
+    es_gap = np.linalg.norm(probs[best] - tr.p_star, axis=-1)
+    flipped, clean = tr.flipped, ~tr.flipped
+    pulls = []
+    for o in observed_examples(zz, flipped, config.num_observed):
+        r = int(zz.t_min[o])
+        params_r = jax.tree.map(lambda a, r=r: a[r, m], run_.params_records)
+        pulls.append({"record": r, **pull_summary(config, pull, params_r, tr, probs[r], int(o))})
+    d_star = np.asarray(paths_lib.distances(probs, tr.p_star))
+    return {
+        "best_record": best,
+        "zigzag_flipped": float(np.mean(zig[flipped])),
+        "zigzag_clean": float(np.mean(zig[clean])),
+        "early_stop_gain_flipped": float(np.mean((label_gap - es_gap)[flipped])),
+        "pull_label_is_p_star_argmax": float(
+            np.mean([p["top_label_is_p_star_argmax_fraction"] for p in pulls])
+        ),
+        "train_fit_final": float(np.mean(np.argmax(probs[-1], -1) == tr.y)),
+        "flipped_turn_record": np.asarray(zz.t_min)[flipped],
+        "flipped_mean_distance_p_star": d_star[:, flipped].mean(1),
+        "clean_mean_distance_p_star": d_star[:, clean].mean(1),
+        "pulls": pulls,
+        "probs": probs,
+        "zigzag": zz,
+    }
+
+
+def path_group(tr: Split, probs: np.ndarray, ids: np.ndarray) -> dict[str, Any]:
+    """The paths of training examples ``ids`` with their CIFAR-10 test indices, p* and labels."""
+    return {
+        "ids": tr.index[ids],
+        "paths": probs[:, ids],
+        "p_star": tr.p_star[ids],
+        "label": tr.y[ids],
+        "true": tr.y_true[ids],
+    }
+
+
+def test_scores(predict: Callable, run_: Fit, test: Split) -> tuple[np.ndarray, np.ndarray]:
+    """Test accuracy and ECE (clean labels) of every member at its best-validation record ``[S]``."""
+    acc, ece = [], []
+    for m in range(len(run_.best)):
+        probs = predict(member(run_.best_params, m), test.x)
+        acc.append(float(np.mean(np.argmax(probs, -1) == test.y_true)))
+        ece.append(float(paths_lib.expected_calibration_error(probs, test.y_true)))
+    return np.array(acc), np.array(ece)
+
+
+def gallery(tr: Split, pulls: list[dict[str, Any]], rec_epochs: np.ndarray) -> list[dict[str, Any]]:
+    """The images, IDs and labels of the observed examples and their largest pullers, for the figure."""
     out = []
-    classes = results["classes"]
-    epochs = np.asarray(results["record_epochs"])
-    best = int(np.argmin(np.abs(epochs - results["best_epoch"])))
-    fig, axes = plt.subplots(1, 3, figsize=(15, 5))
-    for ax, g in zip(axes, ("easy", "medium", "flipped"), strict=True):
-        grp = results["groups"][g]
-        sc = plotting.simplex_paths(
-            ax,
-            np.asarray(grp["paths"]),
-            np.asarray(grp["p_star"]),
-            np.asarray(grp["label"]),
-            np.asarray(grp["ids"]),
-            time=epochs,
-            stop_index=best,
-            class_names=classes,
-            stop_label="best val",
-            p_star_label="p* (CIFAR-10H)",
+    for p in pulls:
+        extra = {
+            f"{key}_{what}": getattr(tr, attr)[p[key]]
+            for key in ("top", "away")
+            for what, attr in (("ids", "index"), ("labels", "y"), ("images", "images"))
+        }
+        out.append(
+            {
+                **p,
+                **extra,
+                "observed_image": tr.images[p["observed"]],
+                "epoch": float(rec_epochs[p["record"]]),
+            }
         )
-        ax.set_title(f"{g} (IDs = CIFAR-10 test index)")
-    axes[0].legend(loc="upper left", fontsize=7)
-    fig.colorbar(sc, ax=axes, label="epoch")
-    out.append(common.save_figure(fig, out_dir, "cifar3_simplex_paths"))
-    plt.close(fig)
-
-    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
-    ax[0].plot(epochs, np.asarray(results["flipped_mean_distance_p_star"]), label="flipped")
-    ax[0].plot(epochs, np.asarray(results["clean_mean_distance_p_star"]), label="clean")
-    ax[0].axhline(results["flipped_label_distance_p_star"], color="C0", ls=":", label="‖e_y − p*‖ (flipped)")
-    ax[0].axvline(results["best_epoch"], color="gray", ls="--", label="best val")
-    ax[0].set_xlabel("epoch")
-    ax[0].set_ylabel("mean ‖π − p*‖")
-    ax[0].legend(fontsize=7)
-    turns = np.asarray(results["flipped_turn_epoch"])
-    ax[1].hist(turns - results["best_epoch"], bins=20)
-    ax[1].set_xlabel("epoch of closest approach to p* − best-val epoch (flipped)")
-    ax[1].set_ylabel("examples")
-    out.append(common.save_figure(fig, out_dir, "cifar3_zigzag"))
-    plt.close(fig)
-
-    pull = results["pull"]
-    if pull:
-        m = len(pull["top"]) + len(pull["away"]) + 1
-        fig, axes = plt.subplots(1, m, figsize=(1.6 * m, 2.4))
-        axes[0].imshow(np.asarray(pull["observed_image"], np.uint8))
-        axes[0].set_title(
-            f"#{pull['observed_id']}\nlabel {classes[pull['observed_label']]}\n"
-            f"true {classes[pull['observed_true']]}",
-            fontsize=6,
-            color="red",
-        )
-        cols = [("top", "towards p*"), ("away", "away")]
-        i = 1
-        for key, what in cols:
-            for j in range(len(pull[key])):
-                axes[i].imshow(np.asarray(pull[f"{key}_images"][j], np.uint8))
-                axes[i].set_title(
-                    f"#{int(pull[f'{key}_ids'][j])} {what}\nlabel {classes[int(pull[f'{key}_labels'][j])]}"
-                    f"\n{pull[f'{key}_pull'][j]:+.1e}",
-                    fontsize=6,
-                )
-                i += 1
-        for a in axes:
-            a.axis("off")
-        fig.suptitle(
-            f"largest pulls on #{pull['observed_id']} at epoch {pull['epoch']:.2f} (its turning point)",
-            fontsize=8,
-        )
-        out.append(common.save_figure(fig, out_dir, "cifar3_pull"))
-        plt.close(fig)
     return out
 
 
-def fidelity(results: dict) -> list[common.Fidelity]:
-    rows = [
-        common.Fidelity(
-            "flipped examples zig-zag: path comes closer to p* than its start and its end",
-            "most (paper: the typical path)",
-            f"{results['flipped_turned_fraction']:.0%} of {results['num_flipped']}",
-            results["flipped_turned_fraction"] > 0.5,
-            f"clean examples: {results['clean_turned_fraction']:.0%}",
+def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train on noisy CIFAR-3 over seeds, record every example's path, summarise the zig-zag and the pulls."""
+    splits = make_splits(config, data_dir)
+    tr, va, te = splits.train, splits.val, splits.test
+    seeds = list(range(config.seed, config.seed + config.num_seeds))
+    apply_fn, run_ = train_paths(config, splits, seeds, progress=progress)
+    pull = lp.pull_fn(apply_fn, learning_rate=config.learning_rate, batch_size=config.batch_size)
+    per_seed = [seed_summary(config, run_, splits, m, pull) for m in range(len(seeds))]
+    test_acc, test_ece = test_scores(predict_fn(apply_fn, chunk=100), run_, te)
+    probs0, zz0 = per_seed[0].pop("probs"), per_seed[0].pop("zigzag")
+    for s in per_seed[1:]:
+        del s["probs"], s["zigzag"]
+    s0 = per_seed[0]
+    k = len(config.classes)
+    clean = np.flatnonzero(~tr.flipped)
+    label_gap = np.linalg.norm(np.eye(k)[tr.y] - tr.p_star, axis=-1)
+    order = clean[np.argsort(label_gap[clean], kind="stable")]
+    rec_epochs = np.arange(run_.train_logits.shape[0]) / config.records_per_epoch
+    stats = (
+        "zigzag_flipped",
+        "zigzag_clean",
+        "early_stop_gain_flipped",
+        "pull_label_is_p_star_argmax",
+        "train_fit_final",
+    )
+    return {
+        "dataset": f"{splits.name}; {tr.x.shape[0]} train / {va.x.shape[0]} val / {te.x.shape[0]} test",
+        "data_files": splits.files,
+        "classes": list(config.classes),
+        "seeds": seeds,
+        "record_epochs": rec_epochs,
+        "val_accuracy": run_.val_accuracy,
+        "best_epoch": rec_epochs[run_.best],
+        "test_accuracy": test_acc,
+        "test_ece": test_ece,
+        "num_flipped": int(tr.flipped.sum()),
+        "zigzag_margin": config.zigzag_margin,
+        "per_seed": {key: np.array([s[key] for s in per_seed]) for key in stats},
+        "flipped_turn_epoch": rec_epochs[s0["flipped_turn_record"]],
+        "flipped_mean_distance_p_star": s0["flipped_mean_distance_p_star"],
+        "clean_mean_distance_p_star": s0["clean_mean_distance_p_star"],
+        "flipped_label_distance_p_star": float(label_gap[tr.flipped].mean()),
+        "flipped_to_p_star": np.asarray(zz0.to_p_star)[tr.flipped],
+        "flipped_to_label": np.asarray(zz0.to_label)[tr.flipped],
+        "clean_to_p_star": np.asarray(zz0.to_p_star)[~tr.flipped],
+        "clean_to_label": np.asarray(zz0.to_label)[~tr.flipped],
+        "groups": {
+            "easy": path_group(tr, probs0, order[:3]),
+            "medium": path_group(tr, probs0, order[len(order) // 2 : len(order) // 2 + 3]),
+            "flipped": path_group(tr, probs0, np.array([p["observed"] for p in s0["pulls"][:3]], dtype=int)),
+        },
+        "pulls": [s["pulls"] for s in per_seed],
+        "pull_examples": gallery(tr, s0["pulls"][:2], rec_epochs),
+    }
+
+
+def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Simplex paths of seed 0, the two moves of the zig-zag, and the largest pulls on flipped examples."""
+    return path_figures.cifar3_figures(results, out_dir)
+
+
+def pull_claim(fractions: np.ndarray, num_observed: int, num_pull: int) -> claims.Row:
+    """``cifar3.pulls_from_p_star_class`` from per-seed mean fractions ``[S]``."""
+    return claims.claim(
+        "cifar3.pulls_from_p_star_class",
+        "what pulls a mislabelled example towards p* are examples labelled with p*'s top class",
+        source=f"{lp.SOURCE}, Section 4 (the zig-zag comes from the pull of similar examples)",
+        paper="explained by the NTK pull of similar examples (toy analysis, no CIFAR number)",
+        values=fractions,
+        criterion=claims.Above(
+            0.5,
+            f"fraction of the top {num_pull} pullers towards p* labelled with p*'s "
+            f"argmax, mean over {num_observed} flipped examples (chance ≈ 1/3)",
         ),
-        common.Fidelity(
-            "early-stopped predictions of flipped examples are closer to p* than their labels",
-            "smaller distance",
-            f"{results['flipped_es_distance_p_star']:.3f} vs {results['flipped_label_distance_p_star']:.3f}",
-            results["flipped_es_distance_p_star"] < results["flipped_label_distance_p_star"],
-            "mean Euclidean distance",
-        ),
-    ]
-    if results["pull"]:
-        pull = results["pull"]
+        note="A·K·G force of one example in a minibatch, plain-SGD part, at each example's turning point",
+    )
+
+
+def fidelity(results: dict[str, Any]) -> list[claims.Row]:
+    per_seed = results["per_seed"]
+    rows = lp.path_claims(
+        "cifar3",
+        "flipped",
+        "clean",
+        *(np.asarray(per_seed[key]) for key in ("zigzag_flipped", "zigzag_clean", "early_stop_gain_flipped")),
+        margin=results["zigzag_margin"],
+        section="Section 3 (noisy CIFAR-10 paths)",
+        what="mislabelled examples",
+    )
+    pulls = results["pulls"]
+    if pulls and pulls[0]:
         rows.append(
-            common.Fidelity(
-                "the strongest pulls towards p* come from examples labelled with p*'s top class",
-                "> 1/3 (chance)",
-                f"{pull['top_label_is_p_star_argmax_fraction']:.0%} of the top {len(pull['top'])}",
-                pull["top_label_is_p_star_argmax_fraction"] > 1 / 3,
-                f"example #{pull['observed_id']} at epoch {pull['epoch']:.1f}; the strongest pushes towards its label "
-                f"come from examples with that same label in {pull['away_label_is_its_label_fraction']:.0%} of cases",
+            pull_claim(
+                np.asarray(per_seed["pull_label_is_p_star_argmax"]),
+                len(pulls[0]),
+                len(pulls[0][0]["top_pull"]),
             )
         )
     return rows
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     return common.main(sys.modules[__name__], argv)
