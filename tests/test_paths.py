@@ -127,5 +127,5 @@ def test_filter_targets_is_the_authors_table_update():
     np.testing.assert_allclose(got.sum(-1), 1.0, rtol=1e-12)
     with pytest.raises(ValueError, match="decay"):
         paths.filter_targets(rec, decay=1.0)
-    with pytest.raises(ValueError, match="seen must be"):
+    with pytest.raises(ValueError, match="seen must be"), ill_typed():
         paths.filter_targets(rec, seen=seen[:, :2])
