@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ldjax._src.experiments import claims
 from ldjax._src.experiments import common
 from ldjax._src.experiments import registry
 from ldjax.data import DataCorrupt
@@ -49,8 +50,12 @@ def plot(results, out_dir):
 
 def fidelity(results):
     return [
-        common.Fidelity(
-            "values sum", "> 0", float(np.sum(results["values"])), bool(np.sum(results["values"]) > 0)
+        claims.check(
+            "fake.values_sum",
+            "the values sum to more than 0",
+            value=float(np.sum(results["values"])),
+            holds=bool(np.sum(results["values"]) > 0),
+            criterion="> 0",
         )
     ]
 

@@ -2,7 +2,7 @@
 
 An experiment is one module with ``Config`` (frozen dataclass; defaults are the quick settings),
 ``FULL`` (the full-size settings), ``run(config, *, data_dir, progress) -> dict``,
-``plot(results, out_dir) -> [png paths]``, ``fidelity(results) -> [Fidelity]`` and ``main(argv)``.
+``plot(results, out_dir) -> [png paths]``, ``fidelity(results) -> [claims.Row]`` (see :mod:`ldjax._src.experiments.claims`) and ``main(argv)``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-from typing import NamedTuple
 
 import numpy as np
 
@@ -32,24 +31,6 @@ RESULTS_FILE = storage.RESULTS_FILE
 to_jsonable = storage.to_jsonable
 write_atomic = storage.write_atomic
 write_json_atomic = storage.write_json_atomic
-
-
-class Fidelity(NamedTuple):
-    """One target from the papers/issues and whether this run reproduces it.
-
-    Attributes:
-      claim: what is asserted, in words (e.g. "predicted vs actual correlation >= 0.99").
-      paper: the paper's value or the target, as text (e.g. "0.834" or "> 0").
-      value: the value this run obtained (number or text).
-      holds: whether the claim holds in this run.
-      note: context (sizes, why it may differ).
-    """
-
-    claim: str
-    paper: str
-    value: Any
-    holds: bool
-    note: str = ""
 
 
 def environment() -> dict[str, Any]:
