@@ -6,6 +6,10 @@ sum to the full kernel: one per parameter leaf, named by :func:`~ldjax._src.pytr
 when ``per_layer``; otherwise the method may group leaves (a bias folded into its layer, or one
 entry for everything). Adding a method = that function, its entry in the table, its name in
 :data:`NtkMethod` and in the tests' method list (``tests/problems.py``).
+
+The factory :func:`empirical_ntk_fn` validates, picks the method (:func:`~ldjax._src.explain.pick_method`),
+runs it and lays the kernel out; neural-tangents' axes (``trace_axes``, ``diagonal_axes``, ``vmap_axes``)
+and the per-layer split of stacked leaves live in :mod:`ldjax._src.ntk_axes`.
 """
 
 import math
