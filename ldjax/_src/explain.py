@@ -18,6 +18,7 @@ many small operations, the contractions a few large matmuls). The estimates coun
 traffic: they rank the methods, they do not time them.
 """
 
+import logging
 from typing import Any
 from typing import NamedTuple
 
@@ -33,6 +34,7 @@ from ldjax._src.typing import ApplyFn
 from ldjax._src.typing import Params
 
 GiB = 1 << 30
+logger = logging.getLogger("ldjax")
 _HOW = {
     "dot": "structured formula (dense: layer inputs x output cotangents)",
     "conv": "structured formula (convolution patches x output cotangents)",
@@ -271,3 +273,33 @@ def choose_method(costs: dict[str, MethodCost], budget: float) -> str:
     if not fitting:
         return min(costs, key=lambda m: costs[m].bytes)
     return min(fitting, key=lambda m: fitting[m].score)
+
+
+def pick_method(
+    f: ApplyFn,
+    p: Any,
+    x1: Any,
+    x2: Any,
+    want_trace: bool,
+    method: str,
+    per_layer: bool,
+    memory_budget: float | None,
+) -> tuple[str, Any]:
+    """The method to run (``"auto"``'s choice, logged) and the structured preparation when one is needed."""
+    budget = checks.memory_budget(memory_budget)[0]
+    n1, gram = checks.batch_size(x1), x2 is x1
+    prepared = None
+    if method in ("auto", "structured") or per_layer:
+        prepared = structured.prepare(f, p, x1, checks.batch_size(x2), "auto")
+    if method == "auto":
+        assert prepared is not None
+        plan = plan_from_prepared(prepared, n1, checks.batch_size(x2), gram, want_trace, budget)
+        logger.info("empirical_ntk_fn: method='auto' chose %r (%s)", plan.method, _summary(plan))
+        return plan.method, prepared
+    return method, prepared
+
+
+def _summary(plan: Any) -> str:
+    return ", ".join(
+        f"{m}: {c.flops / 1e9:.3g} GFLOP, {c.bytes / 2**20:.3g} MiB" for m, c in plan.costs.items()
+    )

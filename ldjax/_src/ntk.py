@@ -6,13 +6,15 @@ sum to the full kernel: one per parameter leaf, named by :func:`~ldjax._src.pytr
 when ``per_layer``; otherwise the method may group leaves (a bias folded into its layer, or one
 entry for everything). Adding a method = that function, its entry in the table, its name in
 :data:`NtkMethod` and in the tests' method list (``tests/problems.py``).
+
+The factory :func:`empirical_ntk_fn` validates, picks the method (:func:`~ldjax._src.explain.pick_method`),
+runs it and lays the kernel out; neural-tangents' axes (``trace_axes``, ``diagonal_axes``, ``vmap_axes``)
+and the per-layer split of stacked leaves live in :mod:`ldjax._src.ntk_axes`.
 """
 
-import logging
 import math
 import typing
 from collections.abc import Callable
-from collections.abc import Sequence
 from typing import Any
 from typing import Literal
 
@@ -31,6 +33,12 @@ from ldjax._src import jacobians
 from ldjax._src import pytree
 from ldjax._src import structured
 from ldjax._src.jacobians import jacobian as jacobian  # re-exported: ldjax._src.ntk.jacobian
+from ldjax._src.ntk_axes import Axes
+from ldjax._src.ntk_axes import batched_from_vmap_axes
+from ldjax._src.ntk_axes import kernel_layout
+from ldjax._src.ntk_axes import named_kernels
+from ldjax._src.ntk_axes import pair_kernels
+from ldjax._src.ntk_axes import split_stacked
 from ldjax._src.typing import ApplyFn
 from ldjax._src.typing import Params
 from ldjax._src.typing import Precision
@@ -43,7 +51,6 @@ size, the method of fewest estimated FLOPs whose memory fits (:func:`ldjax.expla
 method gives the exact kernel (``"jacobian"`` is the reference the others are tested against)."""
 
 Kernels = dict[str, Float[Array, "n1 n2 O O"] | Float[Array, "n1 n2"]]
-logger = logging.getLogger("ldjax")
 MethodKernels = Callable[[ApplyFn, Params, Any, Any, bool, bool], Kernels]
 
 
@@ -167,50 +174,6 @@ def _logits_shape(apply_fn: ApplyFn, params: Params, x1: Any, x2: Any) -> tuple[
     return checks.logits_shape(apply_fn, params, x1, "x1")
 
 
-Axes = int | Sequence[int] | None
-
-
-def _axes(axes: Axes, ndim: int, name: str) -> tuple[int, ...] | None:
-    """``axes`` of the batched output ``[n, *o]`` (``ndim`` axes) made non-negative and sorted."""
-    if axes is None:
-        return None
-    axes = (axes,) if isinstance(axes, int) else tuple(axes)
-    out = []
-    for a in axes:
-        if not isinstance(a, int) or not -ndim <= a < ndim:
-            raise ValueError(
-                f"{name} must hold axes of the batched output [n, *o] (ndim {ndim}: -{ndim} .. {ndim - 1}), got {axes}"
-            )
-        out.append(a % ndim)
-    if len(set(out)) != len(out):
-        raise ValueError(f"{name} repeats an axis: {axes}")
-    return tuple(sorted(out))
-
-
-def batched_from_vmap_axes(apply_fn: Callable[..., Any], vmap_axes: Any) -> ApplyFn:
-    """A one-example function from a batched one (neural-tangents' convention), batched along ``vmap_axes``:
-    an int (inputs and outputs) or ``(in_axes, out_axes)`` (or nt's triple with empty ``kwargs_axes``)."""
-    if isinstance(vmap_axes, int):
-        in_axes = out_axes = vmap_axes
-    elif isinstance(vmap_axes, tuple) and len(vmap_axes) in (2, 3):
-        in_axes, out_axes = vmap_axes[:2]
-        if len(vmap_axes) == 3 and vmap_axes[2]:
-            raise ValueError(
-                f"vmap_axes: keyword-argument axes are not supported by ldjax, got {vmap_axes[2]}"
-            )
-    else:
-        raise ValueError(f"vmap_axes must be None, an int or (in_axes, out_axes), got {vmap_axes!r}")
-    if not isinstance(out_axes, int):
-        raise ValueError(f"vmap_axes: out_axes must be an int (one array of logits), got {out_axes!r}")
-
-    def one_example(params: Params, x: Any) -> jax.Array:
-        axes = jax.tree.map(lambda _: in_axes, x) if isinstance(in_axes, int) else in_axes
-        batch = jax.tree.map(lambda leaf, a: jnp.expand_dims(leaf, a), x, axes)
-        return jnp.squeeze(apply_fn(params, batch), out_axes)
-
-    return one_example
-
-
 class KernelFunction:
     """The compiled kernel function of :func:`empirical_ntk_fn`: ``kernel_fn(params, x1, x2=None)``.
 
@@ -248,42 +211,6 @@ class KernelFunction:
 
     def __repr__(self) -> str:
         return f"KernelFunction(method={self.options['method']!r} -> {self.method!r})"
-
-
-def _split_stacked(
-    apply_fn: ApplyFn, params: Params, leaf: int, layers: int, x1: Any, x2: Any, trace: bool
-) -> list[jax.Array]:
-    """One kernel per layer of a leaf stacked along its first axis (a ``scan`` over layers)."""
-    f, chosen = pytree.restrict_to_leaves(apply_fn, params, [leaf])
-    (j1,) = jacobians.flat_jacobian(f, chosen, x1)
-    (j2,) = (j1,) if x2 is x1 else jacobians.flat_jacobian(f, chosen, x2)
-    j1 = j1.reshape(*j1.shape[:2], layers, -1)
-    j2 = j2.reshape(*j2.shape[:2], layers, -1)
-    per_layer = jnp.einsum("ialq,jalq->lij" if trace else "ialq,jblq->lijab", j1, j2)
-    return list(per_layer)
-
-
-def _nt_axes(
-    kernel: jax.Array, m: int, trace_axes: tuple[int, ...], diagonal_axes: tuple[int, ...], example_diag: bool
-) -> jax.Array:
-    """neural-tangents' trace / diagonal over output axes of ``[n, *o]`` (``m = len(o)``) and its layout.
-
-    ``kernel`` is ``[n1, n2, *o, *o]`` (``[n, *o, *o]`` when ``example_diag``: only pairs ``(x1_i, x2_i)``).
-    Traced axes are removed (a mean, as in nt), diagonal axes kept once, the others as adjacent pairs.
-    """
-    letters = iter("abcdefghijklmnopqrstuvwxyz")
-    left = [next(letters) for _ in range(m + 1)]
-    right = [left[a] if (a in trace_axes or a in diagonal_axes) else next(letters) for a in range(m + 1)]
-    spec_in = ([left[0]] if example_diag else [left[0], right[0]]) + left[1:] + right[1:]
-    spec_out = []
-    for a in range(m + 1):
-        if a in trace_axes:
-            continue
-        spec_out += [left[a]] if a in diagonal_axes else [left[a], right[a]]
-    shape_o = kernel.shape[1 if example_diag else 2 :][:m]
-    sizes = (kernel.shape[0], *shape_o)
-    count = math.prod(sizes[a] for a in trace_axes)
-    return jnp.einsum(f"{''.join(spec_in)}->{''.join(spec_out)}", kernel) / count
 
 
 def empirical_ntk_fn(
@@ -352,115 +279,36 @@ def empirical_ntk_fn(
       >>> ldjax.empirical_ntk_fn(model, diagonal_axes=0, trace_axes=-1)(w, x).shape  # nt: K(x_i, x_i), mean over k
       (4,)
     """
-    _check_method(method)
-    checks.precision_scope(precision)  # a bad precision fails here, not at the first call
-    if trace and trace_axes is not None:
-        raise ValueError(
-            "pass either trace=True (ldjax: the sum over every logit axis) or trace_axes (nt), not both"
-        )
-    if params_filter is not None and not callable(params_filter):
-        raise ValueError(f"params_filter must be a function name -> bool, got {type(params_filter).__name__}")
-    if memory_budget is not None:
-        checks.check_positive_budget(memory_budget)
+    _check_options(method, precision, trace, trace_axes, params_filter, memory_budget)
     if vmap_axes is not None:
         apply_fn = batched_from_vmap_axes(apply_fn, vmap_axes)
-    nt_mode = trace_axes is not None or diagonal_axes is not None
     options = dict(method=method, trace=trace, per_layer=per_layer)
 
-    def select(params: Params) -> tuple[ApplyFn, Any, list[str]]:
-        names = pytree.leaf_names(params)
-        if params_filter is None:
-            return apply_fn, params, names
-        indices = [i for i, name in enumerate(names) if params_filter(name)]
-        if not indices:
-            raise ValueError(f"params_filter selected no parameter; the leaves are {names}")
-        f, chosen = pytree.restrict_to_leaves(apply_fn, params, indices)
-        return f, chosen, [names[i] for i in indices]
-
-    def pick(f: ApplyFn, p: Any, x1: Any, x2: Any, want_trace: bool) -> tuple[str, Any]:
-        budget = checks.memory_budget(memory_budget)[0]
-        n1, gram = checks.batch_size(x1), x2 is x1
-        prepared = None
-        if method in ("auto", "structured") or per_layer:
-            prepared = structured.prepare(f, p, x1, checks.batch_size(x2), "auto")
-        if method == "auto":
-            assert prepared is not None
-            plan = explain.plan_from_prepared(prepared, n1, checks.batch_size(x2), gram, want_trace, budget)
-            logger.info("empirical_ntk_fn: method='auto' chose %r (%s)", plan.method, _summary(plan))
-            return plan.method, prepared
-        return method, prepared
-
-    def compute(f: ApplyFn, p: Any, x1: Any, x2: Any, want_trace: bool, chosen: str) -> dict[str, jax.Array]:
-        return KERNELS_BY_METHOD[chosen](f, p, x1, x2, want_trace, per_layer)
-
-    def kernel_fn(params: Params, x1: Any, x2: Any = None):
+    def kernel_fn(params: Params, x1: Any, x2: Any = None) -> Any:
         same = x2 is None
-        if same:
-            x2 = x1
+        x2 = x1 if same else x2
         out_shape = _logits_shape(apply_fn, params, x1, x2)
-        m = len(out_shape)
-        t_axes = _axes(trace_axes, m + 1, "trace_axes") or ()
-        d_axes = _axes(diagonal_axes, m + 1, "diagonal_axes") or ()
-        if set(t_axes) & set(d_axes):
-            raise ValueError(f"trace_axes {t_axes} and diagonal_axes {d_axes} share an axis")
-        example_diag = 0 in t_axes or 0 in d_axes
         n1, n2 = checks.batch_size(x1), checks.batch_size(x2)
-        if example_diag and n1 != n2:
-            raise ValueError(
-                f"the example axis 0 in trace_axes/diagonal_axes pairs x1_i with x2_i: x1 has {n1} examples "
-                f"but x2 has {n2}"
-            )
-        logit_trace = trace or (nt_mode and set(range(1, m + 1)) <= set(t_axes))
-        f, p, names = select(params)
+        layout = kernel_layout(
+            out_shape, n1, n2, trace=trace, trace_axes=trace_axes, diagonal_axes=diagonal_axes
+        )
+        f, p, names = pytree.select_leaves(apply_fn, params, params_filter)
         with checks.precision_scope(precision):
-            chosen, prepared = pick(f, p, x1, x2, logit_trace)
+            chosen, prepared = explain.pick_method(
+                f, p, x1, x2, layout.logit_trace, method, per_layer, memory_budget
+            )
             key = tuple((np.shape(a), str(jnp.result_type(a))) for a in jax.tree.leaves((x1, x2)))
             kernel_fn_object.methods[key] = chosen
             kernel_fn_object.method = chosen
 
             def all_kernels(a: Any, b: Any) -> dict[str, jax.Array]:
-                kernels = compute(f, p, a, b, logit_trace, chosen)
-                if per_layer and prepared is not None and prepared.stacked:
-                    for leaf, layers in prepared.stacked.items():
-                        name = pytree.leaf_names(p)[leaf]
-                        if name in kernels:
-                            del kernels[name]
-                            for index, k in enumerate(_split_stacked(f, p, leaf, layers, a, b, logit_trace)):
-                                kernels[f"{name}[{index}]"] = k
-                return kernels
+                return _leaf_kernels(f, p, a, b, layout.logit_trace, chosen, per_layer, prepared)
 
-            if example_diag:
-                one = lambda t: jax.tree.map(lambda leaf: leaf[None], t)  # noqa: E731
-                if same:
-                    kernels = jax.vmap(lambda a: all_kernels(one(a), one(a)))(x1)
-                else:
-                    kernels = jax.vmap(lambda a, b: all_kernels(one(a), one(b)))(x1, x2)
-                shape = (n1,) if logit_trace else (n1, *out_shape, *out_shape)
-            else:
-                kernels = all_kernels(x1, x1 if same else x2)
-                shape = (n1, n2) if logit_trace else (n1, n2, *out_shape, *out_shape)
-
-            def finish(kernel: jax.Array) -> jax.Array:
-                kernel = kernel.reshape(shape)
-                if not nt_mode:
-                    return kernel
-                if logit_trace:
-                    kernel = kernel / math.prod(out_shape)
-                    zero = lambda axes: tuple(a for a in axes if a == 0)  # noqa: E731
-                    return _nt_axes(kernel, 0, zero(t_axes), zero(d_axes), example_diag)
-                return _nt_axes(kernel, m, t_axes, d_axes, example_diag)
-
-            rename = dict(zip(pytree.leaf_names(p), names, strict=True))
-            if per_layer:
-                out = {}
-                for key_name, kernel in kernels.items():
-                    base, _, index = key_name.partition("[")
-                    out[rename.get(base, base) + (f"[{index}" if index else "")] = finish(kernel)
-                return out
-            return finish(sum(kernels.values()))
+            kernels = pair_kernels(all_kernels, x1, x2, same, layout.example_diag)
+            return named_kernels(kernels, pytree.leaf_names(p), names, per_layer, layout)
 
     def explain_fn(params: Params, x1: Any, x2: Any = None) -> Any:
-        f, p, _ = select(params)
+        f, p, _ = pytree.select_leaves(apply_fn, params, params_filter)
         return explain.explain_kernel(f, p, x1, x2, trace=trace, memory_budget=memory_budget)
 
     known_shapes: dict = {}
@@ -483,10 +331,40 @@ def empirical_ntk_fn(
     return kernel_fn_object
 
 
-def _summary(plan: Any) -> str:
-    return ", ".join(
-        f"{m}: {c.flops / 1e9:.3g} GFLOP, {c.bytes / 2**20:.3g} MiB" for m, c in plan.costs.items()
-    )
+def _check_options(
+    method: str,
+    precision: Precision,
+    trace: bool,
+    trace_axes: Axes,
+    params_filter: Callable[[str], bool] | None,
+    memory_budget: float | None,
+) -> None:
+    """The options of :func:`empirical_ntk_fn`, checked when the factory is called (before any batch)."""
+    _check_method(method)
+    checks.precision_scope(precision)  # a bad precision fails here, not at the first call
+    if trace and trace_axes is not None:
+        raise ValueError(
+            "pass either trace=True (ldjax: the sum over every logit axis) or trace_axes (nt), not both"
+        )
+    if params_filter is not None and not callable(params_filter):
+        raise ValueError(f"params_filter must be a function name -> bool, got {type(params_filter).__name__}")
+    if memory_budget is not None:
+        checks.check_positive_budget(memory_budget)
+
+
+def _leaf_kernels(
+    f: ApplyFn, p: Any, a: Any, b: Any, trace: bool, chosen: str, per_layer: bool, prepared: Any
+) -> dict[str, jax.Array]:
+    """The ``chosen`` method's kernels; per layer, a leaf stacked over layers split into one per layer."""
+    kernels = KERNELS_BY_METHOD[chosen](f, p, a, b, trace, per_layer)
+    if per_layer and prepared is not None and prepared.stacked:
+        for leaf, layers in prepared.stacked.items():
+            name = pytree.leaf_names(p)[leaf]
+            if name in kernels:
+                del kernels[name]
+                for index, k in enumerate(split_stacked(f, p, leaf, layers, a, b, trace)):
+                    kernels[f"{name}[{index}]"] = k
+    return kernels
 
 
 def empirical_ntk(

@@ -52,6 +52,20 @@ def restrict_to_leaves(
     return f, [leaves[index] for index in indices]
 
 
+def select_leaves(
+    apply_fn: ApplyFn, params: Params, params_filter: Callable[[str], bool] | None
+) -> tuple[ApplyFn, Any, list[str]]:
+    """The model restricted to the leaves ``params_filter`` selects, those leaves and their names."""
+    names = leaf_names(params)
+    if params_filter is None:
+        return apply_fn, params, names
+    indices = [i for i, name in enumerate(names) if params_filter(name)]
+    if not indices:
+        raise ValueError(f"params_filter selected no parameter; the leaves are {names}")
+    f, chosen = restrict_to_leaves(apply_fn, params, indices)
+    return f, chosen, [names[i] for i in indices]
+
+
 def only_selected(optimizer: Any, params_filter: Callable[[str], bool] | None) -> Any:
     """``optimizer`` whose updates are zero for the leaves ``params_filter(name)`` rejects (frozen).
 
