@@ -71,6 +71,26 @@ def pytest_collection_modifyitems(config, items):
     )
 
 
+# Modules without shared fixtures whose tests are long and independent: each test is its own unit of work,
+# so both xdist workers share them (with ``--dist loadscope`` a module's tests otherwise go to one worker).
+_SPREAD_MODULES = ("tests/test_notebooks.py", "tests/test_doctests.py")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadscope``, except that the tests of ``_SPREAD_MODULES`` are scheduled one by one."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SpreadScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith(_SPREAD_MODULES):
+                return nodeid
+            return super()._split_scope(nodeid)
+
+    return SpreadScheduling(config, log)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session, exitstatus):
     """In CI (``CI`` set) a skipped test is a failure: every check must really run there."""
