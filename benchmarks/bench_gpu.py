@@ -112,9 +112,11 @@ def predict_case(precision, tiny, emit):
     bench_predict.run_size("tiny-gpt" if tiny else "gpt2-small", cfg, 3.0, lambda line: emit(line), precision)
 
 
-def attribution_case(precision, tiny, emit, sequences):
-    cfg = TINY_GPT if tiny else GPT2_SMALL
-    n, b, t, v, n_o = (32 if tiny else sequences), cfg["B"], cfg["T"], cfg["vocab"], 4 if tiny else 16
+def attribution_problem(cfg, n, n_o):
+    """The GPT of ``cfg`` (random weights), ``n`` training sequences, ``n_o`` probe sequences and one SGD
+    training step (η = 1e-3), ``train_step(params, x[B], y[B]) -> params``: what the attribution is timed on
+    and what it is compared with (also used by ``bench_gpt2_cpu.py``)."""
+    t, v = cfg["T"], cfg["vocab"]
     params = models.gpt_init(jax.random.key(0), cfg)
     seqs = jax.random.randint(jax.random.key(1), (n, t + 1), 0, v)
     x, y = seqs[:, :-1], ldjax.losses.SequenceTarget(seqs[:, 1:], jnp.ones((n, t)))
@@ -130,6 +132,22 @@ def attribution_case(precision, tiny, emit, sequences):
         updates, _ = opt.update(grads, opt.init(p), p)
         return optax.apply_updates(p, updates)
 
+    return params, x, y, probes, apply_fn, train_step
+
+
+def attribute(apply_fn, params, x, y, probes, precision, rank=64, **options):
+    """Projected ``force_attribution`` (no per-layer breakdown) of ``(x, y)`` on the probe sequences."""
+    return ldjax.force_attribution(
+        apply_fn, params, x, y, probes[:, :-1], probes[:, 1:], loss=ldjax.losses.sft, learning_rate=1e-3,
+        method="projected", rank=rank, per_layer=False, progress=False, precision=precision, **options,
+    )  # fmt: skip
+
+
+def attribution_case(precision, tiny, emit, sequences):
+    cfg = TINY_GPT if tiny else GPT2_SMALL
+    n, b, n_o = (32 if tiny else sequences), cfg["B"], 4 if tiny else 16
+    params, x, y, probes, apply_fn, train_step = attribution_problem(cfg, n, n_o)
+
     with jax.default_matmul_precision(precision):
         step = jax.jit(train_step)
         first = jax.tree.map(lambda a: a[:b], (x, y))
@@ -141,18 +159,11 @@ def attribution_case(precision, tiny, emit, sequences):
         jax.block_until_ready(p)
         epoch_s = time.perf_counter() - t0
 
-        def attribute():
-            return ldjax.force_attribution(
-                apply_fn, params, x, y, probes[:, :-1], probes[:, 1:], loss=ldjax.losses.sft,
-                learning_rate=1e-3, method="projected", rank=64, per_layer=False, progress=False,
-                precision=precision,
-            )  # fmt: skip
-
         t0 = time.perf_counter()
-        attribute()
+        attribute(apply_fn, params, x, y, probes, precision)
         first_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        out = attribute()
+        out = attribute(apply_fn, params, x, y, probes, precision)
         attribution_s = time.perf_counter() - t0
     assert out.scores.shape == (n_o, n) and np.all(np.isfinite(out.scores))
     emit(

@@ -14,13 +14,20 @@ update to training's ~3·B (forward + backward of a batch of B). With n = 5000, 
 that is 1250 vs 96 example-passes: recording all training predictions that often can only cost
 ≤ 1.3x where the hardware has idle width (GPU) or n ≲ 1.2·B·every.
 
-Run: ``python benchmarks/bench_recorder.py [--repeats 3] [--quick]``.
+Against that floor (issue 17): each recording variant also times ``floor``, the same ``record`` evaluated as
+many times as the run records (``num_steps // every + 1``) in one compiled ``lax.scan`` at parameters that
+change every iteration (so XLA cannot hoist the forward pass out of the loop, as in training), and reports
+``ratio_to_floor`` = recorded run / (plain run + floor). Target ≤ 1.15: the recorder costs no more than the
+forward passes it must do.
+
+Run: ``python benchmarks/bench_recorder.py [--repeats 3] [--quick] [--cases toy,resnet]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -48,6 +55,23 @@ def _time(fn, repeats):
     return first, statistics.median(times), min(times)
 
 
+def floor_fn(record, params, n_records, data):
+    """``record(params_i, step_i, data)`` for ``n_records`` steps in one jitted scan, each at parameters that
+    differ (by ``step · 1e-30``: numerically nothing, but not loop-invariant), outputs stacked as ``train``
+    stacks them: the recorder's arithmetic floor."""
+    steps = jnp.arange(n_records, dtype=jnp.int32)
+
+    @jax.jit
+    def run(p, d):
+        def body(c, step):
+            q = jax.tree.map(lambda a: a + step.astype(a.dtype) * 1e-30, c)
+            return c, record(q, step, d)
+
+        return jax.lax.scan(body, p, steps)[1]
+
+    return lambda: run(params, data)
+
+
 def case(name, apply_fn, params, x, y, *, batch, epochs, every, repeats, lr):
     n = x.shape[0]
     batches = ldjax.epoch_batches(jax.random.key(0), n, batch, epochs)
@@ -67,56 +91,75 @@ def case(name, apply_fn, params, x, y, *, batch, epochs, every, repeats, lr):
     def probe_preds(p, step, data):
         return jax.nn.softmax(logits(p, data[0][probe]), -1)
 
-    runs = {
-        "plain": lambda: ldjax.train(loss_fn, params, opt, batches, data=(x, y), progress=False).losses,
-        f"all_{n}_every_{every}": lambda: (
+    def recorded(record, every):
+        return lambda: (
             ldjax.train(
-                loss_fn, params, opt, batches, data=(x, y), progress=False, record=all_preds, every=every
+                loss_fn, params, opt, batches, data=(x, y), progress=False, record=record, every=every
             ).records
+        )
+
+    runs = {  # label: (run, record, every)
+        "plain": (
+            lambda: ldjax.train(loss_fn, params, opt, batches, data=(x, y), progress=False).losses,
+            None,
+            None,
         ),
-        "probe_300_every_1": lambda: (
-            ldjax.train(
-                loss_fn, params, opt, batches, data=(x, y), progress=False, record=probe_preds, every=1
-            ).records
-        ),
+        f"all_{n}_every_{every}": (recorded(all_preds, every), all_preds, every),
+        "probe_300_every_1": (recorded(probe_preds, 1), probe_preds, 1),
     }
     base = None
-    for label, fn in runs.items():
+    for label, (fn, record, period) in runs.items():
         first, med, best = _time(fn, repeats)
         base = med if label == "plain" else base
-        print(
-            json.dumps(
-                {
-                    "bench": "recorder",
-                    "case": name,
-                    "variant": label,
-                    "device": jax.devices()[0].device_kind,
-                    "backend": jax.default_backend(),
-                    "jax": jax.__version__,
-                    "n": n,
-                    "batch": batch,
-                    "steps": steps,
-                    "every": every if label.startswith("all") else (1 if label.startswith("probe") else None),
-                    "compile_s": round(first - med, 3),
-                    "median_s": round(med, 4),
-                    "min_s": round(best, 4),
-                    "ratio_to_plain": round(med / base, 3),
-                    "target_ratio": 1.3,
-                }
-            ),
-            flush=True,
-        )
+        line = {
+            "bench": "recorder",
+            "case": name,
+            "variant": label,
+            "device": jax.devices()[0].device_kind,
+            "backend": jax.default_backend(),
+            "jax": jax.__version__,
+            "n": n,
+            "batch": batch,
+            "steps": steps,
+            "every": period,
+            "compile_s": round(first - med, 3),
+            "median_s": round(med, 4),
+            "min_s": round(best, 4),
+            "ratio_to_plain": round(med / base, 3),
+            "target_ratio": 1.3,
+        }
+        if record is not None:
+            records = steps // period + 1
+            _, floor_med, floor_min = _time(floor_fn(record, params, records, (x, y)), repeats)
+            line |= {
+                "records": records,
+                "floor_median_s": round(floor_med, 4),
+                "floor_min_s": round(floor_min, 4),
+                "ratio_to_floor": round(med / (base + floor_med), 3),
+                "target_ratio_to_floor": 1.15,
+            }
+        print(json.dumps({**line, "load": " ".join(f"{v:.2f}" for v in os.getloadavg())}), flush=True)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="fewer epochs (CI smoke)")
+    parser.add_argument("--cases", default="toy,resnet", help="toy (Gaussian-toy MLP), resnet (CIFAR shape)")
     args = parser.parse_args(argv)
+    cases = args.cases.split(",")
     jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="ldjax-bench-cache-"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 
+    if "toy" in cases:
+        toy_case(args)
+    if "resnet" in cases:
+        resnet_case(args)
+    return 0
+
+
+def toy_case(args):
     toy = ldjax.data.split_toy(ldjax.data.gaussian_toy(key=jax.random.key(13), n=100_000)).train
     f, p = ldjax.from_nnx(MLP(30, (128, 128), 3, rngs=nnx.Rngs(0)), example_shape=(30,))
     case(
@@ -132,6 +175,8 @@ def main(argv=None) -> int:
         lr=5e-4,
     )
 
+
+def resnet_case(args):
     n = 1200
     x = jax.random.normal(jax.random.key(1), (n, 32, 32, 3))
     y = jax.random.randint(jax.random.key(2), (n,), 0, 3)
@@ -148,7 +193,6 @@ def main(argv=None) -> int:
         repeats=args.repeats,
         lr=0.05,
     )
-    return 0
 
 
 if __name__ == "__main__":
