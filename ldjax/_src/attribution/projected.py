@@ -20,6 +20,7 @@ Reference: Choe et al., "What is your data worth to GPT? LLM-scale data valuatio
 functions" (2024) (LoGra).
 """
 
+import functools
 import math
 from typing import Any
 from typing import Literal
@@ -124,13 +125,26 @@ def projections(
     leaf_sketches: list[LeafSketch], rank: tuple[int, int], key: jax.Array, dtype: Any
 ) -> list[tuple[Array | None, Array | None]]:
     """Per leaf ``(P_in [in_dim, r_in], P_out [out_dim, r_out])``, ``None`` for a side kept whole."""
+    sides = tuple(
+        (*(_projected(s, rank) if s.kind != "unused" else (False, False)), s.in_dim, s.out_dim)
+        for s in leaf_sketches
+    )
+    return _projections(key, sides, tuple(rank), jnp.dtype(dtype))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _projections(
+    key: jax.Array, sides: tuple[tuple[bool, bool, int, int], ...], rank: tuple[int, int], dtype: Any
+) -> list[tuple[Array | None, Array | None]]:
+    """All the projections in one compiled program (drawn one by one, every shape would compile its own)."""
     out = []
-    for leaf, sketch in enumerate(leaf_sketches):
-        project_in, project_out = _projected(sketch, rank) if sketch.kind != "unused" else (False, False)
+    for leaf, (project_in, project_out, in_dim, out_dim) in enumerate(sides):
         k_in, k_out = jax.random.split(jax.random.fold_in(key, leaf))
-        p_in = jax.random.normal(k_in, (sketch.in_dim, rank[0]), dtype) / math.sqrt(rank[0])
-        p_out = jax.random.normal(k_out, (sketch.out_dim, rank[1]), dtype) / math.sqrt(rank[1])
-        out.append((p_in if project_in else None, p_out if project_out else None))
+        p_in = jax.random.normal(k_in, (in_dim, rank[0]), dtype) / math.sqrt(rank[0]) if project_in else None
+        p_out = (
+            jax.random.normal(k_out, (out_dim, rank[1]), dtype) / math.sqrt(rank[1]) if project_out else None
+        )
+        out.append((p_in, p_out))
     return out
 
 
