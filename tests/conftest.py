@@ -76,6 +76,7 @@ def pytest_collection_modifyitems(config, items):
 _SPREAD_MODULES = ("tests/test_notebooks.py", "tests/test_doctests.py")
 
 
+@pytest.hookimpl(optionalhook=True)  # absent without xdist (`-p no:xdist`)
 def pytest_xdist_make_scheduler(config, log):
     """``--dist loadscope``, except that the tests of ``_SPREAD_MODULES`` are scheduled one by one."""
     if config.getvalue("dist") != "loadscope":
