@@ -13,7 +13,11 @@ T = 128, random weights; pretrained ones cannot be downloaded here), float32, ma
   sequences takes too long on 2 CPU cores, so the script measures the fixed cost (argument checks and the
   probe side: the time to the first chunk minus one chunk), the time per chunk and the time per training
   step on ``--sequences`` sequences, and extrapolates the RATIO to 1,000 sequences:
-  ``(fixed + 125 · chunk) / (125 · step)``. Target ≤ 3×.
+  ``(fixed + 125 · chunk) / (125 · step)``. Target ≤ 3×. At T = 128 and V = 50,257 the projected route
+  estimates ~0.9 GiB per probe for the probe side (every intermediate of one example, twice), so 16 probes
+  do not fit the default budget (half of the RAM) of a 23 GiB machine: ``--probes 4`` measures one call of
+  4 probes, the share of 16 probes that fits, and the 16 probes take 4 such calls; ``--probes 16
+  --memory-gib 20`` overrides the (conservative) estimate.
 
 One JSON line per part (device, jax version, sizes, times). A persistent compilation cache in a temporary
 directory lets the memory analysis reuse the timed programs' compilation.
@@ -50,7 +54,7 @@ def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def attribution(name, cfg, n, n_o, rank, emit, precision="highest"):
+def attribution(name, cfg, n, n_o, rank, emit, precision="highest", memory_budget=None):
     """Fixed cost, time per chunk of one batch and time per training step; the ratio to an epoch, measured on
     ``n`` sequences and extrapolated to :data:`TARGET_SEQUENCES`."""
     b = cfg["B"]
@@ -77,7 +81,7 @@ def attribution(name, cfg, n, n_o, rank, emit, precision="highest"):
         def run():
             stamps = [time.perf_counter()]
             out = bench_gpu.attribute(
-                apply_fn, params, x, y, probes, precision, rank=rank, chunk_size=b,
+                apply_fn, params, x, y, probes, precision, rank=rank, chunk_size=b, memory_budget=memory_budget,
                 callback=lambda i, m: stamps.append(time.perf_counter()),
             )  # fmt: skip
             stamps.append(time.perf_counter())
@@ -102,6 +106,7 @@ def attribution(name, cfg, n, n_o, rank, emit, precision="highest"):
             "probes": n_o,
             "rank": rank,
             "chunk_sequences": b,
+            "memory_budget": memory_budget,
             "first_call_s": float(sum(first_parts)),
             "attribution_s": float(sum(parts)),
             "chunk_s": [float(c) for c in parts[1:-1]],
@@ -132,6 +137,9 @@ def main(argv=None):
     parser.add_argument("--probes", type=int, default=16)
     parser.add_argument("--rank", type=int, default=64)
     parser.add_argument("--budget", type=float, default=20.0, help="seconds of repeats per timed program")
+    parser.add_argument(
+        "--memory-gib", type=float, default=None, help="force_attribution's memory_budget (GiB)"
+    )
     parser.add_argument("--tiny", action="store_true", help="a small GPT instead (a smoke run of the script)")
     parser.add_argument("--out", default=None, help="also append the JSON lines to this file")
     args = parser.parse_args(argv)
@@ -152,7 +160,8 @@ def main(argv=None):
         if part == "predict":
             bench_predict.run_size(name, cfg, args.budget, emit)
         elif part == "attribution":
-            attribution(name, cfg, args.sequences, args.probes, args.rank, emit)
+            budget = None if args.memory_gib is None else args.memory_gib * 2**30
+            attribution(name, cfg, args.sequences, args.probes, args.rank, emit, memory_budget=budget)
         else:
             raise ValueError(f"unknown part {part!r}")
 

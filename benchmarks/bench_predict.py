@@ -35,7 +35,7 @@ SIZES = {
     "tiny": {"vocab": 512, "T": 32, "d": 64, "heads": 2, "layers": 2, "B": 8},
     "small": {"vocab": 2048, "T": 64, "d": 128, "heads": 4, "layers": 2, "B": 8},
     "medium": {"vocab": 4096, "T": 64, "d": 256, "heads": 4, "layers": 4, "B": 8},
-    # the GPT-2 small shape (random weights): for one GPU (benchmarks/bench_gpu.py), not run on CPU
+    # the GPT-2 small shape (random weights): for one GPU (bench_gpu.py); on CPU once (bench_gpt2_cpu.py)
     "gpt2-small": {"vocab": 50257, "T": 128, "d": 768, "heads": 12, "layers": 12, "B": 8},
 }
 
