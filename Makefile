@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
-JOBS ?= 2
+JOBS ?= 3
 
 .PHONY: test test-slow reproduce lint bench bench-gpu clean
 
@@ -21,6 +21,7 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 	touch $@ $(STAMP_RUN)
 
 # --dist loadscope: a module's tests share one worker, so its module-scoped fixtures run once.
+# JOBS=3 on 2 cores: the third worker fills the time the others spend waiting (notebook kernels, subprocesses).
 test: $(STAMP_DEV)
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadscope --durations=15 -q
 

@@ -16,6 +16,7 @@ from ldjax._src.adapters import to_nnx
 from ldjax._src.attribution import Attribution
 from ldjax._src.attribution import TrainingTrace
 from ldjax._src.attribution import force_attribution
+from ldjax._src.checks import MemoryBudgetError
 from ldjax._src.chunked import chunked_ntk
 from ldjax._src.explain import KernelPlan
 from ldjax._src.explain import explain_kernel
@@ -102,6 +103,7 @@ __all__ = (
     "load_results",
     "Loaded",
     "LogProbChange",
+    "MemoryBudgetError",
     "losses",
     "models",
     "ntk_vector_product",

@@ -76,20 +76,28 @@ def pytest_collection_modifyitems(config, items):
 _SPREAD_MODULES = ("tests/test_notebooks.py", "tests/test_doctests.py")
 
 
-@pytest.hookimpl(optionalhook=True)  # absent without xdist (`-p no:xdist`)
-def pytest_xdist_make_scheduler(config, log):
-    """``--dist loadscope``, except that the tests of ``_SPREAD_MODULES`` are scheduled one by one."""
-    if config.getvalue("dist") != "loadscope":
-        return None
-    from xdist.scheduler import LoadScopeScheduling
+class _SpreadScheduler:
+    """The xdist hook, registered only when xdist is loaded (``-p no:xdist`` must keep working)."""
 
-    class SpreadScheduling(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            if nodeid.startswith(_SPREAD_MODULES):
-                return nodeid
-            return super()._split_scope(nodeid)
+    @staticmethod
+    def pytest_xdist_make_scheduler(config, log):
+        """``--dist loadscope``, except that the tests of ``_SPREAD_MODULES`` are scheduled one by one."""
+        if config.getvalue("dist") != "loadscope":
+            return None
+        from xdist.scheduler import LoadScopeScheduling
 
-    return SpreadScheduling(config, log)
+        class SpreadScheduling(LoadScopeScheduling):
+            def _split_scope(self, nodeid: str) -> str:
+                if nodeid.startswith(_SPREAD_MODULES):
+                    return nodeid
+                return super()._split_scope(nodeid)
+
+        return SpreadScheduling(config, log)
+
+
+def pytest_configure(config):
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_SpreadScheduler(), "ldjax-spread-scheduler")
 
 
 @pytest.hookimpl(trylast=True)

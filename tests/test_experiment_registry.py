@@ -56,6 +56,20 @@ def test_wrapper_runs_with_python_dash_m(name, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_implementation_runs_with_python_dash_m(name, monkeypatch):
+    """``python -m ldjax._src.experiments.NAME``: a module, or a package with its ``__main__.py``."""
+    monkeypatch.setattr("sys.argv", [name, "--help"])
+    spec = registry.get(name)
+    module = spec.load()
+    target = spec.module_path + (".__main__" if hasattr(module, "__path__") else "")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(SystemExit) as exit_info:
+            runpy.run_module(target, run_name="__main__", alter_sys=True)
+    assert exit_info.value.code == 0
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_notebook_runs_the_experiment_by_its_name(name):
     path = ROOT / "notebooks" / f"{name}.ipynb"
     assert path.exists(), f"notebooks/{name}.ipynb is missing"

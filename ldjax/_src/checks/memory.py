@@ -18,7 +18,20 @@ DEFAULT_MEMORY_FRACTION = 0.5
 
 
 class MemoryBudgetError(ValueError):
-    """A result would need more memory than the budget: refused before anything is allocated."""
+    """A result would need more memory than the budget: refused before anything is allocated.
+
+    A ``ValueError``, so existing handlers keep working; the message names the estimate, the budget and
+    the cheaper routes.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, ldjax
+      >>> f = lambda p, x: jnp.tanh(x @ p)
+      >>> try:
+      ...     ldjax.empirical_ntk(f, jnp.ones((3, 2)), jnp.ones((4, 3)), method="jacobian", memory_budget=10)
+      ... except ldjax.MemoryBudgetError as err:
+      ...     print(str(err).split(" would")[0])
+      empirical_ntk(method='jacobian')
+    """
 
 
 def _format_bytes(nbytes: float) -> str:

@@ -413,3 +413,7 @@ def fidelity(results: dict[str, Any]) -> list[claims.Row]:
 
 def main(argv: list[str] | None = None) -> int:
     return common.main(sys.modules[__name__], argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -22,7 +22,8 @@ class ExperimentSpec(NamedTuple):
       name: the module's name, also the CLI name (``ldjax reproduce NAME``) and the results folder.
       description: one line.
       data: what data it needs and what happens without it.
-      quick_minutes: wall time of ``--quick`` measured on 2 idle CPU cores (real MNIST/CIFAR).
+      quick_minutes: wall time of ``--quick`` measured on 2 CPU cores (real MNIST/CIFAR; one
+        ``ldjax reproduce --quick`` at load ≈ 1.5, 12 min 20 s in all).
       full_minutes: expected wall time of ``--full`` (GPU where noted).
       aliases: older CLI names that still select it.
       module: import path of the module (Config / FULL / run / plot / fidelity / main); by default
@@ -57,7 +58,7 @@ EXPERIMENTS: tuple[ExperimentSpec, ...] = (
         "mnist_force",
         "learn a 4, watch the other digits move (LeNet-5 on MNIST)",
         "MNIST from LDJAX_DATA_DIR / cache / download; scikit-learn digits otherwise",
-        0.6,
+        0.9,
         20.0,
         aliases=("mnist",),
     ),
@@ -65,7 +66,7 @@ EXPERIMENTS: tuple[ExperimentSpec, ...] = (
         "gaussian_paths",
         "learning paths on the 3-class Gaussian toy with exact p*; OHT/LS/GT/KD/ESKD/Filter-KD table",
         "synthetic (no files)",
-        0.6,
+        1.1,
         8.0,
         aliases=("gaussian",),
     ),
@@ -73,7 +74,7 @@ EXPERIMENTS: tuple[ExperimentSpec, ...] = (
         "cifar3_paths",
         "zig-zag paths of mislabelled examples on noisy CIFAR-3 with human p* (CIFAR-10H)",
         "CIFAR-10 test set + CIFAR-10H (cifar10_test.npz / cifar10h_probs.npy or the official files)",
-        1.0,
+        2.4,
         30.0,
         aliases=("cifar3",),
     ),
@@ -81,7 +82,7 @@ EXPERIMENTS: tuple[ExperimentSpec, ...] = (
         "filter_kd",
         "Filter-KD vs OHT / LS / ESKD at 0%, 20%, 40% label noise",
         "synthetic Gaussian toy; CIFAR-3 when CIFAR-10 + CIFAR-10H are available",
-        6.5,
+        3.9,
         40.0,
         aliases=("filterkd",),
     ),
@@ -89,7 +90,7 @@ EXPERIMENTS: tuple[ExperimentSpec, ...] = (
         "llm_dynamics",
         "SFT / DPO / IPO / extend on a tiny transformer: probe log-probs, hallucination, squeezing",
         "synthetic preference language (no files)",
-        0.9,
+        1.5,
         8.0,
         aliases=("llm",),
     ),
@@ -97,7 +98,7 @@ EXPERIMENTS: tuple[ExperimentSpec, ...] = (
         "compositional",
         "compositional vs random bijections of a two-factor toy (thesis ch. 7): cooperating vs contradicting forces",
         "synthetic (no files)",
-        0.5,
+        0.4,
         3.0,
     ),
     ExperimentSpec(
@@ -111,14 +112,14 @@ EXPERIMENTS: tuple[ExperimentSpec, ...] = (
         "head_probing",
         "head probing before fine-tuning (ch. 6): the energy p − e_y, the feature change, downstream accuracy",
         "MNIST from LDJAX_DATA_DIR / cache / download; scikit-learn digits otherwise",
-        0.7,
+        0.5,
         3.0,
     ),
     ExperimentSpec(
         "grpo_exploration",
         "GRPO raises pass@1 but lowers pass@256 (probability squeezed into the top-1); SimKO vs GRPO",
         "synthetic layered-graph walks (no files)",
-        2.0,
+        1.4,
         10.0,
     ),
 )

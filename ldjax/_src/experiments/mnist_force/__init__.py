@@ -198,7 +198,3 @@ def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     return common.main(sys.modules[__name__], argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
