@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from ldjax._src.experiments import claims
-from ldjax._src.experiments import common
 from ldjax._src.experiments import registry
 from ldjax._src.experiments import storage
 
@@ -127,7 +126,7 @@ def figure_path(folder: Path, name: Any) -> Path | None:
 
 def _section(spec: registry.ExperimentSpec, out: Path, status: dict[str, Any]) -> tuple[str, list[dict]]:
     folder = out / spec.name
-    path = folder / common.RESULTS_FILE
+    path = folder / storage.RESULTS_FILE
     esc = html.escape
     head = f'<section id="{spec.name}"><h2>{esc(spec.name)} — {esc(spec.description)}</h2>'
     record, why = storage.read_json(path)

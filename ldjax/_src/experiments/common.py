@@ -27,11 +27,6 @@ import numpy as np
 from ldjax._src.experiments import claims
 from ldjax._src.experiments import storage
 
-RESULTS_FILE = storage.RESULTS_FILE
-to_jsonable = storage.to_jsonable
-write_atomic = storage.write_atomic
-write_json_atomic = storage.write_json_atomic
-
 
 def environment() -> dict[str, Any]:
     """Versions and device, recorded in every results.json."""
@@ -64,7 +59,7 @@ def save_figure(fig: Any, out_dir: str | Path, stem: str) -> Path:
     for suffix, kwargs in ((".png", {"dpi": 120}), (".pdf", {})):
         buffer = io.BytesIO()
         fig.savefig(buffer, format=suffix[1:], bbox_inches="tight", **kwargs)
-        write_atomic(out_dir / f"{stem}{suffix}", buffer.getvalue())
+        storage.write_atomic(out_dir / f"{stem}{suffix}", buffer.getvalue())
     plt.close(fig)
     return png
 
@@ -111,7 +106,7 @@ class _NullBar:
 
 
 def config_dict(config: Any) -> dict[str, Any]:
-    return to_jsonable(dataclasses.asdict(config))
+    return storage.to_jsonable(dataclasses.asdict(config))
 
 
 def _listing(folder: Path) -> list[str]:
@@ -162,15 +157,15 @@ def run_and_save(
             "wall_seconds": run_seconds,
             "fidelity": rows,
             "figures": figures,
-            "files": [*_listing(folder), RESULTS_FILE],
+            "files": [*_listing(folder), storage.RESULTS_FILE],
             "results": results,
         }
-        write_json_atomic(folder / RESULTS_FILE, record)
+        storage.write_json_atomic(folder / storage.RESULTS_FILE, record)
         storage.replace_dir(folder, out_dir)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    return to_jsonable(record)
+    return storage.to_jsonable(record)
 
 
 def _parse_value(text: str, default: Any) -> Any:
