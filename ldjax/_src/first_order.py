@@ -17,16 +17,15 @@ preconditioner (the Adam/RMSprop linearisation of :mod:`ldjax._src.optimizer_ker
 :func:`force_gradient` (:math:`J(x_u)^\top G`) and :func:`gradient_update`.
 
 ``*o`` is one example's logits (``[k]`` or ``[T, V]``). The functions trace under ``jax.jit`` and leave the
-matmul precision to the caller (``checks.precision_scope``), except :func:`split_change`.
+matmul precision to the caller (``checks.precision_scope``), except :func:`split_change`. The held, compiled
+and validated step behind :func:`ldjax.one_step_fn` is :mod:`ldjax._src.first_order_fn`.
 """
 
-from collections.abc import Callable
 from typing import Any
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax.typing import ArrayLike
 from jaxtyping import Array
@@ -35,7 +34,6 @@ from jaxtyping import PyTree
 from jaxtyping import Shaped
 
 from ldjax._src import checks
-from ldjax._src import pytree
 from ldjax._src.ntk import batched
 from ldjax._src.terms import apply_a_term
 from ldjax._src.typing import ApplyFn
@@ -260,92 +258,6 @@ def first_order_step(
     )
 
 
-def first_order_step_fn(
-    apply_fn: ApplyFn,
-    loss: LossFn,
-    finish: Callable[[Params, Any, Any, FirstOrderStep], Any],
-    *,
-    optimizer: optax.GradientTransformation | None,
-    precision: Precision,
-    check_finite: bool,
-    memory_budget: float | None,
-    check_memory: Callable[[Params, Any, Any, tuple[int, ...], float | None], None],
-    what: str,
-    params_filter: Callable[[str], bool] | None = None,
-    probe_name: str = "x_o",
-) -> Callable[..., Any]:
-    r"""A held, compiled :func:`first_order_step` whose result ``finish`` turns into what the caller returns.
-
-    The factory behind :func:`ldjax.one_step_fn` and :func:`ldjax.predict_fn`. The options are checked
-    here, when the function is made. The returned ``call(params, x_o, x_u, y_u, *, learning_rate=None,
-    opt_state=None)`` validates its arguments outside ``jax.jit`` (:func:`checks.validate_step`: shape
-    checks once per shape signature, value checks on every call), runs ``check_memory(params, x_o, x_u,
-    out_shape, memory_budget)``, then one jitted program: :func:`first_order_step` with ``optimizer``
-    (plain SGD at the call's ``learning_rate`` when ``None``, so a new rate does not recompile) and
-    ``finish(params, x_o, x_u, step)``, all under the matmul ``precision``.
-
-    Args:
-      apply_fn: un-batched model, ``apply_fn(params, x) -> [*o]``.
-      loss: ``loss(logits[n_u, *o], y_u) -> scalar``.
-      finish: ``finish(params, x_o, x_u, step: FirstOrderStep) -> result``, traced inside the program.
-      optimizer: any ``optax.GradientTransformation``, or ``None`` for plain SGD.
-      precision: matmul precision.
-      check_finite: refuse NaN or inf in the inputs (see :func:`ldjax.one_step`).
-      memory_budget: bytes the result may take (``None``: the default), handed to ``check_memory``.
-      check_memory: refuses a call whose result would not fit ``memory_budget``.
-      what: the caller's name in messages (``"one_step"``).
-      params_filter: ``params_filter(name) -> bool`` on each parameter's path: only those are updated
-        (:func:`ldjax._src.pytree.only_selected`; ``None``: all).
-      probe_name: the probes' name in messages.
-
-    Returns:
-      ``call(params, x_o, x_u, y_u, *, learning_rate=None, opt_state=None) -> result``.
-
-    Example:
-      >>> import jax.numpy as jnp, ldjax
-      >>> from ldjax._src.first_order import first_order_step_fn
-      >>> call = first_order_step_fn(
-      ...     lambda p, x: x @ p, ldjax.losses.cross_entropy, lambda p, x_o, x_u, step: step.loss,
-      ...     optimizer=None, precision="highest", check_finite=True, memory_budget=None,
-      ...     check_memory=lambda *args: None, what="example")
-      >>> round(float(call(jnp.zeros((3, 2)), jnp.eye(3), jnp.ones((1, 3)), jnp.array([0]), learning_rate=0.1)), 4)
-      0.6931
-    """
-    checks.precision_scope(precision)  # an unknown precision fails here, not at the first call
-    checks.check_optimizer(optimizer, None)
-    if memory_budget is not None:
-        checks.check_positive_budget(memory_budget)
-    known_shapes: dict = {}
-
-    @jax.jit
-    def run(params, x_o, x_u, y_u, opt_state, rate):
-        opt = pytree.only_selected(optax.sgd(rate) if optimizer is None else optimizer, params_filter)
-        with checks.precision_scope(precision):
-            step = first_order_step(apply_fn, params, x_o, x_u, y_u, loss, opt, opt_state)
-            return finish(params, x_o, x_u, step)
-
-    def call(params, x_o, x_u, y_u, *, learning_rate=None, opt_state=None):
-        out_shape = checks.validate_step(
-            apply_fn,
-            params,
-            x_o,
-            x_u,
-            y_u,
-            loss,
-            learning_rate,
-            optimizer,
-            opt_state=opt_state,
-            probe_name=probe_name,
-            known_shapes=known_shapes,
-            check_finite=check_finite,
-        )
-        check_memory(params, x_o, x_u, out_shape, memory_budget)
-        with checks.forward_mode(what):
-            return run(params, x_o, x_u, y_u, opt_state, 0.0 if learning_rate is None else learning_rate)
-
-    return call
-
-
 def force_gradient(
     apply_fn: ApplyFn,
     params: Params,
@@ -374,7 +286,7 @@ def force_gradient(
              [ 1. , -1. ]], dtype=float32)
     """
     z_u, pullback = _pullback(apply_fn, params, x_u)
-    _check_force_shape(g, z_u, "g")
+    checks.check_force(g, z_u.shape, "g")
     (grads,) = pullback(jnp.asarray(g, z_u.dtype))
     return grads
 
@@ -410,7 +322,7 @@ def gradient_update(
       >>> gradient_update(jnp.array([1.0, -2.0]), preconditioner=jnp.array([2.0, 1.0]), coefficient=0.5)
       Array([-1.,  1.], dtype=float32)
     """
-    _check_update_rule(learning_rate, preconditioner, coefficient)
+    checks.check_gradient_update(learning_rate, preconditioner, coefficient)
     if preconditioner is None:
         return jax.tree.map(lambda a: -learning_rate * a, grads)
     checks.check_preconditioner(preconditioner, grads)
@@ -469,7 +381,7 @@ def split_change(
       >>> halves.shape, bool(jnp.allclose(halves.sum(0), r.predicted, atol=1e-7))
       ((2, 3, 2), True)
     """
-    _check_update_rule(learning_rate, preconditioner, coefficient)
+    checks.check_gradient_update(learning_rate, preconditioner, coefficient)
     with checks.precision_scope(precision):
         z_u, pullback = _pullback(apply_fn, params, x_u)
         g_parts = _force_parts(parts, g, z_u)
@@ -489,45 +401,14 @@ def _pullback(apply_fn: ApplyFn, params: Params, x_u: Any) -> tuple[Array, Any]:
     return jax.vjp(lambda p: batched(apply_fn)(p, x_u), params)
 
 
-def _check_update_rule(learning_rate: Any, preconditioner: Params | None, coefficient: Any) -> None:
-    """Either ``learning_rate`` (plain SGD) or ``preconditioner`` with ``coefficient``, never a mix."""
-    if preconditioner is None:
-        if learning_rate is None or coefficient is not None:
-            raise ValueError(
-                "give learning_rate (plain SGD) or preconditioner and coefficient (a diagonal preconditioner), "
-                f"got learning_rate={learning_rate!r}, coefficient={coefficient!r} and no preconditioner"
-            )
-    elif coefficient is None or learning_rate is not None:
-        raise ValueError(
-            "with a preconditioner give coefficient (the scalar c of u = -c·P⊙g) and no learning_rate, "
-            f"got learning_rate={learning_rate!r}, coefficient={coefficient!r}"
-        )
-
-
-def _check_force_shape(g: Any, z_u: Array, name: str) -> None:
-    if np.shape(g) != z_u.shape:
-        raise ValueError(
-            f"{name} has shape {np.shape(g)} but the logits of x_u have shape {z_u.shape}: expected one force "
-            f"per example and logit [n_u, *o]"
-        )
-
-
 def _force_parts(parts: Any, g: Any, z_u: Array) -> Array:
     """The stacked parts ``[m, n_u, *o]`` of the force: ``parts`` itself, or ``parts[i] * g`` for masks."""
     shape = z_u.shape
     if g is None:
-        if np.ndim(parts) != 1 + len(shape) or np.shape(parts)[1:] != shape:
-            raise ValueError(
-                f"parts has shape {np.shape(parts)}: expected the parts of the force [m, {', '.join(map(str, shape))}]"
-                f" (or masks [m, {shape[0]}] together with g)"
-            )
+        checks.check_force_parts(parts, shape)
         return jnp.asarray(parts, z_u.dtype)
-    _check_force_shape(g, z_u, "g")
+    checks.check_force(g, shape, "g")
     masks = jnp.asarray(parts)
-    if masks.ndim < 2 or masks.shape[1:] not in (shape[:1], shape):
-        raise ValueError(
-            f"parts has shape {masks.shape}: with g, expected masks over the update batch [m, {shape[0]}] "
-            f"or [m, {', '.join(map(str, shape))}]"
-        )
+    checks.check_force_masks(masks, shape)
     masks = masks.reshape(masks.shape + (1,) * (1 + len(shape) - masks.ndim)).astype(z_u.dtype)
     return masks * jnp.asarray(g, z_u.dtype)[None]

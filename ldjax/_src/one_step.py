@@ -15,7 +15,7 @@ from jaxtyping import Shaped
 from ldjax._src import checks
 from ldjax._src.first_order import FirstOrderStep
 from ldjax._src.first_order import actual_change
-from ldjax._src.first_order import first_order_step_fn
+from ldjax._src.first_order_fn import first_order_step_fn
 from ldjax._src.ntk import DEFAULT_METHOD
 from ldjax._src.ntk import NtkMethod
 from ldjax._src.ntk import empirical_ntk

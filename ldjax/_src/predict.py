@@ -16,7 +16,7 @@ from jaxtyping import Array
 from ldjax._src import checks
 from ldjax._src.first_order import FirstOrderStep
 from ldjax._src.first_order import actual_change
-from ldjax._src.first_order import first_order_step_fn
+from ldjax._src.first_order_fn import first_order_step_fn
 from ldjax._src.typing import ApplyFn
 from ldjax._src.typing import LearningRate
 from ldjax._src.typing import LossFn

@@ -47,6 +47,9 @@ from ldjax._src.checks.memory import kernel_bytes as kernel_bytes
 from ldjax._src.checks.memory import kernel_memory as kernel_memory
 from ldjax._src.checks.memory import memory_budget as memory_budget
 from ldjax._src.checks.model import check_example_shape as check_example_shape
+from ldjax._src.checks.model import check_force as check_force
+from ldjax._src.checks.model import check_force_masks as check_force_masks
+from ldjax._src.checks.model import check_force_parts as check_force_parts
 from ldjax._src.checks.model import check_log_softmax_outputs as check_log_softmax_outputs
 from ldjax._src.checks.model import check_loss_target as check_loss_target
 from ldjax._src.checks.model import check_model_input as check_model_input
@@ -54,6 +57,7 @@ from ldjax._src.checks.model import check_scalar_loss as check_scalar_loss
 from ldjax._src.checks.model import check_targets_batch as check_targets_batch
 from ldjax._src.checks.model import forward_mode as forward_mode
 from ldjax._src.checks.model import logits_shape as logits_shape
+from ldjax._src.checks.optimizer import check_gradient_update as check_gradient_update
 from ldjax._src.checks.optimizer import check_learning_rate as check_learning_rate
 from ldjax._src.checks.optimizer import check_opt_state as check_opt_state
 from ldjax._src.checks.optimizer import check_optimizer as check_optimizer

@@ -158,3 +158,30 @@ def check_targets_batch(y: Any, n: int, name: str, batch_name: str) -> None:
             raise ValueError(
                 f"{where} has {shape[0]} targets but {batch_name} has {n} examples: expected one target each"
             )
+
+
+def check_force(g: Any, shape: tuple[int, ...], name: str) -> None:
+    """A force on the update batch's logits (shape ``shape``): one entry per example and logit, ``[n_u, *o]``."""
+    if np.shape(g) != shape:
+        raise ValueError(
+            f"{name} has shape {np.shape(g)} but the logits of x_u have shape {shape}: expected one force "
+            f"per example and logit [n_u, *o]"
+        )
+
+
+def check_force_parts(parts: Any, shape: tuple[int, ...]) -> None:
+    """The parts of a force on logits of shape ``shape = [n_u, *o]``, stacked: ``[m, n_u, *o]``."""
+    if np.ndim(parts) != 1 + len(shape) or np.shape(parts)[1:] != shape:
+        raise ValueError(
+            f"parts has shape {np.shape(parts)}: expected the parts of the force [m, {', '.join(map(str, shape))}]"
+            f" (or masks [m, {shape[0]}] together with g)"
+        )
+
+
+def check_force_masks(masks: Any, shape: tuple[int, ...]) -> None:
+    """Masks (weights) over the update batch of logits ``shape = [n_u, *o]``: ``[m, n_u]`` or ``[m, n_u, *o]``."""
+    if np.ndim(masks) < 2 or np.shape(masks)[1:] not in (shape[:1], shape):
+        raise ValueError(
+            f"parts has shape {np.shape(masks)}: with g, expected masks over the update batch [m, {shape[0]}] "
+            f"or [m, {', '.join(map(str, shape))}]"
+        )

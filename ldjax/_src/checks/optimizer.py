@@ -108,6 +108,21 @@ def check_update_rule(learning_rate: Any, optimizer: Any) -> None:
         )
 
 
+def check_gradient_update(learning_rate: Any, preconditioner: Params | None, coefficient: Any) -> None:
+    """An update linear in the gradient: ``learning_rate`` (plain SGD) or ``preconditioner`` with ``coefficient``."""
+    if preconditioner is None:
+        if learning_rate is None or coefficient is not None:
+            raise ValueError(
+                "give learning_rate (plain SGD) or preconditioner and coefficient (a diagonal preconditioner), "
+                f"got learning_rate={learning_rate!r}, coefficient={coefficient!r} and no preconditioner"
+            )
+    elif coefficient is None or learning_rate is not None:
+        raise ValueError(
+            "with a preconditioner give coefficient (the scalar c of u = -c·P⊙g) and no learning_rate, "
+            f"got learning_rate={learning_rate!r}, coefficient={coefficient!r}"
+        )
+
+
 def check_preconditioner(preconditioner: Any, params: Params) -> None:
     """A diagonal preconditioner: the structure and leaf shapes of ``params``, finite and ``>= 0``.
 
