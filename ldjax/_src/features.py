@@ -40,7 +40,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax.typing import ArrayLike
 from jaxtyping import Array
@@ -240,13 +239,15 @@ def feature_step_fn(
         key = ("feature", checks.example_shape(x_u), jax.tree.structure(params))
         if key not in known_shapes:
             checks.check_batch(x_u, "x_u")
-            known_shapes[key] = _check_feature_model(feature_fn, head_fn, params, x_u, terms)
+            known_shapes[key] = checks.check_feature_model(feature_fn, head_fn, params, x_u, terms)
         out_shape = checks.validate_step(
             apply_fn, params, x_o, x_u, y_u, loss, learning_rate, optimizer, opt_state=opt_state,
             known_shapes=known_shapes, check_finite=check_finite,
         )  # fmt: skip
         if terms:
-            _check_terms_memory(params, x_o, x_u, known_shapes[key], out_shape, method, memory_budget)
+            checks.check_feature_terms_memory(
+                params, x_o, x_u, known_shapes[key], out_shape, method, memory_budget
+            )
         rate = 0.0 if learning_rate is None else learning_rate
         with checks.forward_mode("feature_step"):
             return run(params, x_o, x_u, y_u, opt_state, rate)
@@ -393,65 +394,3 @@ def _compose(feature_fn: FeatureFn, head_fn: HeadFn) -> ApplyFn:
         getattr(feature_fn, "example_shape", None),
         check_input=getattr(feature_fn, "check_input", None),
     )
-
-
-def _check_terms_memory(
-    params: Params,
-    x_o: Any,
-    x_u: Any,
-    feature: tuple[int, ...],
-    out: tuple[int, ...],
-    method: str,
-    budget: Any,
-) -> None:
-    """Refuse ``terms=True`` when the feature kernel (and what builds it) and the direction exceed the budget."""
-    n_o, n_u = checks.batch_size(x_o), checks.batch_size(x_u)
-    items = checks.kernel_memory(
-        method, params, n_o, n_u, feature, trace=False, per_layer=False, same=False, name="kernel"
-    )
-    shape = (n_u, *out, *feature)
-    items.append((f"direction {list(shape)}", checks.array_bytes(shape, checks.params_dtype(params))))
-    checks.check_memory(
-        items,
-        what=f"feature_step(terms=True, method={method!r})",
-        cheaper="terms=False (predicted, actual and energy need no kernel: one VJP and one JVP), fewer x_o or "
-        "x_u, or method='structured'",
-        budget=budget,
-    )
-
-
-def _check_feature_model(
-    feature_fn: FeatureFn, head_fn: HeadFn, params: Params, x_u: Any, terms: bool
-) -> tuple[int, ...]:
-    """``feature_fn`` on one example of ``x_u`` and ``head_fn`` on its output, with messages naming each."""
-    checks.check_example_shape(feature_fn, x_u, "x_u", "feature_fn")
-    one = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(np.shape(leaf)[1:], jnp.result_type(leaf)), x_u)
-    h = _one_array(
-        feature_fn, params, one, "feature_fn", "the feature h",
-        f"feature_fn failed on one example of x_u (example shape {str(checks.example_shape(x_u))}): "
-        "feature_fn(params, x) takes ONE example without a batch axis",
-    )  # fmt: skip
-    if terms and h.ndim not in (1, 2):
-        raise ValueError(
-            f"feature_fn returns features of shape {tuple(h.shape)}: the kernel term (terms=True) needs [f] or "
-            f"[T, f]; flatten the feature in feature_fn (and reshape it in head_fn) or pass terms=False"
-        )
-    _one_array(
-        head_fn, params, h, "head_fn", "logits",
-        f"head_fn failed on a feature of shape {tuple(h.shape)} (the output of feature_fn for one example): "
-        "head_fn(params, h) takes ONE example's feature",
-    )  # fmt: skip
-    return tuple(h.shape)
-
-
-def _one_array(
-    fn: Callable, params: Params, arg: Any, name: str, what: str, failure: str
-) -> jax.ShapeDtypeStruct:
-    """The shape of ``fn(params, arg)``, which must be ONE array (``what``); ``failure`` starts the message."""
-    try:
-        out = jax.eval_shape(fn, params, arg)
-    except Exception as err:  # noqa: BLE001 - re-raised with context
-        raise ValueError(f"{failure}. The error was: {err}") from err
-    if not isinstance(out, jax.ShapeDtypeStruct):
-        raise ValueError(f"{name} must return one array ({what}), got {type(out).__name__}")
-    return out

@@ -11,8 +11,9 @@ The package, one job per file (every name is re-exported here: ``checks.logits_s
 - ``arrays.py``: batches and example shapes, finite values, parameter dtypes, positive scalars, integer
   ids (labels, tokens), the matmul precision scope, the shape signature that caches the shape checks;
 - ``model.py``: one example's logits (``[k]`` or ``[T, V]``), the model's own input check, forward mode
-  (``jax.custom_vjp``), losses and targets;
-- ``optimizer.py``: the update rule (learning rate or optax optimizer), optimizer states, preconditioners;
+  (``jax.custom_vjp``), losses and targets, forces and their parts, a feature map and its head;
+- ``optimizer.py``: the update rule (learning rate or optax optimizer; or learning rate or preconditioner and
+  coefficient for an update linear in the gradient), optimizer states, preconditioners;
 - ``memory.py``: the memory budget, the estimates of what a result needs, :class:`MemoryBudgetError`;
 - ``step.py``: :func:`validate_step`, the one-step analyses' arguments;
 - ``kernels.py``: :func:`validate_kernel` and :func:`check_kernel_values`, the kernels' arguments.
@@ -37,6 +38,7 @@ from ldjax._src.checks.kernels import validate_kernel as validate_kernel
 from ldjax._src.checks.memory import DEFAULT_MEMORY_FRACTION as DEFAULT_MEMORY_FRACTION
 from ldjax._src.checks.memory import MemoryBudgetError as MemoryBudgetError
 from ldjax._src.checks.memory import array_bytes as array_bytes
+from ldjax._src.checks.memory import check_feature_terms_memory as check_feature_terms_memory
 from ldjax._src.checks.memory import check_memory as check_memory
 from ldjax._src.checks.memory import check_positive_budget as check_positive_budget
 from ldjax._src.checks.memory import check_probe_memory as check_probe_memory
@@ -47,6 +49,7 @@ from ldjax._src.checks.memory import kernel_bytes as kernel_bytes
 from ldjax._src.checks.memory import kernel_memory as kernel_memory
 from ldjax._src.checks.memory import memory_budget as memory_budget
 from ldjax._src.checks.model import check_example_shape as check_example_shape
+from ldjax._src.checks.model import check_feature_model as check_feature_model
 from ldjax._src.checks.model import check_force as check_force
 from ldjax._src.checks.model import check_force_masks as check_force_masks
 from ldjax._src.checks.model import check_force_parts as check_force_parts

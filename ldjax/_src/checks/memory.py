@@ -212,6 +212,32 @@ def check_terms_memory(
     )
 
 
+def check_feature_terms_memory(
+    params: Params,
+    x_o: Any,
+    x_u: Any,
+    feature: Sequence[int],
+    out: Sequence[int],
+    method: str,
+    budget: float | None,
+) -> None:
+    """Refuse ``terms=True`` of :func:`ldjax.feature_step` when the feature kernel (and what builds it) and the
+    direction exceed the budget."""
+    n_o, n_u = batch_size(x_o), batch_size(x_u)
+    items = kernel_memory(
+        method, params, n_o, n_u, feature, trace=False, per_layer=False, same=False, name="kernel"
+    )
+    shape = (n_u, *out, *feature)
+    items.append((f"direction {list(shape)}", array_bytes(shape, params_dtype(params))))
+    check_memory(
+        items,
+        what=f"feature_step(terms=True, method={method!r})",
+        cheaper="terms=False (predicted, actual and energy need no kernel: one VJP and one JVP), fewer x_o or "
+        "x_u, or method='structured'",
+        budget=budget,
+    )
+
+
 def check_probe_memory(
     params: Params, x_probe: Any, out_shape: Sequence[int], budget: float | None, *, actual: bool
 ) -> None:

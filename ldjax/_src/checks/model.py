@@ -1,6 +1,7 @@
-"""The model and its outputs: one example's logits, the model's inputs, forward mode, losses and targets."""
+"""The model and its outputs: one example's logits, its inputs, forward mode, losses, targets and forces."""
 
 import contextlib
+from collections.abc import Callable
 from collections.abc import Iterator
 from typing import Any
 
@@ -185,3 +186,41 @@ def check_force_masks(masks: Any, shape: tuple[int, ...]) -> None:
             f"parts has shape {np.shape(masks)}: with g, expected masks over the update batch [m, {shape[0]}] "
             f"or [m, {', '.join(map(str, shape))}]"
         )
+
+
+def check_feature_model(
+    feature_fn: Callable, head_fn: Callable, params: Params, x_u: Any, terms: bool
+) -> tuple[int, ...]:
+    """``feature_fn`` on one example of ``x_u`` and ``head_fn`` on its output, with messages naming each
+    (:func:`ldjax.feature_step`); the shape of one example's feature."""
+    check_example_shape(feature_fn, x_u, "x_u", "feature_fn")
+    one = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(np.shape(leaf)[1:], jnp.result_type(leaf)), x_u)
+    h = _one_array(
+        feature_fn, params, one, "feature_fn", "the feature h",
+        f"feature_fn failed on one example of x_u (example shape {str(example_shape(x_u))}): "
+        "feature_fn(params, x) takes ONE example without a batch axis",
+    )  # fmt: skip
+    if terms and h.ndim not in (1, 2):
+        raise ValueError(
+            f"feature_fn returns features of shape {tuple(h.shape)}: the kernel term (terms=True) needs [f] or "
+            f"[T, f]; flatten the feature in feature_fn (and reshape it in head_fn) or pass terms=False"
+        )
+    _one_array(
+        head_fn, params, h, "head_fn", "logits",
+        f"head_fn failed on a feature of shape {tuple(h.shape)} (the output of feature_fn for one example): "
+        "head_fn(params, h) takes ONE example's feature",
+    )  # fmt: skip
+    return tuple(h.shape)
+
+
+def _one_array(
+    fn: Callable, params: Params, arg: Any, name: str, what: str, failure: str
+) -> jax.ShapeDtypeStruct:
+    """The shape of ``fn(params, arg)``, which must be ONE array (``what``); ``failure`` starts the message."""
+    try:
+        out = jax.eval_shape(fn, params, arg)
+    except Exception as err:  # noqa: BLE001 - re-raised with context
+        raise ValueError(f"{failure}. The error was: {err}") from err
+    if not isinstance(out, jax.ShapeDtypeStruct):
+        raise ValueError(f"{name} must return one array ({what}), got {type(out).__name__}")
+    return out
