@@ -35,11 +35,11 @@ from ldjax._src.one_step import OneStepResult
 from ldjax._src.one_step import decomposition
 from ldjax._src.one_step import one_step
 from ldjax._src.one_step import one_step_fn
-from ldjax._src.optimizer_kernels import OptimizerUpdate
 from ldjax._src.optimizer_kernels import PreconditionedStep
-from ldjax._src.optimizer_kernels import optimizer_update
 from ldjax._src.optimizer_kernels import preconditioned_ntk
 from ldjax._src.optimizer_kernels import preconditioned_one_step
+from ldjax._src.optimizer_updates import OptimizerUpdate
+from ldjax._src.optimizer_updates import optimizer_update
 from ldjax._src.predict import LogProbChange
 from ldjax._src.predict import predict_fn
 from ldjax._src.predict import predict_log_prob_change

@@ -13,7 +13,7 @@ logits or an intermediate feature, one JVP), :func:`probe_change` (:math:`A\, J(
 :func:`actual_change`, :func:`first_order_step` (the first two in a row), and :func:`split_change`, the
 predicted change caused by each part of a force (G is linear: the y⁺ and y⁻ halves of DPO, the positive- and
 negative-advantage responses of GRPO, any partition of the batch), for plain SGD and for a diagonal
-preconditioner (the Adam/RMSprop linearisation of :mod:`ldjax._src.optimizer_kernels`), built from
+preconditioner (the Adam/RMSprop linearisation of :mod:`ldjax._src.optimizer_updates`), built from
 :func:`force_gradient` (:math:`J(x_u)^\top G`) and :func:`gradient_update`.
 
 ``*o`` is one example's logits (``[k]`` or ``[T, V]``). The functions trace under ``jax.jit`` and leave the

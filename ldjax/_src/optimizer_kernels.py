@@ -1,12 +1,9 @@
 r"""Optimizer-aware kernels: the decomposition for SGD with momentum, RMSprop and Adam.
 
 Each of these optimizers turns the gradient :math:`g` of the loss at the update batch into an
-update
-
-.. math:: u = -c\, P \odot g + m
-
-with a diagonal preconditioner :math:`P` and a coefficient :math:`c` read off the optax state, and
-a term :math:`m` that does not depend on the current batch (the momentum buffer). The first-order
+update :math:`u = -c\, P \odot g + m` (a diagonal preconditioner :math:`P`, a coefficient :math:`c`
+and a term :math:`m` that does not depend on the current batch, read off the optax state by
+:func:`~ldjax._src.optimizer_updates.optimizer_update`, whose module has the table). The first-order
 change of log π at :math:`x_o` is then exactly
 
 .. math:: \Delta\log\pi(x_o) = -c\, A(x_o)\, \textstyle\sum_u K_P(x_o, x_u)\, G(x_u)
@@ -16,25 +13,13 @@ The first term is the force of the current batch through the *preconditioned* ke
 is the momentum buffer's push, the same for any batch. For Adam and RMSprop, :math:`P` is
 evaluated at the second moment *after* accumulating :math:`g^2` (as the real step uses it), so the
 sum is exactly :math:`A\,J(x_o)\,u` of the real optax update.
-
-| optimizer (optax) | :math:`P` | :math:`c` | :math:`m` |
-|---|---|---|---|
-| ``sgd(η)`` | 1 | η | 0 |
-| ``sgd(η, momentum=β)`` | 1 | η (``nesterov``: η(1+β)) | −ηβ·trace (``nesterov``: −ηβ²·trace) |
-| ``rmsprop(η, decay, eps)`` | ``1/sqrt(ν'+eps)`` (``eps_in_sqrt``) | η | 0 |
-| ``adam(η, b1, b2, eps)`` | ``1/(sqrt(ν'/(1-b2^t))+eps)`` | η(1−b1)/(1−b1^t) | −ηb1/(1−b1^t)·P⊙μ |
-
-with :math:`\nu' = \text{decay}\,\nu + (1-\text{decay})\,g^2` and :math:`t` the step count after
-the update.
 """
 
 from typing import Any
-from typing import Literal
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax.typing import ArrayLike
 from jaxtyping import Array
@@ -50,28 +35,15 @@ from ldjax._src.first_order import probe_change
 from ldjax._src.ntk import DEFAULT_METHOD
 from ldjax._src.ntk import NtkMethod
 from ldjax._src.ntk import empirical_ntk
+from ldjax._src.optimizer_updates import OptimizerKind
+from ldjax._src.optimizer_updates import OptimizerUpdate
+from ldjax._src.optimizer_updates import optax_optimizer
+from ldjax._src.optimizer_updates import optimizer_update
 from ldjax._src.typing import ApplyFn
 from ldjax._src.typing import LearningRate
 from ldjax._src.typing import LossFn
 from ldjax._src.typing import Params
 from ldjax._src.typing import Precision
-
-OptimizerKind = Literal["sgd", "momentum", "rmsprop", "adam"]
-
-
-class OptimizerUpdate(NamedTuple):
-    """An optimizer's update written as ``u = −coefficient · preconditioner ⊙ g + momentum_update``.
-
-    Attributes:
-      preconditioner: the diagonal :math:`P`, a pytree like ``params``.
-      coefficient: the scalar :math:`c` multiplying the current gradient's part.
-      momentum_update: :math:`m`, the part of the update that comes from the optimizer's buffers,
-        a pytree like ``params`` (zeros for SGD and RMSprop).
-    """
-
-    preconditioner: Any
-    coefficient: Array
-    momentum_update: Any
 
 
 class PreconditionedStep(NamedTuple):
@@ -94,111 +66,6 @@ class PreconditionedStep(NamedTuple):
     k: Array | None
     g: Array
     update: OptimizerUpdate
-
-
-_MISSING = object()
-
-
-def _get(opt_state: Any, key: str, kind: str) -> Any:
-    """The field ``key`` of an optax state (``optax.tree_utils.tree_get`` returns a default when it is absent)."""
-    try:
-        value = optax.tree_utils.tree_get(opt_state, key, default=_MISSING)
-    except KeyError:  # the field appears more than once (a chain of several such states)
-        value = _MISSING
-    if value is _MISSING:
-        raise ValueError(
-            f"opt_state has no {key!r} field: expected the state of optax.{'sgd' if kind == 'momentum' else kind}"
-            f" for optimizer={kind!r}"
-        )
-    return value
-
-
-def _check_hyperparameters(learning_rate: Any, hp: dict[str, Any]) -> None:
-    """learning_rate, eps > 0; momentum, decay, b1, b2 in [0, 1); eps_root >= 0 (optax's ranges)."""
-    checks.check_positive(learning_rate, "learning_rate")
-    for name in ("momentum", "decay", "b1", "b2"):
-        if name in hp:
-            checks.check_unit_interval(hp[name], name)
-    if "eps" in hp:
-        checks.check_positive(hp["eps"], "eps")
-    if "eps_root" in hp and not (np.isfinite(hp["eps_root"]) and hp["eps_root"] >= 0):
-        raise ValueError(f"eps_root must be a finite number >= 0, got {hp['eps_root']!r}")
-
-
-def optimizer_update(
-    grads: Any,
-    opt_state: Any,
-    *,
-    optimizer: OptimizerKind,
-    learning_rate: LearningRate,
-    momentum: float = 0.9,
-    nesterov: bool = False,
-    decay: float = 0.9,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
-    eps_root: float = 0.0,
-    eps_in_sqrt: bool = True,
-) -> OptimizerUpdate:
-    r"""Read the diagonal preconditioner and momentum term of one optax update off its state.
-
-    The hyperparameters must be those the optax optimizer was built with (optax keeps them in
-    closures, not in the state). See the module table for the formulas.
-
-    Args:
-      grads: the gradient :math:`g` at the update batch, like ``params``.
-      opt_state: the optax state BEFORE the update.
-      optimizer: ``"sgd"``, ``"momentum"`` (``optax.sgd(η, momentum=β, nesterov=...)``),
-        ``"rmsprop"`` (``optax.rmsprop(η, decay, eps, eps_in_sqrt=...)``) or ``"adam"``
-        (``optax.adam(η, b1, b2, eps, eps_root)``).
-      learning_rate: η.
-
-    Returns:
-      :class:`OptimizerUpdate` with ``u = −c · P ⊙ g + m`` equal to optax's update.
-
-    Example:
-      >>> import jax.numpy as jnp, optax, ldjax
-      >>> g = {"w": jnp.array([1.0, -2.0])}
-      >>> opt = optax.adam(0.1)
-      >>> up = ldjax.optimizer_update(g, opt.init(g), optimizer="adam", learning_rate=0.1)
-      >>> u = jnp.asarray(-up.coefficient * up.preconditioner["w"] * g["w"] + up.momentum_update["w"])
-      >>> bool(jnp.allclose(u, opt.update(g, opt.init(g))[0]["w"]))
-      True
-    """
-    _check_hyperparameters(
-        learning_rate,
-        {"momentum": momentum, "decay": decay, "b1": b1, "b2": b2, "eps": eps, "eps_root": eps_root},
-    )
-    zeros = jax.tree.map(jnp.zeros_like, grads)
-    ones = jax.tree.map(jnp.ones_like, grads)
-    lr = jnp.asarray(learning_rate)
-    if optimizer == "sgd":
-        return OptimizerUpdate(ones, lr, zeros)
-    if optimizer == "momentum":
-        trace = _get(opt_state, "trace", optimizer)
-        if nesterov:
-            return OptimizerUpdate(
-                ones, lr * (1 + momentum), jax.tree.map(lambda t: -lr * momentum**2 * t, trace)
-            )
-        return OptimizerUpdate(ones, lr, jax.tree.map(lambda t: -lr * momentum * t, trace))
-    if optimizer == "rmsprop":
-        nu = _get(opt_state, "nu", optimizer)
-        nu_new = jax.tree.map(lambda n, g: decay * n + (1 - decay) * g**2, nu, grads)
-        if eps_in_sqrt:
-            p = jax.tree.map(lambda n: jax.lax.rsqrt(n + eps), nu_new)
-        else:
-            p = jax.tree.map(lambda n: 1 / (jnp.sqrt(n) + eps), nu_new)
-        return OptimizerUpdate(p, lr, zeros)
-    if optimizer == "adam":
-        mu, nu = _get(opt_state, "mu", optimizer), _get(opt_state, "nu", optimizer)
-        count = _get(opt_state, "count", optimizer)
-        t = (count + 1).astype(jax.tree.leaves(grads)[0].dtype)
-        nu_new = jax.tree.map(lambda n, g: b2 * n + (1 - b2) * g**2, nu, grads)
-        p = jax.tree.map(lambda n: 1 / (jnp.sqrt(n / (1 - b2**t) + eps_root) + eps), nu_new)
-        bias = 1 - b1**t
-        m = jax.tree.map(lambda q, mo: -lr * b1 / bias * q * mo, p, mu)
-        return OptimizerUpdate(p, lr * (1 - b1) / bias, m)
-    raise ValueError(f"optimizer must be 'sgd', 'momentum', 'rmsprop' or 'adam', got {optimizer!r}")
 
 
 def preconditioned_ntk(
@@ -314,23 +181,11 @@ def preconditioned_one_step(
       >>> r.k.shape, bool(jnp.abs(r.actual - r.predicted).max() < 1e-5)
       ((4, 2, 3, 3), True)
     """
-    opt = _optax_optimizer(optimizer, learning_rate, hyperparameters)
-    out_shape = checks.validate_step(
-        apply_fn,
-        params,
-        x_o,
-        x_u,
-        y_u,
-        loss,
-        optimizer=opt,
-        opt_state=opt_state,
-        optimizer_name=f"optax.{'sgd' if optimizer == 'momentum' else optimizer} (optimizer={optimizer!r})",
-        check_finite=check_finite,
-    )
-    if terms:
-        checks.check_terms_memory(
-            params, x_o, x_u, out_shape, method, memory_budget, what="preconditioned_one_step"
-        )
+    opt = optax_optimizer(optimizer, learning_rate, hyperparameters)
+    _validate(
+        apply_fn, params, x_o, x_u, y_u, loss, opt, optimizer, opt_state,
+        terms=terms, method=method, check_finite=check_finite, memory_budget=memory_budget,
+    )  # fmt: skip
     if opt_state is None:
         opt_state = opt.init(params)
     with checks.precision_scope(precision):
@@ -338,12 +193,7 @@ def preconditioned_one_step(
         update = optimizer_update(
             step.grads, opt_state, optimizer=optimizer, learning_rate=learning_rate, **hyperparameters
         )
-        batch_part = gradient_update(
-            step.grads, preconditioner=update.preconditioner, coefficient=update.coefficient
-        )
-        with checks.forward_mode("preconditioned_one_step"):
-            gradient_term, z_o = probe_change(apply_fn, params, batch_part, x_o)
-            momentum_term, _ = probe_change(apply_fn, params, update.momentum_update, x_o)
+        gradient_term, momentum_term, z_o = _probe_terms(apply_fn, params, step.grads, update, x_o)
         actual = actual_change(apply_fn, params, step.updates, x_o, z_o)
         k = None
         if terms:
@@ -369,38 +219,47 @@ def preconditioned_one_step(
     )
 
 
-def _optax_optimizer(
-    kind: str, learning_rate: LearningRate, hp: dict[str, Any]
-) -> optax.GradientTransformation:
-    allowed = {
-        "sgd": set(),
-        "momentum": {"momentum", "nesterov"},
-        "rmsprop": {"decay", "eps", "eps_in_sqrt"},
-        "adam": {"b1", "b2", "eps", "eps_root"},
-    }
-    if kind not in allowed:
-        raise ValueError(f"optimizer must be 'sgd', 'momentum', 'rmsprop' or 'adam', got {kind!r}")
-    extra = set(hp) - allowed[kind]
-    if extra:
-        raise ValueError(
-            f"hyperparameters {sorted(extra)} do not apply to optimizer={kind!r}; allowed: {sorted(allowed[kind])}"
-        )
-    _check_hyperparameters(learning_rate, hp)
-    if kind == "sgd":
-        return optax.sgd(learning_rate)
-    if kind == "momentum":
-        return optax.sgd(learning_rate, momentum=hp.get("momentum", 0.9), nesterov=hp.get("nesterov", False))
-    if kind == "rmsprop":
-        return optax.rmsprop(
-            learning_rate,
-            decay=hp.get("decay", 0.9),
-            eps=hp.get("eps", 1e-8),
-            eps_in_sqrt=hp.get("eps_in_sqrt", True),
-        )
-    return optax.adam(
-        learning_rate,
-        b1=hp.get("b1", 0.9),
-        b2=hp.get("b2", 0.999),
-        eps=hp.get("eps", 1e-8),
-        eps_root=hp.get("eps_root", 0.0),
+def _validate(
+    apply_fn: ApplyFn,
+    params: Params,
+    x_o: Any,
+    x_u: Any,
+    y_u: Any,
+    loss: LossFn,
+    opt: optax.GradientTransformation,
+    kind: OptimizerKind,
+    opt_state: Any,
+    *,
+    terms: bool,
+    method: NtkMethod,
+    check_finite: bool,
+    memory_budget: float | None,
+) -> None:
+    """The arguments of :func:`preconditioned_one_step` and, with ``terms``, the memory of ``k``."""
+    out_shape = checks.validate_step(
+        apply_fn,
+        params,
+        x_o,
+        x_u,
+        y_u,
+        loss,
+        optimizer=opt,
+        opt_state=opt_state,
+        optimizer_name=f"optax.{'sgd' if kind == 'momentum' else kind} (optimizer={kind!r})",
+        check_finite=check_finite,
     )
+    if terms:
+        checks.check_terms_memory(
+            params, x_o, x_u, out_shape, method, memory_budget, what="preconditioned_one_step"
+        )
+
+
+def _probe_terms(
+    apply_fn: ApplyFn, params: Params, grads: Params, update: OptimizerUpdate, x_o: Any
+) -> tuple[Array, Array, Array]:
+    """``(−c·A·J(x_o)·(P⊙g), A·J(x_o)·m, z_o)``: the batch's and the momentum's part of the update at ``x_o``."""
+    batch_part = gradient_update(grads, preconditioner=update.preconditioner, coefficient=update.coefficient)
+    with checks.forward_mode("preconditioned_one_step"):
+        gradient_term, z_o = probe_change(apply_fn, params, batch_part, x_o)
+        momentum_term, _ = probe_change(apply_fn, params, update.momentum_update, x_o)
+    return gradient_term, momentum_term, z_o

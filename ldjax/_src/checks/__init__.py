@@ -64,6 +64,7 @@ from ldjax._src.checks.optimizer import check_gradient_update as check_gradient_
 from ldjax._src.checks.optimizer import check_learning_rate as check_learning_rate
 from ldjax._src.checks.optimizer import check_opt_state as check_opt_state
 from ldjax._src.checks.optimizer import check_optimizer as check_optimizer
+from ldjax._src.checks.optimizer import check_optimizer_hyperparameters as check_optimizer_hyperparameters
 from ldjax._src.checks.optimizer import check_preconditioner as check_preconditioner
 from ldjax._src.checks.optimizer import check_update_rule as check_update_rule
 from ldjax._src.checks.step import validate_step as validate_step

@@ -6,6 +6,7 @@ import jax
 import numpy as np
 
 from ldjax._src.checks.arrays import check_positive
+from ldjax._src.checks.arrays import check_unit_interval
 from ldjax._src.checks.arrays import concrete
 from ldjax._src.typing import Params
 
@@ -121,6 +122,18 @@ def check_gradient_update(learning_rate: Any, preconditioner: Params | None, coe
             "with a preconditioner give coefficient (the scalar c of u = -c·P⊙g) and no learning_rate, "
             f"got learning_rate={learning_rate!r}, coefficient={coefficient!r}"
         )
+
+
+def check_optimizer_hyperparameters(learning_rate: Any, hp: dict[str, Any]) -> None:
+    """learning_rate, eps > 0; momentum, decay, b1, b2 in [0, 1); eps_root >= 0 (optax's ranges)."""
+    check_positive(learning_rate, "learning_rate")
+    for name in ("momentum", "decay", "b1", "b2"):
+        if name in hp:
+            check_unit_interval(hp[name], name)
+    if "eps" in hp:
+        check_positive(hp["eps"], "eps")
+    if "eps_root" in hp and not (np.isfinite(hp["eps_root"]) and hp["eps_root"] >= 0):
+        raise ValueError(f"eps_root must be a finite number >= 0, got {hp['eps_root']!r}")
 
 
 def check_preconditioner(preconditioner: Any, params: Params) -> None:
