@@ -26,11 +26,11 @@ from ldjax._src.features import energy
 from ldjax._src.features import feature_decomposition
 from ldjax._src.features import feature_step
 from ldjax._src.features import feature_step_fn
-from ldjax._src.ntk import KernelFunction
-from ldjax._src.ntk import empirical_ntk
-from ldjax._src.ntk import empirical_ntk_fn
 from ldjax._src.ntk import jacobian
 from ldjax._src.ntk import ntk_vector_product
+from ldjax._src.ntk_fn import KernelFunction
+from ldjax._src.ntk_fn import empirical_ntk
+from ldjax._src.ntk_fn import empirical_ntk_fn
 from ldjax._src.one_step import OneStepResult
 from ldjax._src.one_step import decomposition
 from ldjax._src.one_step import one_step

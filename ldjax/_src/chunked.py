@@ -25,7 +25,7 @@ from ldjax._src import checks
 from ldjax._src.explain import GiB
 from ldjax._src.ntk import DEFAULT_METHOD
 from ldjax._src.ntk import NtkMethod
-from ldjax._src.ntk import empirical_ntk_fn
+from ldjax._src.ntk_fn import empirical_ntk_fn
 from ldjax._src.results_io import atomic_write
 from ldjax._src.results_io import fingerprint
 from ldjax._src.typing import ApplyFn

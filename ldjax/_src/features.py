@@ -56,7 +56,7 @@ from ldjax._src.losses._base import softmax_minus_one_hot
 from ldjax._src.ntk import DEFAULT_METHOD
 from ldjax._src.ntk import NtkMethod
 from ldjax._src.ntk import batched
-from ldjax._src.ntk import empirical_ntk
+from ldjax._src.ntk_fn import empirical_ntk
 from ldjax._src.typing import ApplyFn
 from ldjax._src.typing import LearningRate
 from ldjax._src.typing import LossFn

@@ -18,7 +18,7 @@ from ldjax._src.first_order import actual_change
 from ldjax._src.first_order_fn import first_order_step_fn
 from ldjax._src.ntk import DEFAULT_METHOD
 from ldjax._src.ntk import NtkMethod
-from ldjax._src.ntk import empirical_ntk
+from ldjax._src.ntk_fn import empirical_ntk
 from ldjax._src.terms import a_term
 from ldjax._src.typing import ApplyFn
 from ldjax._src.typing import LearningRate

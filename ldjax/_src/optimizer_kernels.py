@@ -34,7 +34,7 @@ from ldjax._src.first_order import gradient_update
 from ldjax._src.first_order import probe_change
 from ldjax._src.ntk import DEFAULT_METHOD
 from ldjax._src.ntk import NtkMethod
-from ldjax._src.ntk import empirical_ntk
+from ldjax._src.ntk_fn import empirical_ntk
 from ldjax._src.optimizer_updates import OptimizerKind
 from ldjax._src.optimizer_updates import OptimizerUpdate
 from ldjax._src.optimizer_updates import optax_optimizer

@@ -27,7 +27,7 @@ from ldjax._src.first_order import batch_update
 from ldjax._src.first_order import probe_change
 from ldjax._src.ntk import DEFAULT_METHOD
 from ldjax._src.ntk import NtkMethod
-from ldjax._src.ntk import empirical_ntk
+from ldjax._src.ntk_fn import empirical_ntk
 from ldjax._src.typing import ApplyFn
 from ldjax._src.typing import LearningRate
 from ldjax._src.typing import LossFn

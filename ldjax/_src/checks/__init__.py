@@ -16,7 +16,8 @@ The package, one job per file (every name is re-exported here: ``checks.logits_s
   coefficient for an update linear in the gradient), optimizer states, preconditioners;
 - ``memory.py``: the memory budget, the estimates of what a result needs, :class:`MemoryBudgetError`;
 - ``step.py``: :func:`validate_step`, the one-step analyses' arguments;
-- ``kernels.py``: :func:`validate_kernel` and :func:`check_kernel_values`, the kernels' arguments.
+- ``kernels.py``: :func:`validate_kernel`, :func:`check_kernel_values` and :func:`check_kernel_options`, the
+  kernels' arguments and options.
 """
 
 from ldjax._src.checks.arrays import batch_size as batch_size
@@ -33,6 +34,7 @@ from ldjax._src.checks.arrays import example_shape as example_shape
 from ldjax._src.checks.arrays import params_dtype as params_dtype
 from ldjax._src.checks.arrays import precision_scope as precision_scope
 from ldjax._src.checks.arrays import shape_signature as shape_signature
+from ldjax._src.checks.kernels import check_kernel_options as check_kernel_options
 from ldjax._src.checks.kernels import check_kernel_values as check_kernel_values
 from ldjax._src.checks.kernels import validate_kernel as validate_kernel
 from ldjax._src.checks.memory import DEFAULT_MEMORY_FRACTION as DEFAULT_MEMORY_FRACTION

@@ -1,5 +1,8 @@
-"""The kernels' validation: :func:`validate_kernel` (shapes and memory once per signature) and its value checks."""
+"""The kernels' validation: :func:`validate_kernel` (shapes and memory once per signature), its value checks, and
+the options of a kernel function (:func:`check_kernel_options`)."""
 
+from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
 from ldjax._src.checks.arrays import batch_size
@@ -7,13 +10,16 @@ from ldjax._src.checks.arrays import check_batch
 from ldjax._src.checks.arrays import check_finite_values
 from ldjax._src.checks.arrays import check_params
 from ldjax._src.checks.arrays import check_same_examples
+from ldjax._src.checks.arrays import precision_scope
 from ldjax._src.checks.arrays import shape_signature
 from ldjax._src.checks.memory import check_memory
+from ldjax._src.checks.memory import check_positive_budget
 from ldjax._src.checks.memory import kernel_memory
 from ldjax._src.checks.model import check_model_input
 from ldjax._src.checks.model import logits_shape
 from ldjax._src.typing import ApplyFn
 from ldjax._src.typing import Params
+from ldjax._src.typing import Precision
 
 
 def validate_kernel(
@@ -82,3 +88,27 @@ def check_kernel_values(apply_fn: ApplyFn, params: Params, x1: Any, x2: Any, *, 
     check_model_input(apply_fn, x2, "x2")
     if check_finite:
         check_finite_values(((params, "params"), (x1, "x1"), (x2, "x2")))
+
+
+def check_kernel_options(
+    method: str,
+    methods: Sequence[str],
+    precision: Precision,
+    trace: bool,
+    trace_axes: Any,
+    params_filter: Callable[[str], bool] | None,
+    memory_budget: float | None,
+) -> None:
+    """The options of :func:`ldjax.empirical_ntk_fn`, checked when the factory is called (before any batch);
+    ``methods`` are the method names it knows."""
+    if method not in methods:
+        raise ValueError(f"method must be {' or '.join(map(repr, methods))}, got {method!r}")
+    precision_scope(precision)  # a bad precision fails here, not at the first call
+    if trace and trace_axes is not None:
+        raise ValueError(
+            "pass either trace=True (ldjax: the sum over every logit axis) or trace_axes (nt), not both"
+        )
+    if params_filter is not None and not callable(params_filter):
+        raise ValueError(f"params_filter must be a function name -> bool, got {type(params_filter).__name__}")
+    if memory_budget is not None:
+        check_positive_budget(memory_budget)
