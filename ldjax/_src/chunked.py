@@ -82,22 +82,9 @@ def chunked_ntk(
     if block_size is not None and (not isinstance(block_size, int) or block_size <= 0):
         raise ValueError(f"block_size must be a positive int, got {block_size!r}")
     gram = x2 is None
-    checks.check_batch(x1, "x1")
-    if not gram:
-        checks.check_batch(x2, "x2")
-        checks.check_same_examples(x1, "x1", x2, "x2")
     x2_ = x1 if gram else x2
-    out_shape = checks.logits_shape(apply_fn, params, x1, "x1")
-    n1, n2 = checks.batch_size(x1), checks.batch_size(x2_)
-    dtype = np.dtype(jnp.result_type(*jax.tree.leaves(params)))
-    o = math.prod(out_shape)
-    tail = () if trace else (*out_shape, *out_shape)
-    result_bytes = n1 * n2 * (1 if trace else o * o) * dtype.itemsize
-    if result_bytes > memory_budget:
-        raise ValueError(
-            f"the kernel itself, {(n1, n2, *tail)} numbers ({result_bytes / GiB:.3g} GiB), exceeds memory_budget "
-            f"({memory_budget / GiB:.3g} GiB): pass trace=True, fewer examples or a larger budget"
-        )
+    shape, dtype = _result_layout(apply_fn, params, x1, x2, trace, memory_budget)
+    n1, n2 = shape[:2]
     kernel_fn = empirical_ntk_fn(
         apply_fn, method=method, trace=trace, memory_budget=memory_budget, precision=precision
     )
@@ -111,37 +98,79 @@ def chunked_ntk(
         store = _BlockStore(
             pathlib.Path(directory),
             _fingerprint(params, x1, None if gram else x2, {**options, "b": b}),
-            dict(n1=n1, n2=n2, block=b, shape=[n1, n2, *tail], dtype=dtype.str, method=method, trace=trace),
+            dict(n1=n1, n2=n2, block=b, shape=list(shape), dtype=dtype.str, method=method, trace=trace),
         )
-    result = np.empty((n1, n2, *tail), dtype)
+    result = np.empty(shape, dtype)
     done = [ij for ij in todo if store is not None and store.has(*ij)]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(todo), initial=len(done), desc=f"kernel blocks ({b}x{b})", unit="block")
+    bar = _progress_bar(progress, len(todo), len(done), b)
     try:
         for i, j in todo:
             if store is not None and store.has(i, j):
                 block = store.load(i, j)
             else:
-                a, n_a = _block(x1, i, b)
-                c, n_c = _block(x2_, j, b)
-                block = np.asarray(kernel_fn(params, a, None if (gram and i == j) else c))[:n_a, :n_c]
+                block = _kernel_block(kernel_fn, params, x1, x2_, i, j, b, gram=gram)
                 if store is not None:
                     store.save(i, j, block)
                 if bar is not None:
                     bar.update(1)
                 if callback is not None:
                     callback(i, j)
-            rs, cs = slice(i * b, i * b + block.shape[0]), slice(j * b, j * b + block.shape[1])
-            result[rs, cs] = block
-            if gram and i != j:
-                result[cs, rs] = _transpose(block, trace)
+            _place(result, block, i, j, b, trace=trace, mirror=gram and i != j)
     finally:
         if bar is not None:
             bar.close()
     return result
+
+
+def _result_layout(
+    apply_fn: ApplyFn, params: Params, x1: Any, x2: Any, trace: bool, memory_budget: float
+) -> tuple[tuple[int, ...], np.dtype]:
+    """Check the batches (``x2=None``: the Gram matrix of ``x1``); the kernel's shape and dtype, refused
+    when the kernel alone exceeds ``memory_budget`` (it is held in host memory)."""
+    checks.check_batch(x1, "x1")
+    if x2 is not None:
+        checks.check_batch(x2, "x2")
+        checks.check_same_examples(x1, "x1", x2, "x2")
+    out_shape = checks.logits_shape(apply_fn, params, x1, "x1")
+    n1, n2 = checks.batch_size(x1), checks.batch_size(x1 if x2 is None else x2)
+    dtype = np.dtype(jnp.result_type(*jax.tree.leaves(params)))
+    o = math.prod(out_shape)
+    tail = () if trace else (*out_shape, *out_shape)
+    result_bytes = n1 * n2 * (1 if trace else o * o) * dtype.itemsize
+    if result_bytes > memory_budget:
+        raise ValueError(
+            f"the kernel itself, {(n1, n2, *tail)} numbers ({result_bytes / GiB:.3g} GiB), exceeds memory_budget "
+            f"({memory_budget / GiB:.3g} GiB): pass trace=True, fewer examples or a larger budget"
+        )
+    return (n1, n2, *tail), dtype
+
+
+def _kernel_block(
+    kernel_fn: Any, params: Params, x1: Any, x2: Any, i: int, j: int, b: int, *, gram: bool
+) -> np.ndarray:
+    """Block ``(i, j)`` of the kernel (rows ``i*b ..`` of ``x1``, columns ``j*b ..`` of ``x2``), cut to size."""
+    a, n_a = _block(x1, i, b)
+    c, n_c = _block(x2, j, b)
+    return np.asarray(kernel_fn(params, a, None if (gram and i == j) else c))[:n_a, :n_c]
+
+
+def _place(
+    result: np.ndarray, block: np.ndarray, i: int, j: int, b: int, *, trace: bool, mirror: bool
+) -> None:
+    """Write block ``(i, j)`` into ``result``; with ``mirror`` (a Gram matrix) its transpose at ``(j, i)`` too."""
+    rows, cols = slice(i * b, i * b + block.shape[0]), slice(j * b, j * b + block.shape[1])
+    result[rows, cols] = block
+    if mirror:
+        result[cols, rows] = _transpose(block, trace)
+
+
+def _progress_bar(enabled: bool, total: int, done: int, b: int) -> Any:
+    """A tqdm bar over the ``total`` blocks, ``done`` of them already on disk (``None`` unless ``enabled``)."""
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, desc=f"kernel blocks ({b}x{b})", unit="block")
 
 
 def _saved_block(directory: Any, params: Params, x1: Any, x2: Any, options: dict[str, Any]) -> int | None:
