@@ -162,33 +162,12 @@ def train(
       >>> r.losses.shape, r.records.shape
       ((4,), (3, 2))
     """
-    leaves = jax.tree.leaves(batches)
-    if not leaves:
-        raise ValueError("batches is empty: expected a pytree with a leading [num_steps, ...] axis")
-    num_steps = int(np.shape(leaves[0])[0])
-    if any(np.shape(leaf)[0] != num_steps for leaf in leaves):
-        raise ValueError("batches leaves disagree on num_steps (their leading axis)")
-    if num_steps == 0:
-        raise ValueError("batches has num_steps = 0: expected at least one update")
-    if every < 1 or num_steps % every:
-        raise ValueError(f"every must be a positive divisor of num_steps={num_steps}, got {every}")
+    num_steps = _num_steps(batches, every)
     num_segments = num_steps // every
     if opt_state is None:
         opt_state = optimizer.init(params)
     segments = jax.tree.map(lambda b: b.reshape((num_segments, every, *b.shape[1:])), batches)
-    update = update_fn(loss_fn, optimizer, accumulate=accumulate)
-
-    def segment(carry, seg_and_step, data):
-        seg, step = seg_and_step
-        carry, (losses, acc) = jax.lax.scan(lambda c, b: update(c, b, data), carry, seg)
-        acc = None if acc is None else jax.tree.map(lambda a: jnp.sum(a, axis=0), acc)
-        rec = None if record is None else _call(record, (carry[0], step + every), data)
-        return carry, (losses, rec, acc)
-
-    @jax.jit
-    def run_block(carry, block, steps, data):
-        return jax.lax.scan(lambda c, s: segment(c, s, data), carry, (block, steps))
-
+    run_block = _segments_program(update_fn(loss_fn, optimizer, accumulate=accumulate), record, every)
     # Blocks of equal size (a divisor of num_segments) so the loop compiles once; ~50 bar updates.
     target = max(1, num_segments // 50)
     block = max(d for d in range(1, target + 1) if num_segments % d == 0)
@@ -214,6 +193,46 @@ def train(
     if record is not None:
         records = jax.tree.map(lambda f0, r: jnp.concatenate([f0[None], r]), first, recs)
     return TrainResult(params=carry[0], opt_state=carry[1], losses=losses, records=records, accumulated=accs)
+
+
+def _num_steps(batches: PyTree, every: int) -> int:
+    """The number of updates in ``batches`` (the leaves' common leading axis, at least one), which ``every``
+    must divide."""
+    leaves = jax.tree.leaves(batches)
+    if not leaves:
+        raise ValueError("batches is empty: expected a pytree with a leading [num_steps, ...] axis")
+    num_steps = int(np.shape(leaves[0])[0])
+    if any(np.shape(leaf)[0] != num_steps for leaf in leaves):
+        raise ValueError("batches leaves disagree on num_steps (their leading axis)")
+    if num_steps == 0:
+        raise ValueError("batches has num_steps = 0: expected at least one update")
+    if every < 1 or num_steps % every:
+        raise ValueError(f"every must be a positive divisor of num_steps={num_steps}, got {every}")
+    return num_steps
+
+
+def _segments_program(
+    update: Callable[..., Any], record: Callable[..., PyTree] | None, every: int
+) -> Callable[..., Any]:
+    """The jitted ``run_block(carry, block, steps, data)`` that :func:`train` calls on each block of segments.
+
+    A segment is ``every`` updates (``lax.scan`` of ``update``), then ``record`` at the step reached; the
+    block is a ``lax.scan`` over segments giving, per segment, the losses, the record and the sum of the
+    accumulated values.
+    """
+
+    def segment(carry, seg_and_step, data):
+        seg, step = seg_and_step
+        carry, (losses, acc) = jax.lax.scan(lambda c, b: update(c, b, data), carry, seg)
+        acc = None if acc is None else jax.tree.map(lambda a: jnp.sum(a, axis=0), acc)
+        rec = None if record is None else _call(record, (carry[0], step + every), data)
+        return carry, (losses, rec, acc)
+
+    @jax.jit
+    def run_block(carry, block, steps, data):
+        return jax.lax.scan(lambda c, s: segment(c, s, data), carry, (block, steps))
+
+    return run_block
 
 
 def _progress_bar(total: int, desc: str, enabled: bool):
