@@ -16,9 +16,9 @@ from ldjax._src.first_order import actual_change
 from ldjax._src.first_order import batch_update
 from ldjax._src.first_order import first_order_step
 from ldjax._src.first_order import force_gradient
-from ldjax._src.first_order import gradient_update
 from ldjax._src.first_order import probe_change
 from ldjax._src.first_order import split_change
+from ldjax._src.optimizer_updates import gradient_update
 
 from problems import finite_difference_jacobian
 from problems import finite_difference_ntk

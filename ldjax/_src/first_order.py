@@ -14,7 +14,7 @@ logits or an intermediate feature, one JVP), :func:`probe_change` (:math:`A\, J(
 predicted change caused by each part of a force (G is linear: the y⁺ and y⁻ halves of DPO, the positive- and
 negative-advantage responses of GRPO, any partition of the batch), for plain SGD and for a diagonal
 preconditioner (the Adam/RMSprop linearisation of :mod:`ldjax._src.optimizer_updates`), built from
-:func:`force_gradient` (:math:`J(x_u)^\top G`) and :func:`gradient_update`.
+:func:`force_gradient` (:math:`J(x_u)^\top G`) and :func:`~ldjax._src.optimizer_updates.gradient_update`.
 
 ``*o`` is one example's logits (``[k]`` or ``[T, V]``). The functions trace under ``jax.jit`` and leave the
 matmul precision to the caller (``checks.precision_scope``), except :func:`split_change`. The held, compiled
@@ -35,6 +35,7 @@ from jaxtyping import Shaped
 
 from ldjax._src import checks
 from ldjax._src.ntk import batched
+from ldjax._src.optimizer_updates import gradient_update
 from ldjax._src.terms import apply_a_term
 from ldjax._src.typing import ApplyFn
 from ldjax._src.typing import LossFn
@@ -289,44 +290,6 @@ def force_gradient(
     checks.check_force(g, z_u.shape, "g")
     (grads,) = pullback(jnp.asarray(g, z_u.dtype))
     return grads
-
-
-def gradient_update(
-    grads: Params,
-    *,
-    learning_rate: Any = None,
-    preconditioner: Params | None = None,
-    coefficient: Any = None,
-) -> Params:
-    r"""The update that is linear in the current gradient: :math:`-\eta\, \nabla` or :math:`-c\, P \odot \nabla`.
-
-    Plain SGD takes ``learning_rate`` η. SGD with momentum, RMSprop and Adam take the diagonal
-    preconditioner :math:`P` and coefficient :math:`c` of their linearisation (``u = −c·P⊙g + m``, read off
-    the optax state by :func:`ldjax.optimizer_update`); the momentum part ``m`` does not depend on the
-    current batch and is not included.
-
-    Args:
-      grads: a gradient, a pytree like ``params``.
-      learning_rate: η for plain SGD (then ``preconditioner`` and ``coefficient`` are ``None``).
-      preconditioner: the diagonal :math:`P`, a pytree like ``grads``.
-      coefficient: the scalar :math:`c` (with ``preconditioner``).
-
-    Returns:
-      The update, a pytree like ``grads``.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> from ldjax._src.first_order import gradient_update
-      >>> gradient_update(jnp.array([1.0, -2.0]), learning_rate=0.5)
-      Array([-0.5,  1. ], dtype=float32)
-      >>> gradient_update(jnp.array([1.0, -2.0]), preconditioner=jnp.array([2.0, 1.0]), coefficient=0.5)
-      Array([-1.,  1.], dtype=float32)
-    """
-    checks.check_gradient_update(learning_rate, preconditioner, coefficient)
-    if preconditioner is None:
-        return jax.tree.map(lambda a: -learning_rate * a, grads)
-    checks.check_preconditioner(preconditioner, grads)
-    return jax.tree.map(lambda p, a: -coefficient * p * a, preconditioner, grads)
 
 
 def split_change(

@@ -30,13 +30,13 @@ from jaxtyping import Shaped
 from ldjax._src import checks
 from ldjax._src.first_order import actual_change
 from ldjax._src.first_order import batch_update
-from ldjax._src.first_order import gradient_update
 from ldjax._src.first_order import probe_change
 from ldjax._src.ntk import DEFAULT_METHOD
 from ldjax._src.ntk import NtkMethod
 from ldjax._src.ntk_fn import empirical_ntk
 from ldjax._src.optimizer_updates import OptimizerKind
 from ldjax._src.optimizer_updates import OptimizerUpdate
+from ldjax._src.optimizer_updates import gradient_update
 from ldjax._src.optimizer_updates import optax_optimizer
 from ldjax._src.optimizer_updates import optimizer_update
 from ldjax._src.typing import ApplyFn

@@ -7,8 +7,9 @@ an update
 
 with a diagonal preconditioner :math:`P` and a coefficient :math:`c` read off the optax state, and
 a term :math:`m` that does not depend on the current batch (the momentum buffer).
-:func:`optimizer_update` reads them; :mod:`ldjax._src.optimizer_kernels` builds the preconditioned
-kernel and the one-step decomposition on them.
+:func:`optimizer_update` reads them, :func:`gradient_update` applies :math:`-c\, P \odot g` (or plain SGD's
+:math:`-\eta\, g`) to any gradient; :mod:`ldjax._src.optimizer_kernels` builds the preconditioned kernel
+and the one-step decomposition on them, :func:`~ldjax._src.first_order.split_change` the split of a force.
 
 | optimizer (optax) | :math:`P` | :math:`c` | :math:`m` |
 |---|---|---|---|
@@ -32,6 +33,7 @@ from jaxtyping import Array
 
 from ldjax._src import checks
 from ldjax._src.typing import LearningRate
+from ldjax._src.typing import Params
 
 OptimizerKind = Literal["sgd", "momentum", "rmsprop", "adam"]
 
@@ -142,6 +144,44 @@ def optimizer_update(
         m = jax.tree.map(lambda q, mo: -lr * b1 / bias * q * mo, p, mu)
         return OptimizerUpdate(p, lr * (1 - b1) / bias, m)
     raise ValueError(f"optimizer must be 'sgd', 'momentum', 'rmsprop' or 'adam', got {optimizer!r}")
+
+
+def gradient_update(
+    grads: Params,
+    *,
+    learning_rate: Any = None,
+    preconditioner: Params | None = None,
+    coefficient: Any = None,
+) -> Params:
+    r"""The update that is linear in the current gradient: :math:`-\eta\, \nabla` or :math:`-c\, P \odot \nabla`.
+
+    Plain SGD takes ``learning_rate`` η. SGD with momentum, RMSprop and Adam take the diagonal
+    preconditioner :math:`P` and coefficient :math:`c` of their linearisation (``u = −c·P⊙g + m``, read off
+    the optax state by :func:`optimizer_update`); the momentum part ``m`` does not depend on the
+    current batch and is not included.
+
+    Args:
+      grads: a gradient, a pytree like ``params``.
+      learning_rate: η for plain SGD (then ``preconditioner`` and ``coefficient`` are ``None``).
+      preconditioner: the diagonal :math:`P`, a pytree like ``grads``.
+      coefficient: the scalar :math:`c` (with ``preconditioner``).
+
+    Returns:
+      The update, a pytree like ``grads``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from ldjax._src.optimizer_updates import gradient_update
+      >>> gradient_update(jnp.array([1.0, -2.0]), learning_rate=0.5)
+      Array([-0.5,  1. ], dtype=float32)
+      >>> gradient_update(jnp.array([1.0, -2.0]), preconditioner=jnp.array([2.0, 1.0]), coefficient=0.5)
+      Array([-1.,  1.], dtype=float32)
+    """
+    checks.check_gradient_update(learning_rate, preconditioner, coefficient)
+    if preconditioner is None:
+        return jax.tree.map(lambda a: -learning_rate * a, grads)
+    checks.check_preconditioner(preconditioner, grads)
+    return jax.tree.map(lambda p, a: -coefficient * p * a, preconditioner, grads)
 
 
 def optax_optimizer(
