@@ -12,8 +12,8 @@ from ldjax._src.data.cifar3 import Cifar3
 from ldjax._src.data.cifar3 import load_cifar3
 from ldjax._src.data.cifar3 import renormalise
 from ldjax._src.data.cifar10 import load_cifar10
-from ldjax._src.data.cifar10 import load_cifar10h
 from ldjax._src.data.cifar10 import read_cifar_batch
+from ldjax._src.data.cifar10h import load_cifar10h
 from ldjax._src.data.dataset import DataFile
 from ldjax._src.data.dataset import Dataset
 from ldjax._src.data.dataset import SoftLabels
