@@ -30,8 +30,8 @@ from ldjax._src.data.graph_walks import GraphWalks
 from ldjax._src.data.graph_walks import walk_rewards
 from ldjax._src.data.language import PROBE_TYPES
 from ldjax._src.data.language import Language
-from ldjax._src.data.language import Prompt
 from ldjax._src.data.language import preference_language
+from ldjax._src.data.language_world import Prompt
 from ldjax._src.data.mnist import load_digits
 from ldjax._src.data.mnist import load_mnist
 from ldjax._src.data.mnist import load_mnist_or_digits
