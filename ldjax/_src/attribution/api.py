@@ -147,12 +147,12 @@ def force_attribution(
         precision=precision, check_finite=check_finite,
     )  # fmt: skip
     how = plan.plan_attribution(
-        apply_fn, loss, args, train_x, train_y, probe_x, method=method, per_layer=per_layer, chunk_size=chunk_size,
+        apply_fn, loss, args, method=method, per_layer=per_layer, chunk_size=chunk_size,
         memory_budget=memory_budget, directory=directory, precision=precision,
     )  # fmt: skip
     total = _run(
-        apply_fn, loss, args, how, train_x, train_y, probe_x,
-        per_layer=per_layer, precision=precision, mesh=mesh, progress=progress, callback=callback,
+        apply_fn, loss, args, how, per_layer=per_layer, precision=precision, mesh=mesh, progress=progress,
+        callback=callback,
     )  # fmt: skip
     return Attribution(
         scores=total.sum(0),
@@ -167,9 +167,6 @@ def _run(
     loss: LossFn,
     args: arguments.Checked,
     how: plan.Plan,
-    train_x: Any,
-    train_y: Any,
-    probe_x: Any,
     *,
     per_layer: bool,
     precision: Precision,
@@ -188,9 +185,9 @@ def _run(
         else None
     )
     if args.stacked:
-        probe_state = (probe_x, args.tokens, args.mask)
+        probe_state = (args.probe_x, args.tokens, args.mask)
     else:
-        probe_state = compiled.probe_side(args.params, probe_x, args.tokens, args.mask, proj)
+        probe_state = compiled.probe_side(args.params, args.probe_x, args.tokens, args.mask, proj)
     batches, chunk_steps = args.batches, how.chunk_steps
 
     def compute(start: int, stop: int) -> np.ndarray:
@@ -198,8 +195,8 @@ def _run(
         valid = rows < stop
         rows = np.where(valid, rows, start)
         idx = batches[rows]
-        x = jax.tree.map(lambda a: arguments.take(a, idx), train_x)
-        y = jax.tree.map(lambda a: arguments.take(a, idx), train_y)
+        x = jax.tree.map(lambda a: arguments.take(a, idx), args.train_x)
+        y = jax.tree.map(lambda a: arguments.take(a, idx), args.train_y)
         step_rates = np.where(valid, args.rates[rows], 0).astype(how.dtype)
         p = jax.tree.map(lambda a: arguments.take(a, rows), args.params) if args.stacked else args.params
         out = programs.gather(compiled.chunk(p, probe_state, x, y, step_rates, proj))

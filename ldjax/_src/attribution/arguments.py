@@ -51,6 +51,9 @@ class Checked(NamedTuple):
     """The parameters of the first update: the shapes, dtype and route of the whole run."""
     stacked: bool
     """Whether every update has its own parameters (``trace.params``)."""
+    train_x: Any
+    train_y: Any
+    probe_x: Any
     out_shape: tuple[int, ...]
     """The model's logits ``[*o]`` for one example."""
     n: int
@@ -113,7 +116,8 @@ def check(
     devices, axis_name = mesh_axis(mesh, axis)
     key = jax.random.key(0) if key is None else key
     return Checked(
-        params=run_params, step_params=step_params, stacked=stacked, out_shape=out_shape, n=n, n_o=n_o,
+        params=run_params, step_params=step_params, stacked=stacked, train_x=train_x, train_y=train_y, probe_x=probe_x,
+        out_shape=out_shape, n=n, n_o=n_o,
         batches=batches, rates=rates, tokens=tokens, mask=mask, rank=r, key=key, devices=devices, axis_name=axis_name,
     )  # fmt: skip
 

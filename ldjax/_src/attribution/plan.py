@@ -43,9 +43,6 @@ def plan_attribution(
     apply_fn: ApplyFn,
     loss: LossFn,
     args: Checked,
-    train_x: Any,
-    train_y: Any,
-    probe_x: Any,
     *,
     method: str,
     per_layer: bool,
@@ -59,7 +56,7 @@ def plan_attribution(
     dtype = checks.params_dtype(args.step_params)
     names = pytree.leaf_names(args.step_params)
     b = args.batches.shape[1]
-    shapes = (programs.spec(args.step_params), programs.spec(probe_x), args.out_shape, b)
+    shapes = (programs.spec(args.step_params), programs.spec(args.probe_x), args.out_shape, b)
     prepared = programs.prepared_model(apply_fn, *shapes)
     leaf_sketches = projected.sketches(prepared)
     chosen, fixed, per_example = programs.choose(
@@ -69,16 +66,7 @@ def plan_attribution(
     store = None
     if directory is not None:
         key = _fingerprint(
-            apply_fn,
-            loss,
-            args,
-            train_x,
-            train_y,
-            probe_x,
-            chosen,
-            per_layer=per_layer,
-            names=names,
-            precision=precision,
+            apply_fn, loss, args, chosen, per_layer=per_layer, names=names, precision=precision
         )
         meta = {"method": chosen, "n": args.n, "n_o": args.n_o, "steps": args.batches.shape[0], "batch": b}
         store = streaming.ChunkStore(directory, key, chunk_steps, meta)
@@ -115,9 +103,6 @@ def _fingerprint(
     apply_fn: ApplyFn,
     loss: LossFn,
     args: Checked,
-    train_x: Any,
-    train_y: Any,
-    probe_x: Any,
     method: str,
     *,
     per_layer: bool,
@@ -126,14 +111,22 @@ def _fingerprint(
 ) -> str:
     """The chunk store's key: everything the scores depend on (see :mod:`.streaming`)."""
     behaviour = arguments.behaviour(
-        apply_fn, loss, args.step_params, probe_x, train_x, train_y, args.batches[0], args.rates[0], precision
+        apply_fn,
+        loss,
+        args.step_params,
+        args.probe_x,
+        args.train_x,
+        args.train_y,
+        args.batches[0],
+        args.rates[0],
+        precision,
     )
     return streaming.fingerprint(
         [
             *jax.tree.leaves(args.params),
-            *jax.tree.leaves(train_x),
-            *jax.tree.leaves(train_y),
-            *jax.tree.leaves(probe_x),
+            *jax.tree.leaves(args.train_x),
+            *jax.tree.leaves(args.train_y),
+            *jax.tree.leaves(args.probe_x),
             args.tokens,
             args.mask,
             args.batches,
