@@ -192,52 +192,72 @@ def plan_from_prepared(prepared: Any, n1: int, n2: int, gram: bool, trace: bool,
     n = n1 if gram else n1 + n2
     o_out = 1 if trace else o
     contraction = 2 * n1 * n2 * o * o_out  # per parameter
+    rows = [
+        _site_row(prepared, leaf, n1, n2, n, contraction, itemsize) for leaf in range(len(prepared.names))
+    ]
+    costs = _method_costs(prepared, rows, n1, n2, n, o_out, contraction, itemsize)
+    return KernelPlan(
+        method=choose_method(costs, budget),
+        rows=rows,
+        costs=costs,
+        memory_budget=budget,
+        n1=n1,
+        n2=n2,
+        out_size=o,
+        forward_flops=int(prepared.forward_flops),
+    )
+
+
+def _site_row(prepared: Any, leaf: int, n1: int, n2: int, n: int, contraction: int, itemsize: int) -> SiteRow:
+    """Leaf ``leaf``'s row: its route and the FLOPs and memory of its kernel by that route (``n`` examples
+    in all, ``contraction`` FLOPs per parameter to contract two per-example Jacobians)."""
+    name, route = prepared.names[leaf], prepared.routes[leaf]
+    o = prepared.out_size
+    shape = tuple(np.shape(prepared.leaves[leaf]))
+    p = size(shape)
+    if route == "fallback":
+        flops, nbytes = n * o * p + contraction * p, itemsize * n * o * p
+    elif route == "unused":
+        flops, nbytes = 0, 0
+    elif route in KINDS:
+        plan = prepared.plans[prepared.sites[leaf][0]]
+        b, s, c, f = plan.dims
+        flops = routing.structured_flops(plan, n1, n2, o)
+        nbytes = itemsize * (n1 * n2 * b * s * s + n * o * b * s * f)
+    else:
+        plan = prepared.plans[prepared.sites[leaf][0]]
+        flops = (
+            routing.gradient_flops(plan, p, n1, n2, o)
+            if plan.dims is not None
+            else (n * o * p + contraction * p)
+        )
+        nbytes = itemsize * n * o * p
+    return SiteRow(
+        name=name,
+        shape=shape,
+        route=route,
+        how=_HOW.get(route, route),
+        reason=prepared.reasons.get(leaf, ""),
+        layers=prepared.stacked.get(leaf, 0),
+        flops=int(flops),
+        bytes=int(nbytes),
+    )
+
+
+def _method_costs(
+    prepared: Any, rows: list[SiteRow], n1: int, n2: int, n: int, o_out: int, contraction: int, itemsize: int
+) -> dict[str, MethodCost]:
+    """The :class:`MethodCost` of each method, from the sizes and the structured method's per-leaf rows."""
+    o = prepared.out_size
+    p_total = sum(size(r.shape) for r in rows)
+    p_fallback = sum(size(r.shape) for r in rows if r.route == "fallback")
     kernel_bytes = itemsize * n1 * n2 * o_out * o_out
     # O reverse passes per example: with the weight gradients (Jacobian), or the cotangents alone (structured)
     reverse = 2 * prepared.forward_flops * o * n
     cotangents = prepared.forward_flops * o * n
-    rows = []
-    p_total = p_fallback = 0
-    structured_flops = structured_bytes = 0
-    for leaf, (name, route) in enumerate(zip(prepared.names, prepared.routes, strict=True)):
-        shape = tuple(np.shape(prepared.leaves[leaf]))
-        p = size(shape)
-        p_total += p
-        if route == "fallback":
-            p_fallback += p
-            flops, nbytes = n * o * p + contraction * p, itemsize * n * o * p
-        elif route == "unused":
-            flops, nbytes = 0, 0
-        elif route in KINDS:
-            plan = prepared.plans[prepared.sites[leaf][0]]
-            b, s, c, f = plan.dims
-            flops = routing.structured_flops(plan, n1, n2, o)
-            nbytes = itemsize * (n1 * n2 * b * s * s + n * o * b * s * f)
-        else:
-            plan = prepared.plans[prepared.sites[leaf][0]]
-            flops = (
-                routing.gradient_flops(plan, p, n1, n2, o)
-                if plan.dims is not None
-                else (n * o * p + contraction * p)
-            )
-            nbytes = itemsize * n * o * p
-        structured_flops += flops
-        structured_bytes = max(structured_bytes, nbytes)
-        rows.append(
-            SiteRow(
-                name=name,
-                shape=shape,
-                route=route,
-                how=_HOW[route] if route in _HOW else _HOW.get(route, route),
-                reason=prepared.reasons.get(leaf, ""),
-                layers=prepared.stacked.get(leaf, 0),
-                flops=int(flops),
-                bytes=int(nbytes),
-            )
-        )
     vp_passes = 3 * prepared.forward_flops * o * n2 * (n1 + 1)
     structured_passes = cotangents + (reverse if p_fallback else 0)  # the fallback leaves' own Jacobian pass
-    costs = {
+    return {
         "jacobian": MethodCost(
             reverse + n * o * p_total + contraction * p_total,
             itemsize * n * o * p_total + kernel_bytes,
@@ -249,21 +269,11 @@ def plan_from_prepared(prepared: Any, n1: int, n2: int, gram: bool, trace: bool,
             vp_passes,
         ),
         "structured": MethodCost(
-            structured_passes + structured_flops,
-            itemsize * (n * o * p_fallback) + structured_bytes + kernel_bytes,
+            structured_passes + sum(r.flops for r in rows),
+            itemsize * (n * o * p_fallback) + max((r.bytes for r in rows), default=0) + kernel_bytes,
             structured_passes,
         ),
     }
-    return KernelPlan(
-        method=choose_method(costs, budget),
-        rows=rows,
-        costs=costs,
-        memory_budget=budget,
-        n1=n1,
-        n2=n2,
-        out_size=o,
-        forward_flops=int(prepared.forward_flops),
-    )
 
 
 def choose_method(costs: dict[str, MethodCost], budget: float) -> str:

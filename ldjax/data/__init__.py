@@ -12,8 +12,8 @@ from ldjax._src.data.cifar3 import Cifar3
 from ldjax._src.data.cifar3 import load_cifar3
 from ldjax._src.data.cifar3 import renormalise
 from ldjax._src.data.cifar10 import load_cifar10
-from ldjax._src.data.cifar10 import load_cifar10h
 from ldjax._src.data.cifar10 import read_cifar_batch
+from ldjax._src.data.cifar10h import load_cifar10h
 from ldjax._src.data.dataset import DataFile
 from ldjax._src.data.dataset import Dataset
 from ldjax._src.data.dataset import SoftLabels
@@ -30,8 +30,8 @@ from ldjax._src.data.graph_walks import GraphWalks
 from ldjax._src.data.graph_walks import walk_rewards
 from ldjax._src.data.language import PROBE_TYPES
 from ldjax._src.data.language import Language
-from ldjax._src.data.language import Prompt
 from ldjax._src.data.language import preference_language
+from ldjax._src.data.language_world import Prompt
 from ldjax._src.data.mnist import load_digits
 from ldjax._src.data.mnist import load_mnist
 from ldjax._src.data.mnist import load_mnist_or_digits

@@ -1,4 +1,8 @@
-"""The public entry point, :func:`ldjax.force_attribution`, and its result."""
+"""The public entry point, :func:`ldjax.force_attribution`, and its result.
+
+An attribution is four steps: check the arguments (:func:`.arguments.check`), plan the route, the chunks and
+their store (:func:`.plan.plan_attribution`), run the compiled chunks (:func:`_run`), assemble the result.
+"""
 
 from collections.abc import Callable
 from typing import Any
@@ -6,13 +10,11 @@ from typing import Literal
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from ldjax._src import checks
-from ldjax._src import pytree
 from ldjax._src.attribution import arguments
+from ldjax._src.attribution import plan
 from ldjax._src.attribution import programs
 from ldjax._src.attribution import projected
 from ldjax._src.attribution import streaming
@@ -139,130 +141,73 @@ def force_attribution(
       >>> bool(jnp.allclose(r.scores[:, 3], step.predicted[jnp.arange(2), y[:2]], atol=1e-6))
       True
     """
-    if method not in ("auto", "exact", "projected"):
-        raise ValueError(f"method must be 'auto', 'exact' or 'projected', got {method!r}")
-    r = projected.ranks(rank)
-    checks.precision_scope(precision)
-    if memory_budget is not None:
-        checks.check_positive_budget(memory_budget)
-    if chunk_size is not None and (
-        not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1
-    ):
-        raise ValueError(
-            f"chunk_size must be a positive int (training examples per chunk), got {chunk_size!r}"
-        )
-    checks.check_batch(train_x, "train_x")
-    checks.check_batch(probe_x, "probe_x")
-    checks.check_same_examples(train_x, "train_x", probe_x, "probe_x")
-    n, n_o = checks.batch_size(train_x), checks.batch_size(probe_x)
-    stacked = trace is not None and trace.params is not None
-    step_params = arguments.first_step_params(params, trace, stacked)
-    checks.check_params(step_params)
-    out_shape = checks.logits_shape(apply_fn, step_params, train_x, "train_x")
-    checks.check_log_softmax_outputs(out_shape)
-    checks.check_targets_batch(train_y, n, "train_y", "train_x")
-    batches, rates = arguments.updates(trace, learning_rate, n)
-    arguments.check_loss_target(loss, out_shape, train_y, batches[0])
-    tokens, mask = arguments.probe_targets(apply_fn, step_params, probe_x, probe_y, out_shape, precision)
-    if check_finite:
-        checks.check_finite_values(
-            ((params if not stacked else trace.params, "params"), (train_x, "train_x"), (probe_x, "probe_x"))  # type: ignore[union-attr]
-        )
-    devices, axis_name = arguments.mesh_axis(mesh, axis)
-    key = jax.random.key(0) if key is None else key
-
-    dtype = checks.params_dtype(step_params)
-    names = pytree.leaf_names(step_params)
-    n_steps, b = batches.shape
-    shapes = (programs.spec(step_params), programs.spec(probe_x), out_shape, b)
-    prepared = programs.prepared_model(apply_fn, *shapes)
-    leaf_sketches = projected.sketches(prepared)
-    chosen, fixed, per_example = programs.choose(
-        method, prepared, leaf_sketches, r, n_o, b, dtype, memory_budget, per_layer, len(names)
+    args = arguments.check(
+        apply_fn, params, train_x, train_y, probe_x, probe_y, loss=loss, learning_rate=learning_rate, trace=trace,
+        method=method, rank=rank, key=key, chunk_size=chunk_size, memory_budget=memory_budget, mesh=mesh, axis=axis,
+        precision=precision, check_finite=check_finite,
+    )  # fmt: skip
+    how = plan.plan_attribution(
+        apply_fn, loss, args, method=method, per_layer=per_layer, chunk_size=chunk_size,
+        memory_budget=memory_budget, directory=directory, precision=precision,
+    )  # fmt: skip
+    total = _run(
+        apply_fn, loss, args, how, per_layer=per_layer, precision=precision, mesh=mesh, progress=progress,
+        callback=callback,
+    )  # fmt: skip
+    return Attribution(
+        scores=total.sum(0),
+        per_layer=dict(zip(how.names, total, strict=True)) if per_layer else None,
+        method=how.method,
+        rank=args.rank if how.method == "projected" else None,
     )
-    limit, _ = checks.memory_budget(memory_budget)
-    params_bytes = sum(
-        checks.array_bytes(np.shape(a), jnp.result_type(a)) for a in jax.tree.leaves(step_params)
-    )
-    if chunk_size is not None:
-        chunk_steps = max(1, chunk_size // b)
-    elif stacked:  # one update at a time inside a chunk; the chunk holds its updates' parameters
-        chunk_steps = int(max(1, (limit - fixed - b * per_example) // max(params_bytes, 1)))
-    else:
-        chunk_steps = int(max(1, (limit - fixed) // (b * per_example)))
-    chunk_steps = min(chunk_steps, n_steps)
-    chunk_steps = -(-chunk_steps // devices) * devices  # a whole number of updates per device
 
-    store = None
-    if directory is not None:
-        key_data = np.asarray(jax.random.key_data(key))
-        fp = streaming.fingerprint(
-            [
-                *jax.tree.leaves(trace.params if stacked else params),  # type: ignore[union-attr]
-                *jax.tree.leaves(train_x),
-                *jax.tree.leaves(train_y),
-                *jax.tree.leaves(probe_x),
-                tokens,
-                mask,
-                batches,
-                rates,
-                key_data,
-                *arguments.behaviour(
-                    apply_fn, loss, step_params, probe_x, train_x, train_y, batches[0], rates[0], precision
-                ),
-            ],
-            {
-                "method": chosen,
-                "rank": list(r),
-                "per_layer": per_layer,
-                "names": names,
-                "precision": str(precision),
-                "loss": getattr(loss, "__name__", repr(loss)),
-            },
-        )
-        store = streaming.ChunkStore(
-            directory, fp, chunk_steps, {"method": chosen, "n": n, "n_o": n_o, "steps": n_steps, "batch": b}
-        )
-        chunk_steps = store.chunk_steps
-        if chunk_steps % devices:
-            raise ValueError(
-                f"directory {str(directory)!r} holds chunks of {chunk_steps} update(s), which do not split over the "
-                f"{devices} devices of mesh axis {axis_name!r}: resume on the mesh the run started with, or use a new "
-                f"directory"
-            )
 
+def _run(
+    apply_fn: ApplyFn,
+    loss: LossFn,
+    args: arguments.Checked,
+    how: plan.Plan,
+    *,
+    per_layer: bool,
+    precision: Precision,
+    mesh: Mesh | None,
+    progress: bool,
+    callback: Callable[[int, int], None] | None,
+) -> np.ndarray:
+    """``[L, n_o, n]``: the scores of every leaf (``L = 1`` without ``per_layer``) summed over the updates,
+    computed chunk by chunk (or read from the plan's store)."""
     compiled = programs.programs(
-        apply_fn, loss, chosen, per_layer, precision, stacked, mesh, axis_name, *shapes
+        apply_fn, loss, how.method, per_layer, precision, args.stacked, mesh, args.axis_name, *how.shapes
     )
-    proj = projected.projections(leaf_sketches, r, key, dtype) if chosen == "projected" else None
-    if stacked:
-        probe_state = (probe_x, tokens, mask)
+    proj = (
+        projected.projections(how.leaf_sketches, args.rank, args.key, how.dtype)
+        if how.method == "projected"
+        else None
+    )
+    if args.stacked:
+        probe_state = (args.probe_x, args.tokens, args.mask)
     else:
-        probe_state = compiled.probe_side(step_params, probe_x, tokens, mask, proj)
+        probe_state = compiled.probe_side(args.params, args.probe_x, args.tokens, args.mask, proj)
+    batches, chunk_steps = args.batches, how.chunk_steps
 
     def compute(start: int, stop: int) -> np.ndarray:
         rows = np.arange(start, start + chunk_steps)
         valid = rows < stop
         rows = np.where(valid, rows, start)
         idx = batches[rows]
-        x = jax.tree.map(lambda a: arguments.take(a, idx), train_x)
-        y = jax.tree.map(lambda a: arguments.take(a, idx), train_y)
-        step_rates = np.where(valid, rates[rows], 0).astype(dtype)
-        p = jax.tree.map(lambda a: arguments.take(a, rows), trace.params) if stacked else params  # type: ignore[union-attr]
+        x = jax.tree.map(lambda a: arguments.take(a, idx), args.train_x)
+        y = jax.tree.map(lambda a: arguments.take(a, idx), args.train_y)
+        step_rates = np.where(valid, args.rates[rows], 0).astype(how.dtype)
+        p = jax.tree.map(lambda a: arguments.take(a, rows), args.params) if args.stacked else args.params
         out = programs.gather(compiled.chunk(p, probe_state, x, y, step_rates, proj))
         return out[:, :, : stop - start]
 
+    n_steps, b = batches.shape
     chunks = streaming.stream(
-        compute, n_steps, chunk_steps, store, examples_per_step=b, progress=progress, callback=callback
+        compute, n_steps, chunk_steps, how.store, examples_per_step=b, progress=progress, callback=callback
     )
-    total = np.zeros((len(names) if per_layer else 1, n_o, n), dtype)
+    total = np.zeros((len(how.names) if per_layer else 1, args.n_o, args.n), how.dtype)
     for start, part in chunks:
         idx = batches[start : start + part.shape[2]].reshape(-1)
-        np.add.at(total, (slice(None), slice(None), idx), part.reshape(part.shape[0], n_o, -1))
-    layers = dict(zip(names, total, strict=True)) if per_layer else None
-    return Attribution(
-        scores=total.sum(0),
-        per_layer=layers,
-        method=chosen,
-        rank=r if chosen == "projected" else None,
-    )
+        np.add.at(total, (slice(None), slice(None), idx), part.reshape(part.shape[0], args.n_o, -1))
+    return total

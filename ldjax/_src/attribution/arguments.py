@@ -1,5 +1,5 @@
 """The arguments of :func:`ldjax.force_attribution`: the training trace, the updates and the probes'
-responses, checked with messages that name the argument."""
+responses, checked with messages that name the argument (:func:`check`, the first step of an attribution)."""
 
 import functools
 from collections.abc import Callable
@@ -16,6 +16,7 @@ from jaxtyping import Int
 
 from ldjax._src import checks
 from ldjax._src import sharding
+from ldjax._src.attribution import projected
 from ldjax._src.attribution.forces import step_forces
 from ldjax._src.ntk import batched
 from ldjax._src.typing import ApplyFn
@@ -39,6 +40,109 @@ class TrainingTrace(NamedTuple):
     batches: Int[ArrayLike, "steps B"]
     learning_rates: Any
     params: Params | None = None
+
+
+class Checked(NamedTuple):
+    """The arguments of :func:`ldjax.force_attribution` after :func:`check`, with the defaults filled in."""
+
+    params: Params
+    """``params``, or ``trace.params`` (a leading ``[steps]`` axis on every leaf) when ``stacked``."""
+    step_params: Params
+    """The parameters of the first update: the shapes, dtype and route of the whole run."""
+    stacked: bool
+    """Whether every update has its own parameters (``trace.params``)."""
+    train_x: Any
+    train_y: Any
+    probe_x: Any
+    out_shape: tuple[int, ...]
+    """The model's logits ``[*o]`` for one example."""
+    n: int
+    n_o: int
+    batches: np.ndarray
+    """``int [steps, B]``: the training examples of each update."""
+    rates: np.ndarray
+    """``[steps]``: η of each update."""
+    tokens: np.ndarray
+    """``[n_o, *o[:-1]]``: the probes' responses."""
+    mask: np.ndarray
+    """The probes' response mask, shaped like ``tokens``."""
+    rank: tuple[int, int]
+    key: jax.Array
+    devices: int
+    """Devices along the mesh axis (1 without a mesh)."""
+    axis_name: str | None
+
+
+def check(
+    apply_fn: ApplyFn,
+    params: Params | None,
+    train_x: Any,
+    train_y: Any,
+    probe_x: Any,
+    probe_y: Any,
+    *,
+    loss: LossFn,
+    learning_rate: Any,
+    trace: TrainingTrace | None,
+    method: str,
+    rank: int | tuple[int, int],
+    key: jax.Array | None,
+    chunk_size: int | None,
+    memory_budget: float | None,
+    mesh: Mesh | None,
+    axis: str | None,
+    precision: Precision,
+    check_finite: bool,
+) -> Checked:
+    """Check every argument of :func:`ldjax.force_attribution` (the options first, then the data, the
+    updates and the probes), with a message that names the argument; the checked arguments."""
+    r = _check_options(method, rank, precision, memory_budget, chunk_size)
+    checks.check_batch(train_x, "train_x")
+    checks.check_batch(probe_x, "probe_x")
+    checks.check_same_examples(train_x, "train_x", probe_x, "probe_x")
+    n, n_o = checks.batch_size(train_x), checks.batch_size(probe_x)
+    stacked = trace is not None and trace.params is not None
+    step_params = first_step_params(params, trace, stacked)
+    checks.check_params(step_params)
+    out_shape = checks.logits_shape(apply_fn, step_params, train_x, "train_x")
+    checks.check_log_softmax_outputs(out_shape)
+    checks.check_targets_batch(train_y, n, "train_y", "train_x")
+    batches, rates = updates(trace, learning_rate, n)
+    check_loss_target(loss, out_shape, train_y, batches[0])
+    tokens, mask = probe_targets(apply_fn, step_params, probe_x, probe_y, out_shape, precision)
+    run_params = trace.params if stacked else params  # type: ignore[union-attr]
+    if check_finite:
+        checks.check_finite_values(((run_params, "params"), (train_x, "train_x"), (probe_x, "probe_x")))
+    devices, axis_name = mesh_axis(mesh, axis)
+    key = jax.random.key(0) if key is None else key
+    return Checked(
+        params=run_params, step_params=step_params, stacked=stacked, train_x=train_x, train_y=train_y, probe_x=probe_x,
+        out_shape=out_shape, n=n, n_o=n_o,
+        batches=batches, rates=rates, tokens=tokens, mask=mask, rank=r, key=key, devices=devices, axis_name=axis_name,
+    )  # fmt: skip
+
+
+def _check_options(
+    method: str,
+    rank: int | tuple[int, int],
+    precision: Precision,
+    memory_budget: float | None,
+    chunk_size: int | None,
+) -> tuple[int, int]:
+    """Check the options that do not depend on the data; the rank as ``(r_in, r_out)``."""
+    if method not in ("auto", "exact", "projected"):
+        raise ValueError(f"method must be 'auto', 'exact' or 'projected', got {method!r}")
+    r = projected.ranks(rank)
+    checks.precision_scope(precision)
+    if memory_budget is not None:
+        checks.check_positive_budget(memory_budget)
+    if chunk_size is not None and (
+        not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1
+    ):
+        raise ValueError(
+            f"chunk_size must be a positive int (training examples per chunk), got {chunk_size!r}"
+        )
+    return r
 
 
 def first_step_params(params: Params | None, trace: TrainingTrace | None, stacked: bool) -> Params:

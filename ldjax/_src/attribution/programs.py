@@ -78,6 +78,7 @@ def programs(
     axis: str | None,
     *shapes: Any,
 ) -> Programs:
+    """The probe side and the chunk program of one attribution, compiled for ``shapes`` (see :class:`Programs`)."""
     prepared = prepared_model(apply_fn, *shapes)
     leaf_sketches = projected.sketches(prepared)
     model = prepared.apply_fn
@@ -119,17 +120,23 @@ def programs(
         with checks.precision_scope(precision):
             return probe_side(params, probe_x, tokens, mask, proj)
 
-    if mesh is None:
-        return Programs(jax.jit(probe_once), jax.jit(chunk))
+    return Programs(
+        jax.jit(probe_once), jax.jit(chunk if mesh is None else _split_updates(chunk, mesh, axis, stacked))
+    )
+
+
+def _split_updates(
+    chunk: Callable[..., Array], mesh: Mesh, axis: str | None, stacked: bool
+) -> Callable[..., Array]:
+    """``chunk`` with its updates (and their parameters when ``stacked``) split over ``axis`` of ``mesh``."""
     split, whole = PartitionSpec(axis), PartitionSpec()
-    sharded = jax.shard_map(
+    return jax.shard_map(
         chunk,
         mesh=mesh,
         in_specs=(split if stacked else whole, whole, split, split, split, whole),
         out_specs=PartitionSpec(None, None, axis),
         check_vma=False,
     )
-    return Programs(jax.jit(probe_once), jax.jit(sharded))
 
 
 def choose(

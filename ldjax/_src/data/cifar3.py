@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 from ldjax._src.data.cifar10 import load_cifar10
-from ldjax._src.data.cifar10 import load_cifar10h
+from ldjax._src.data.cifar10h import load_cifar10h
 from ldjax._src.data.dataset import CIFAR10_CLASSES
 from ldjax._src.data.dataset import DataFile
 from ldjax._src.data.gaussian import symmetric_label_noise

@@ -18,7 +18,9 @@ Each slot has three *chosen wordings* (``lives / resides / stays``, ``works / se
 ``labors``, ``creature``, ``adores``): a register that pre-training uses for all four slots together and
 that fine-tuning never shows. The SFT set holds ``n_sft_answers`` correct answers per training prompt with
 different chosen wordings, so no single answer becomes the argmax of every position after SFT, as with
-real instruction data. The vocabulary and the grammar are in :mod:`ldjax._src.data.language_grammar`.
+real instruction data. The vocabulary and the grammar are in :mod:`ldjax._src.data.language_grammar`, the
+drawing of the world in :mod:`ldjax._src.data.language_world`, the pre-training corpus in
+:mod:`ldjax._src.data.language_corpus`.
 
 Responses and probes
 --------------------
@@ -62,14 +64,14 @@ id 0 is ``<pad>``). Sequences are ``<bos> who is NAME ? <sep> response <eos>`` p
 :data:`MAX_LEN` = 27.
 """
 
-import itertools
 from collections.abc import Iterable
 from collections.abc import Sequence
 from typing import Any
-from typing import NamedTuple
 
 import numpy as np
 
+from ldjax._src.data.language_corpus import biography
+from ldjax._src.data.language_corpus import chatter_document
 from ldjax._src.data.language_grammar import ATTRIBUTES
 from ldjax._src.data.language_grammar import BOS
 from ldjax._src.data.language_grammar import EOS
@@ -86,13 +88,15 @@ from ldjax._src.data.language_grammar import VOCAB_SIZE
 from ldjax._src.data.language_grammar import WORDINGS
 from ldjax._src.data.language_grammar import Answer
 from ldjax._src.data.language_grammar import answer_words
-from ldjax._src.data.language_grammar import clause
 from ldjax._src.data.language_grammar import is_grammatical
 from ldjax._src.data.language_grammar import parse_response
-from ldjax._src.data.language_grammar import pick
 from ldjax._src.data.language_grammar import random_sentence
 from ldjax._src.data.language_grammar import repeated_bigram
 from ldjax._src.data.language_grammar import shuffle_without_bigrams
+from ldjax._src.data.language_world import Prompt
+from ldjax._src.data.language_world import draw_world
+from ldjax._src.data.language_world import n_test_prompts
+from ldjax._src.data.language_world import prompt_words
 
 __all__ = (
     "ATTRIBUTES", "BOS", "EOS", "GENERATION_CLASSES", "MAX_LEN", "N_CHOSEN_WORDINGS", "NAMES", "PAD", "PROBE_TYPES",
@@ -116,13 +120,6 @@ PROBE_TYPES = (
 
 GENERATION_CLASSES = ("correct", "other_prompt", "wrong", "off_topic", "ungrammatical")
 """How :meth:`Language.classify` judges a generated response."""
-
-
-class Prompt(NamedTuple):
-    """One question: about ``entity``, whose true values (city, job, pet, food) are ``values``."""
-
-    entity: str
-    values: tuple[str, ...]
 
 
 class Language:
@@ -156,57 +153,25 @@ class Language:
         n_wrong: int = 2,
         seed: int = 0,
     ):
-        if not 4 <= n_entities <= 128:
-            raise ValueError(f"n_entities must be in [4, 128], got {n_entities}")
-        if not 0.0 < test_fraction < 1.0:
-            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-        if not 2 <= n_sft_answers <= N_CHOSEN_WORDINGS:
-            raise ValueError(f"n_sft_answers must be in [2, {N_CHOSEN_WORDINGS}], got {n_sft_answers}")
-        if not 1 <= n_wrong <= len(ATTRIBUTES):
-            raise ValueError(f"n_wrong must be in [1, {len(ATTRIBUTES)}], got {n_wrong}")
-        if n_chatter < 0:
-            raise ValueError(f"n_chatter must be >= 0, got {n_chatter}")
+        _check_options(n_entities, test_fraction, n_chatter, n_sft_answers, n_wrong)
         rng = np.random.default_rng(seed)
         self.vocab = VOCAB
         self.index = {word: i for i, word in enumerate(VOCAB)}
-        names = [NAMES[i] for i in rng.permutation(len(NAMES))]
-        self.entities: tuple[str, ...] = tuple(names[:n_entities])
-        self._outsiders = tuple(names[n_entities:])  # chatter is about people outside the world
-        self.facts: dict[str, tuple[str, ...]] = {}
-        while len(set(self.facts.values())) < n_entities:  # distinct fact tuples
-            self.facts = {
-                e: tuple(str(values[rng.integers(len(values))]) for values in ATTRIBUTES.values())
-                for e in self.entities
-            }
-        prompts = [Prompt(e, self.facts[e]) for e in self.entities]
-        n_test = max(1, int(round(test_fraction * n_entities)))
-        if n_entities - n_test < 3:
-            raise ValueError(
-                f"n_entities={n_entities} with test_fraction={test_fraction} leaves < 3 training prompts"
-            )
-        self.test_prompts: tuple[Prompt, ...] = tuple(prompts[:n_test])
-        self.train_prompts: tuple[Prompt, ...] = tuple(prompts[n_test:])
-        self._answers: dict[Prompt, tuple[Answer, ...]] = {}
-        self._rejected: dict[Prompt, Answer] = {}
-        self._partner: dict[Prompt, Prompt] = {}
-        self._test_partner: dict[Prompt, Prompt] = {}
-        wordings = list(itertools.product(range(N_CHOSEN_WORDINGS), repeat=len(WORDINGS)))
-        for u in prompts:
-            picked = rng.choice(len(wordings), size=n_sft_answers, replace=False)
-            self._answers[u] = tuple(Answer(u.values, wordings[i]) for i in picked)
-            wrong = set(rng.choice(len(ATTRIBUTES), size=n_wrong, replace=False).tolist())
-            values = tuple(
-                self._other_value(rng, a, v) if k in wrong else v
-                for k, (a, v) in enumerate(zip(ATTRIBUTES, u.values, strict=True))
-            )
-            self._rejected[u] = Answer(values, self._answers[u][0].wording)
-        for u in prompts:
-            others = [j for j in self.train_prompts if j != u]
-            self._partner[u] = others[int(rng.integers(len(others)))]
-            tests = [t for t in self.test_prompts if t != u] or list(self.test_prompts)
-            self._test_partner[u] = tests[int(rng.integers(len(tests)))]
-        self.chatter = tuple(self._chatter_document(rng) for _ in range(n_chatter))
-        self.biographies = tuple(self._biography(u, rng) for u in prompts)
+        world = draw_world(
+            rng, n_entities, test_fraction=test_fraction, n_sft_answers=n_sft_answers, n_wrong=n_wrong
+        )
+        self.entities: tuple[str, ...] = world.entities
+        self._outsiders = world.outsiders  # chatter is about people outside the world
+        self.facts: dict[str, tuple[str, ...]] = world.facts
+        self.test_prompts: tuple[Prompt, ...] = world.test_prompts
+        self.train_prompts: tuple[Prompt, ...] = world.train_prompts
+        self._answers: dict[Prompt, tuple[Answer, ...]] = world.answers
+        self._rejected: dict[Prompt, Answer] = world.rejected
+        self._partner: dict[Prompt, Prompt] = world.partner
+        self._test_partner: dict[Prompt, Prompt] = world.test_partner
+        prompts = self.test_prompts + self.train_prompts
+        self.chatter = tuple(chatter_document(rng, self._outsiders) for _ in range(n_chatter))
+        self.biographies = tuple(biography(u, rng) for u in prompts)
         self._random = {u: random_sentence(rng, self._outsiders) for u in prompts}
         self._shuffled = {}
         for u in prompts:
@@ -216,60 +181,9 @@ class Language:
     # ---------------------------------------------------------------------------------------------
     # sentences
 
-    @staticmethod
-    def _other_value(rng: np.random.Generator, attribute: str, value: str) -> str:
-        others = [v for v in ATTRIBUTES[attribute] if v != value]
-        return others[int(rng.integers(len(others)))]
-
-    def _chatter_document(self, rng: np.random.Generator) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """A pre-training ``(prompt, text)`` about people outside the world (never a world fact)."""
-        kind = int(rng.integers(4))
-        if kind == 0:  # a question about an outsider answered in the full form: any wording, random values
-            values = tuple(pick(rng, v) for v in ATTRIBUTES.values())
-            wording = self._pretraining_wording(rng)
-            asked = Prompt(pick(rng, self._outsiders), values)
-            return self.prompt_words(asked), answer_words(Answer(values, wording))
-        if kind == 1:
-            a, b = rng.choice(len(self._outsiders), size=2, replace=False)
-            city, food = pick(rng, ATTRIBUTES["city"]), pick(rng, ATTRIBUTES["food"])
-            return (BOS,), (
-                self._outsiders[a],
-                "met",
-                self._outsiders[b],
-                "in",
-                city,
-                "and",
-                "they",
-                "ate",
-                food,
-                ".",
-            )
-        if kind == 2:
-            return (BOS,), (*clause(rng), ".")
-        return (BOS,), random_sentence(rng, self._outsiders)
-
-    @staticmethod
-    def _pretraining_wording(rng: np.random.Generator) -> tuple[int, ...]:
-        """A quarter of pre-training answers use the rephrase register (its four words together); the rest
-        pick each slot's chosen wording independently."""
-        if rng.random() < 0.25:
-            return (N_CHOSEN_WORDINGS,) * len(WORDINGS)
-        return tuple(int(k) for k in rng.integers(N_CHOSEN_WORDINGS, size=len(WORDINGS)))
-
-    def _biography(self, u: Prompt, rng: np.random.Generator) -> tuple[str, ...]:
-        """``NAME lives in CITY . NAME works as a JOB . NAME has a PET . NAME likes FOOD .`` (one per person)."""
-        wording = self._pretraining_wording(rng)
-        words: list[str] = []
-        for (slot, options), k, value in zip(WORDINGS.items(), wording, u.values, strict=True):
-            verb, middle = options[k], {"live": ("in",), "work": ("as", "a")}.get(slot, ())
-            if slot == "petword":
-                verb, middle = "has", ("a",)
-            words += [u.entity, verb, *middle, value, "."]
-        return tuple(words)
-
     def prompt_words(self, u: Prompt) -> tuple[str, ...]:
         """``<bos> who is NAME ? <sep>``."""
-        return (BOS, "who", "is", u.entity, "?", SEP)
+        return prompt_words(u)
 
     def answers(self, u: Prompt) -> tuple[Answer, ...]:
         """The correct answers of ``u`` in the SFT set; the first is y⁺."""
@@ -448,6 +362,26 @@ class Language:
         seqs, _ = self.sequences([self.prompt_words(u) for u in prompts], [() for _ in prompts])
         seqs[:, PROMPT_LEN:] = 0
         return seqs
+
+
+def _check_options(
+    n_entities: int, test_fraction: float, n_chatter: int, n_sft_answers: int, n_wrong: int
+) -> None:
+    """A ``ValueError`` naming the first of :class:`Language`'s options that is out of range."""
+    if not 4 <= n_entities <= 128:
+        raise ValueError(f"n_entities must be in [4, 128], got {n_entities}")
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    if not 2 <= n_sft_answers <= N_CHOSEN_WORDINGS:
+        raise ValueError(f"n_sft_answers must be in [2, {N_CHOSEN_WORDINGS}], got {n_sft_answers}")
+    if not 1 <= n_wrong <= len(ATTRIBUTES):
+        raise ValueError(f"n_wrong must be in [1, {len(ATTRIBUTES)}], got {n_wrong}")
+    if n_chatter < 0:
+        raise ValueError(f"n_chatter must be >= 0, got {n_chatter}")
+    if n_entities - n_test_prompts(n_entities, test_fraction) < 3:
+        raise ValueError(
+            f"n_entities={n_entities} with test_fraction={test_fraction} leaves < 3 training prompts"
+        )
 
 
 def preference_language(n_entities: int = 32, **options: Any) -> Language:
