@@ -29,6 +29,8 @@ def pull_claim(fractions: np.ndarray, num_observed: int, num_pull: int) -> claim
 
 
 def fidelity(results: dict[str, Any]) -> list[claims.Row]:
+    """The zig-zag claims of the flipped examples against the clean ones, then the pull claim (where any
+    example was observed)."""
     per_seed = results["per_seed"]
     rows = lp.path_claims(
         "cifar3",

@@ -26,6 +26,7 @@ from ldjax._src.typing import Params
 
 
 def make_resnet(config: Config, k: int, key: jax.Array) -> tuple[Callable, Params]:
+    """``(apply_fn, params)`` of a fresh GroupNorm ResNet: ``k`` outputs, ``config``'s layout."""
     seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
     model = ResNet(k, widths=config.widths, blocks=config.blocks, rngs=nnx.Rngs(seed))
     return from_nnx(model, example_shape=(32, 32, 3))

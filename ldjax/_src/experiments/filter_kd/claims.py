@@ -31,6 +31,7 @@ def difference_claim(
 
 
 def config_decay(results: dict[str, Any]) -> float:
+    """The table's EMA decay of the run (the default ``Config``'s for results that do not record it)."""
     return float(results.get("ema_decay", Config().ema_decay))
 
 
@@ -52,6 +53,8 @@ def teacher_note(row: dict[str, Any], decay: float) -> str:
 
 
 def fidelity(results: dict[str, Any]) -> list[claims.Row]:
+    """Filter-KD against final and early-stopped one-hot training and ESKD at every noise level above zero
+    (none when CIFAR-3 was unavailable)."""
     table = results.get("table")
     if not table:
         return []

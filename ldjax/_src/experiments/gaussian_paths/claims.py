@@ -74,6 +74,8 @@ def noisy_targets_claim(accuracy: np.ndarray, distance: np.ndarray, runs: int) -
 
 
 def fidelity(results: dict[str, Any]) -> list[claims.Row]:
+    """The method order and the noisy targets (each where there are at least three to rank), then the zig-zag
+    claims of the hard samples against the easy ones."""
     table = results["table"]
     methods = tuple(m for m in table if m in PAPER_ACCURACY)  # the paper's comparison; Filter-KD is ldjax's
     rows = []

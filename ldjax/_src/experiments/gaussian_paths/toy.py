@@ -90,4 +90,5 @@ def seed_data(config: Config, s: int) -> SeedData:
 
 
 def mix_name(eta: float) -> str:
+    """The method name of the noisy target ``η·e_y + (1 − η)·p*``."""
     return f"mix{eta:g}"

@@ -30,6 +30,7 @@ def make_mlp(dim: int, hidden: int, k: int, key: jax.Array) -> tuple[Callable, P
 
 
 def optimizer_for(config: Config) -> optax.GradientTransformation:
+    """The authors' optimizer of Part 1: SGD with momentum."""
     return optax.sgd(config.learning_rate, momentum=config.momentum)
 
 
