@@ -58,3 +58,13 @@ def test_row_ids_are_refused_unless_experiment_dot_name(bad):
 def test_empty_values_are_refused():
     with pytest.raises(ValueError, match="values is empty"):
         claims.claim("e.x", "s", source="", paper="", values=[], criterion=claims.Above(0, "x"))
+
+
+def test_explain_miss_appends_the_reason_to_a_missed_claim_only():
+    kw = {"source": "s", "paper": "p", "criterion": claims.Above(0.5, "the rise"), "note": "set-up"}
+    held = claims.claim("exp.up", "rises", values=[1.0, 0.9, 1.1], **kw)
+    missed = claims.claim("exp.up", "rises", values=[0.0, 0.1, -0.1], **kw)
+    assert claims.explain_miss(held, "too few updates") == held
+    assert claims.explain_miss(missed, "too few updates").note == "set-up; missed: too few updates"
+    assert claims.explain_miss(missed._replace(note=""), "too few updates").note == "missed: too few updates"
+    assert claims.explain_miss(missed, "") == missed

@@ -293,6 +293,15 @@ def test_every_claim_holds_on_a_synthetic_example_and_misses_its_counter_example
         assert all(row.holds for i, row in missed.items() if i != claim_id), claim_id
 
 
+def test_simko_passk_note_explains_a_miss_only_when_it_is_missed():
+    row_id = "simko.passk_large_above_grpo"
+    held = {row.id: row for row in ge.fidelity(_synthetic_results())}[row_id]
+    missed = {row.id: row for row in ge.fidelity(_synthetic_results(**COUNTER_EXAMPLES[row_id]))}[row_id]
+    assert held.holds and "missed" not in held.note and "seed-to-seed spread" not in held.note
+    assert not missed.holds and missed.note.startswith(held.note + "; missed: ")
+    assert "seed-to-seed spread" in missed.note
+
+
 def test_checks_miss_their_counter_examples():
     bad = _synthetic_results(
         force_corr=[0.99, 0.5, 0.99],

@@ -211,6 +211,24 @@ def check(
     )
 
 
+def explain_miss(row: Row, reason: str) -> Row:
+    """``row`` with ``"missed: " + reason`` appended to its note when it is missed, unchanged when it holds.
+
+    For a reason that explains a miss (a named limit of the set-up, a finding at this scale): it must not
+    appear on a claim that holds.
+
+    Example:
+      >>> from ldjax._src.experiments import claims
+      >>> row = claims.claim("demo.up", "rises", source="", paper="", values=[0.1, 0.2, 0.0],
+      ...                    criterion=claims.Above(0.5, "the rise"), note="tiny model")
+      >>> claims.explain_miss(row, "too few updates").note
+      'tiny model; missed: too few updates'
+    """
+    if row.holds or not reason:
+        return row
+    return row._replace(note=(row.note + "; " if row.note else "") + "missed: " + reason)
+
+
 def _check_id(id: str) -> None:
     if not _ID.match(id):
         raise ValueError(

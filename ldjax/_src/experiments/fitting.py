@@ -15,6 +15,7 @@ it (the Filter-KD table of Ren et al., 2022).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 from typing import NamedTuple
@@ -203,6 +204,104 @@ def member_order(
     return out
 
 
+def schedule(
+    keys: jax.Array, m_count: int, n: int, batch_size: int, records_per_epoch: int, record_visits: bool
+) -> tuple[int, int]:
+    """``(updates per epoch, updates between records)`` of :func:`fit`; a ValueError names a bad argument."""
+    if np.shape(keys)[:1] != (m_count,):
+        raise ValueError(f"keys must hold one key per member [{m_count}], got shape {np.shape(keys)}")
+    per_epoch = n // batch_size
+    if per_epoch < 1 or per_epoch % records_per_epoch:
+        raise ValueError(
+            f"records_per_epoch={records_per_epoch} must divide the {per_epoch} updates per epoch"
+        )
+    if record_visits and records_per_epoch != 1:
+        raise ValueError("record_visits needs records_per_epoch=1 (one record per epoch)")
+    return per_epoch, per_epoch // records_per_epoch
+
+
+def member_arrays(data: Members) -> dict[str, Any]:
+    """The members' data as the traced ``data`` of :func:`ldjax.train` (temperature and scale default to 1)."""
+    ones = jnp.ones(data.size)
+    return {
+        "x": data.x,
+        "targets": data.targets,
+        "temperature": ones if data.temperature is None else jnp.asarray(data.temperature),
+        "scale": ones if data.scale is None else jnp.asarray(data.scale),
+        "x_val": data.x_val,
+        "y_val": data.y_val,
+        "probes": data.probes,
+        "teacher": data.teacher,
+    }
+
+
+def member_batch(d: dict[str, Any], b: dict[str, Array], *, augment: bool) -> Array:
+    """The (augmented) minibatch of every member ``[M, batch, *d]``."""
+    xs = jax.vmap(lambda x, i: x[i])(d["x"], b["idx"])
+    if augment:
+        xs = jax.vmap(jax.vmap(crop_and_flip))(xs, b["shift"], b["flip"])
+    return xs
+
+
+def member_loss(
+    apply_fn: Callable, p: Params, xs: Array, t: Array, tau: Array, scale: Array, teacher: Any
+) -> Array:
+    """One member's ``scale · soft_cross_entropy(z / τ, t)`` on its minibatch; with a ``teacher``, ``t`` is the
+    teacher's ``softmax(z / τ)`` on the same minibatch (no gradient through it)."""
+    logits = jax.vmap(apply_fn, (None, 0))
+    z = logits(p, xs)
+    if teacher is not None:
+        t = jax.nn.softmax(jax.lax.stop_gradient(logits(teacher, xs)) / tau, -1)
+    return scale * soft_cross_entropy(z / tau, t)
+
+
+def members_loss(
+    apply_fn: Callable, augment: bool, p: Params, b: dict[str, Array], d: dict[str, Any]
+) -> Array:
+    """The summed loss of every member on its minibatch ``b`` (each member's gradient is its own)."""
+    xs = member_batch(d, b, augment=augment)
+    t = jax.vmap(lambda ts, i: ts[i])(d["targets"], b["idx"])
+    teacher_axis = None if d["teacher"] is None else 0
+    losses = jax.vmap(functools.partial(member_loss, apply_fn), (0, 0, 0, 0, 0, teacher_axis))(
+        p, xs, t, d["temperature"], d["scale"], d["teacher"]
+    )
+    return jnp.sum(losses)
+
+
+def visits(
+    apply_fn: Callable, augment: bool, p: Params, b: dict[str, Array], updates: Any, d: dict[str, Any]
+) -> dict[str, Array]:
+    """The logits of each member's minibatch before the update, scattered to the examples' places
+    (``visits [M, n, k]``) with ``seen [M, n]`` marking them: summed over an epoch, each example's visit."""
+    del updates
+    xs = member_batch(d, b, augment=augment)
+    z = jax.vmap(jax.vmap(apply_fn, (None, 0)))(p, xs)  # [M, batch, k]
+    n, k = d["x"].shape[1], z.shape[-1]
+
+    def scatter(i: Array, zi: Array) -> tuple[Array, Array]:
+        return jnp.zeros((n, k), zi.dtype).at[i].set(zi), jnp.zeros(n, jnp.int32).at[i].set(1)
+
+    table, seen = jax.vmap(scatter)(b["idx"], z)
+    return {"visits": table, "seen": seen}
+
+
+def records(
+    forward: Callable, keep_params: bool, record_train: bool, p: Params, step: Array, d: dict[str, Any]
+) -> dict[str, Any]:
+    """What :func:`fit` records: validation accuracy, the parameters, the training logits, the probes' softmax."""
+    out: dict[str, Any] = {}
+    if d["x_val"] is not None:
+        z_val = jax.vmap(forward)(p, d["x_val"])
+        out["val"] = jnp.mean(jnp.argmax(z_val, -1) == d["y_val"], axis=-1)
+    if keep_params:
+        out["params"] = p
+    if record_train:
+        out["train"] = jax.vmap(forward)(p, d["x"])
+    if d["probes"] is not None:
+        out["probes"] = jax.nn.softmax(jax.vmap(forward)(p, d["probes"]), -1)
+    return out
+
+
 def fit(
     apply_fn: Callable,
     params: Params,
@@ -249,87 +348,17 @@ def fit(
       :class:`Fit`.
     """
     m_count, n = data.size, int(data.x.shape[1])
-    if np.shape(keys)[:1] != (m_count,):
-        raise ValueError(f"keys must hold one key per member [{m_count}], got shape {np.shape(keys)}")
-    per_epoch = n // batch_size
-    if per_epoch < 1 or per_epoch % records_per_epoch:
-        raise ValueError(
-            f"records_per_epoch={records_per_epoch} must divide the {per_epoch} updates per epoch"
-        )
-    if record_visits and records_per_epoch != 1:
-        raise ValueError("record_visits needs records_per_epoch=1 (one record per epoch)")
-    every = per_epoch // records_per_epoch
-    ones = jnp.ones(m_count)
-    arrays = {
-        "x": data.x,
-        "targets": data.targets,
-        "temperature": ones if data.temperature is None else jnp.asarray(data.temperature),
-        "scale": ones if data.scale is None else jnp.asarray(data.scale),
-        "x_val": data.x_val,
-        "y_val": data.y_val,
-        "probes": data.probes,
-        "teacher": data.teacher,
-    }
+    per_epoch, every = schedule(keys, m_count, n, batch_size, records_per_epoch, record_visits)
     batches = member_order(keys, n, batch_size, epochs, augment=augment)
-    logits = jax.vmap(apply_fn, (None, 0))
-    forward = batched_logits(apply_fn, chunk)
-
-    def member_batch(d: dict, b: dict) -> Array:
-        """The (augmented) minibatch of every member ``[M, batch, *d]``."""
-        xs = jax.vmap(lambda x, i: x[i])(d["x"], b["idx"])
-        if augment:
-            xs = jax.vmap(jax.vmap(crop_and_flip))(xs, b["shift"], b["flip"])
-        return xs
-
-    def member_loss(p: Params, xs: Array, t: Array, tau: Array, scale: Array, teacher: Any) -> Array:
-        z = logits(p, xs)
-        if teacher is not None:
-            t = jax.nn.softmax(jax.lax.stop_gradient(logits(teacher, xs)) / tau, -1)
-        return scale * soft_cross_entropy(z / tau, t)
-
-    def loss_fn(p: Params, b: dict, d: dict) -> Array:
-        xs = member_batch(d, b)
-        t = jax.vmap(lambda ts, i: ts[i])(d["targets"], b["idx"])
-        teacher_axis = None if d["teacher"] is None else 0
-        losses = jax.vmap(member_loss, (0, 0, 0, 0, 0, teacher_axis))(
-            p, xs, t, d["temperature"], d["scale"], d["teacher"]
-        )
-        return jnp.sum(losses)
-
-    def visit(p: Params, b: dict, updates: Any, d: dict) -> dict[str, Array]:
-        del updates
-        xs = member_batch(d, b)
-        z = jax.vmap(logits)(p, xs)  # [M, batch, k]
-        k = z.shape[-1]
-
-        def scatter(i: Array, zi: Array) -> tuple[Array, Array]:
-            return jnp.zeros((n, k), zi.dtype).at[i].set(zi), jnp.zeros(n, jnp.int32).at[i].set(1)
-
-        table, seen = jax.vmap(scatter)(b["idx"], z)
-        return {"visits": table, "seen": seen}
-
-    def record(p: Params, step: Array, d: dict) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if d["x_val"] is not None:
-            z_val = jax.vmap(forward)(p, d["x_val"])
-            out["val"] = jnp.mean(jnp.argmax(z_val, -1) == d["y_val"], axis=-1)
-        if keep_params:
-            out["params"] = p
-        if record_train:
-            out["train"] = jax.vmap(forward)(p, d["x"])
-        if d["probes"] is not None:
-            out["probes"] = jax.nn.softmax(jax.vmap(forward)(p, d["probes"]), -1)
-        return out
-
     out = train(
-        loss_fn,
+        functools.partial(members_loss, apply_fn, augment),
         params,
         optimizer,
         batches,
-        record=record,
-        accumulate=visit if record_visits else None,
+        record=functools.partial(records, batched_logits(apply_fn, chunk), keep_params, record_train),
+        accumulate=functools.partial(visits, apply_fn, augment) if record_visits else None,
         every=every,
-        data=arrays,
+        data=member_arrays(data),
         progress=progress,
         desc=desc,
     )
@@ -340,10 +369,6 @@ def fit(
     best_params = None
     if best is not None and params_records is not None:
         best_params = jax.tree.map(lambda a: a[best, np.arange(m_count)], params_records)
-    visits = seen = None
-    if record_visits:
-        visits = np.asarray(out.accumulated["visits"])
-        seen = np.asarray(out.accumulated["seen"]) > 0
     return Fit(
         params=out.params,
         best=best,
@@ -351,8 +376,8 @@ def fit(
         val_accuracy=val,
         train_logits=np.asarray(recs["train"]) if "train" in recs else None,
         probes=np.asarray(recs["probes"]) if "probes" in recs else None,
-        visits=visits,
-        seen=seen,
+        visits=np.asarray(out.accumulated["visits"]) if record_visits else None,
+        seen=np.asarray(out.accumulated["seen"]) > 0 if record_visits else None,
         params_records=params_records,
         batches=np.asarray(batches["idx"]),
         losses=np.asarray(out.losses),

@@ -144,12 +144,22 @@ def _gaussian_update_picture(results: dict[str, Any], out_dir: Path) -> Path:
 def cifar3_figures(results: dict[str, Any], out_dir: Path) -> list[Path]:
     """Simplex paths of seed 0, the two moves of the zig-zag, and the largest pulls on flipped examples."""
     use_agg()
-    import matplotlib.pyplot as plt
-
-    out = []
-    classes = results["classes"]
     epochs = np.asarray(results["record_epochs"])
     best = int(np.argmin(np.abs(epochs - np.asarray(results["best_epoch"])[0])))
+    out = [
+        cifar3_simplex_figure(results, out_dir, epochs, best),
+        cifar3_zigzag_figure(results, out_dir, epochs, best),
+    ]
+    if results["pull_examples"]:
+        out.append(cifar3_pull_figure(results, out_dir))
+    return out
+
+
+def cifar3_simplex_figure(results: dict[str, Any], out_dir: Path, epochs: np.ndarray, best: int) -> Path:
+    """The easy, medium and flipped examples' paths on the simplex (seed 0), marked at record ``best``."""
+    import matplotlib.pyplot as plt
+
+    classes = results["classes"]
     fig, axes = plt.subplots(1, 3, figsize=(15, 5))
     sc = None
     for ax, g in zip(axes, ("easy", "medium", "flipped"), strict=True):
@@ -173,7 +183,12 @@ def cifar3_figures(results: dict[str, Any], out_dir: Path) -> list[Path]:
     axes[0].legend(loc="upper left", fontsize=7)
     if sc is not None:
         fig.colorbar(sc, ax=axes, label="epoch")
-    out.append(save_figure(fig, out_dir, "cifar3_simplex_paths"))
+    return save_figure(fig, out_dir, "cifar3_simplex_paths")
+
+
+def cifar3_zigzag_figure(results: dict[str, Any], out_dir: Path, epochs: np.ndarray, best: int) -> Path:
+    """The mean distance to p* of flipped and clean examples over epochs, and each example's two moves."""
+    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
     ax[0].plot(epochs, np.asarray(results["flipped_mean_distance_p_star"]), label="flipped")
@@ -191,37 +206,39 @@ def cifar3_figures(results: dict[str, Any], out_dir: Path) -> list[Path]:
     ax[1].set_xlabel("first move towards p*: d*(0) − d*(t_min)")
     ax[1].set_ylabel("then towards e_y: d_y(t_min) − d_y(end)")
     ax[1].legend(fontsize=7)
-    out.append(save_figure(fig, out_dir, "cifar3_zigzag"))
+    return save_figure(fig, out_dir, "cifar3_zigzag")
 
+
+def cifar3_pull_figure(results: dict[str, Any], out_dir: Path) -> Path:
+    """The largest pulls towards p* (and away) on flipped examples at their turning points (seed 0)."""
+    import matplotlib.pyplot as plt
+
+    classes = results["classes"]
     examples = results["pull_examples"]
-    if examples:
-        cols = 1 + len(examples[0]["top"]) + len(examples[0]["away"])
-        fig, axes = plt.subplots(
-            len(examples), cols, figsize=(1.5 * cols, 2.5 * len(examples)), squeeze=False
+    cols = 1 + len(examples[0]["top"]) + len(examples[0]["away"])
+    fig, axes = plt.subplots(len(examples), cols, figsize=(1.5 * cols, 2.5 * len(examples)), squeeze=False)
+    for row, pull in zip(axes, examples, strict=True):
+        row[0].imshow(np.asarray(pull["observed_image"], np.uint8))
+        row[0].set_title(
+            f"#{pull['observed_id']} epoch {pull['epoch']:.1f}\nlabel {classes[pull['observed_label']]}\n"
+            f"true {classes[pull['observed_true']]}",
+            fontsize=6,
+            color="red",
         )
-        for row, pull in zip(axes, examples, strict=True):
-            row[0].imshow(np.asarray(pull["observed_image"], np.uint8))
-            row[0].set_title(
-                f"#{pull['observed_id']} epoch {pull['epoch']:.1f}\nlabel {classes[pull['observed_label']]}\n"
-                f"true {classes[pull['observed_true']]}",
-                fontsize=6,
-                color="red",
-            )
-            i = 1
-            for key, what in (("top", "towards p*"), ("away", "away")):
-                for j in range(len(pull[key])):
-                    row[i].imshow(np.asarray(pull[f"{key}_images"][j], np.uint8))
-                    row[i].set_title(
-                        f"#{int(pull[f'{key}_ids'][j])} {what}\nlabel {classes[int(pull[f'{key}_labels'][j])]}"
-                        f"\n{pull[f'{key}_pull'][j]:+.1e}",
-                        fontsize=6,
-                    )
-                    i += 1
-            for a in row:
-                a.axis("off")
-        fig.suptitle("largest pulls on flipped examples at their turning points (seed 0)", fontsize=8)
-        out.append(save_figure(fig, out_dir, "cifar3_pull"))
-    return out
+        i = 1
+        for key, what in (("top", "towards p*"), ("away", "away")):
+            for j in range(len(pull[key])):
+                row[i].imshow(np.asarray(pull[f"{key}_images"][j], np.uint8))
+                row[i].set_title(
+                    f"#{int(pull[f'{key}_ids'][j])} {what}\nlabel {classes[int(pull[f'{key}_labels'][j])]}"
+                    f"\n{pull[f'{key}_pull'][j]:+.1e}",
+                    fontsize=6,
+                )
+                i += 1
+        for a in row:
+            a.axis("off")
+    fig.suptitle("largest pulls on flipped examples at their turning points (seed 0)", fontsize=8)
+    return save_figure(fig, out_dir, "cifar3_pull")
 
 
 def filter_kd_figures(results: dict[str, Any], out_dir: Path) -> list[Path]:

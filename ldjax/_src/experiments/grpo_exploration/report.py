@@ -78,22 +78,28 @@ def _grpo_claims(results: dict[str, Any]) -> list[claims.Row]:
     ]
 
 
+SIMKO_SMALL_CHANGE = (
+    "α moves 1% of a positive token's update and only the highest-entropy token of each short response is "
+    "modified, so the paired difference is of the order of the seed-to-seed spread at this scale (SimKO's runs "
+    "train for thousands of steps on 7B models)"
+)
+"""Why ``simko.passk_large_above_grpo`` can be missed here (its note says so only when it is)."""
+
+
 def _simko_claims(results: dict[str, Any]) -> list[claims.Row]:
     """SimKO keeps a higher pass@K than GRPO at a comparable pass@1."""
     k_max = max(results["ks"])
+    passk_row = claims.claim(
+        "simko.passk_large_above_grpo",
+        f"SimKO keeps a higher pass@{k_max} than GRPO",
+        source=SOURCE_SIMKO,
+        paper="SimKO raises pass@256 over GRPO on every benchmark",
+        values=_final(results, "simko", k_max) - _final(results, "grpo", k_max),
+        criterion=CRITERIA["simko.passk_large_above_grpo"],
+        note="authors' hyper-parameters K=3, α=0.01, λ=1.1, τ=0.8; same base model, prompts and keys",
+    )
     return [
-        claims.claim(
-            "simko.passk_large_above_grpo",
-            f"SimKO keeps a higher pass@{k_max} than GRPO",
-            source=SOURCE_SIMKO,
-            paper="SimKO raises pass@256 over GRPO on every benchmark",
-            values=_final(results, "simko", k_max) - _final(results, "grpo", k_max),
-            criterion=CRITERIA["simko.passk_large_above_grpo"],
-            note="authors' hyper-parameters K=3, α=0.01, λ=1.1, τ=0.8; same base model, prompts and keys. "
-            "α moves 1% of a positive token's update and only the highest-entropy token of each short response "
-            "is modified, so the paired difference is of the order of the seed-to-seed spread at this scale "
-            "(SimKO's runs train for thousands of steps on 7B models)",
-        ),
+        claims.explain_miss(passk_row, SIMKO_SMALL_CHANGE),
         claims.claim(
             "simko.pass1_close_to_grpo",
             "SimKO's pass@1 stays close to GRPO's",

@@ -25,7 +25,8 @@ from the same pre-trained model and sees the same order of preference pairs):
    (at the pre-trained model: an epoch's summed force at fixed parameters);
 5. :func:`generation_stats`: greedy answers to every train and test prompt, judged against the world.
 
-Claims and figures: :mod:`ldjax._src.experiments.llm_dynamics.report`; settings, world and model:
+Claims: :mod:`ldjax._src.experiments.llm_dynamics.report`; figures:
+:mod:`ldjax._src.experiments.llm_dynamics.figures`; settings, world and model:
 :mod:`ldjax._src.experiments.llm_dynamics.world`. Quick settings (``Config()``): 3 seeds, 135k parameters, V = 512;
 ``FULL``: 5 seeds, ~14.6M parameters, sized for one GPU (not yet run on one).
 """
@@ -50,6 +51,7 @@ from ldjax._src.data.language import PROBE_TYPES
 from ldjax._src.data.language import PROMPT_LEN
 from ldjax._src.experiments import common
 from ldjax._src.experiments.llm_dynamics import report as llm_report
+from ldjax._src.experiments.llm_dynamics.figures import plot
 from ldjax._src.experiments.llm_dynamics.phases import on_policy
 from ldjax._src.experiments.llm_dynamics.phases import preference_loss
 from ldjax._src.experiments.llm_dynamics.phases import preference_order
@@ -77,7 +79,6 @@ __all__ = ("FULL", "TINY", "Config", "fidelity", "main", "plot", "run")
 PHASES = llm_report.PHASES
 PROBES = llm_report.PROBES
 fidelity = llm_report.fidelity
-plot = llm_report.plot
 
 
 def first_update(

@@ -1,4 +1,4 @@
-r"""Claims, checks and figures of the LLM fine-tuning experiment (:mod:`ldjax._src.experiments.llm_dynamics`).
+r"""Claims and checks of the LLM fine-tuning experiment (:mod:`ldjax._src.experiments.llm_dynamics`).
 
 Every claim is a pure function of the ``results`` dict (one value per seed; :data:`STATISTICS`) and a
 criterion with a margin (:data:`CLAIMS`), so a test can feed it synthetic curves. Changes are "end of the
@@ -8,16 +8,13 @@ phase minus its start" of the probe means over the training prompts, in nats of 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 from typing import NamedTuple
 
 import numpy as np
 
-from ldjax._src.data.language import GENERATION_CLASSES
 from ldjax._src.data.language import PROBE_TYPES
 from ldjax._src.experiments import claims
-from ldjax._src.experiments import common
 
 PHASES = ("sft", "extend_sft", "dpo", "dpo_base", "ipo", "extend", "onpolicy")
 """The recorded fine-tuning phases: ``dpo`` is DPO from the SFT model (the paper's main setting)."""
@@ -253,21 +250,28 @@ def fidelity(results: dict[str, Any]) -> list[claims.Row]:
             criterion=spec.criterion,
             note=spec.note,
         )
-        if not row.holds and spec.if_missed:
-            row = row._replace(note=(row.note + "; " if row.note else "") + "missed: " + spec.if_missed)
-        rows.append(row)
+        rows.append(claims.explain_miss(row, spec.if_missed))
     return rows + force_checks(results["force"])
+
+
+SECOND_ORDER = (
+    "the real first Adam step moves every weight by ±lr (sign-like), so second-order terms are visible; "
+    "they shrink with the step (force.error_shrinks_with_step)"
+)
+"""The note of a first-order check that is missed: why the prediction of a real Adam step can be off."""
 
 
 def force_checks(force: dict[str, Any]) -> list[claims.Row]:
     """The first-order prediction of the first Adam update vs the actual change, and the split identity."""
     values = force_check_values(force)
     seeds = len(values["heldout_token_r"])
+    return [*correlation_checks(values, seeds), *error_checks(values, seeds), split_check(force, seeds)]
+
+
+def correlation_checks(values: dict[str, list[float]], seeds: int) -> list[claims.Row]:
+    """Pearson r of predicted vs actual Δ log π on the held-out probes, per token and per sequence
+    (``values`` from :func:`force_check_values`)."""
     rows = []
-    second_order = (
-        "the real first Adam step moves every weight by ±lr (sign-like), so second-order terms are visible; "
-        "they shrink with the step (force.error_shrinks_with_step)"
-    )
     for key, what in (
         ("heldout_token_r", "per token, held-out probes"),
         ("heldout_sequence_r", "per sequence (summed log π), held-out probes"),
@@ -281,14 +285,20 @@ def force_checks(force: dict[str, Any]) -> list[claims.Row]:
                 holds=bool(np.all(np.asarray(r) >= 0.99)),
                 criterion="Pearson r >= 0.99 on every seed (value: the smallest)",
                 seeds=seeds,
-                note="" if np.all(np.asarray(r) >= 0.99) else second_order,
+                note="" if np.all(np.asarray(r) >= 0.99) else SECOND_ORDER,
             )
         )
+    return rows
+
+
+def error_checks(values: dict[str, list[float]], seeds: int) -> list[claims.Row]:
+    """The relative error of the per-token prediction, and its shrinking at a tenth of the update (first
+    order: to about a tenth; ``values`` from :func:`force_check_values`)."""
     rel, tenth = (
         np.asarray(values["heldout_token_rel_error"]),
         np.asarray(values["heldout_token_rel_error_tenth"]),
     )
-    rows.append(
+    return [
         claims.check(
             "force.heldout_token_rel_error",
             "relative error ‖predicted − actual‖ / ‖actual‖ of the per-token changes, held-out probes",
@@ -296,10 +306,8 @@ def force_checks(force: dict[str, Any]) -> list[claims.Row]:
             holds=bool(np.max(rel) <= 0.1),
             criterion="<= 0.1 on every seed (value: the largest)",
             seeds=seeds,
-            note="" if np.max(rel) <= 0.1 else second_order,
-        )
-    )
-    rows.append(
+            note="" if np.max(rel) <= 0.1 else SECOND_ORDER,
+        ),
         claims.check(
             "force.error_shrinks_with_step",
             "the first-order residual shrinks with the step: relative error at a tenth of the update / at the update",
@@ -307,133 +315,20 @@ def force_checks(force: dict[str, Any]) -> list[claims.Row]:
             holds=bool(np.all(tenth <= 0.3 * rel)),
             criterion="<= 0.3 on every seed (first order: ~0.1; a wrong prediction: ~1)",
             seeds=seeds,
-        )
-    )
+        ),
+    ]
+
+
+def split_check(force: dict[str, Any], seeds: int) -> claims.Row:
+    """The y⁺ half and the y⁻ half of the first DPO minibatch's predicted change sum to the whole."""
     residual = np.asarray(force["split_residual"], float) / np.maximum(
         np.asarray(force["split_scale"], float), 1e-30
     )
-    rows.append(
-        claims.check(
-            "force.split_sums_to_total",
-            "the y⁺ half and the y⁻ half of the predicted change sum to the whole prediction",
-            value=float(np.max(residual)),
-            holds=bool(np.max(residual) <= 1e-4),
-            criterion="max |parts − whole| / max |whole| <= 1e-4 (float32)",
-            seeds=seeds,
-        )
+    return claims.check(
+        "force.split_sums_to_total",
+        "the y⁺ half and the y⁻ half of the predicted change sum to the whole prediction",
+        value=float(np.max(residual)),
+        holds=bool(np.max(residual) <= 1e-4),
+        criterion="max |parts − whole| / max |whole| <= 1e-4 (float32)",
+        seeds=seeds,
     )
-    return rows
-
-
-# ------------------------------------------------------------------------------------------------ figures
-
-_COLORS = {
-    "sft": "C0",
-    "extend_sft": "C5",
-    "dpo": "C1",
-    "dpo_base": "C2",
-    "ipo": "C3",
-    "extend": "C4",
-    "onpolicy": "C6",
-}
-
-
-def _band(ax: Any, x: np.ndarray, values: np.ndarray, color: str, label: str) -> None:
-    ax.plot(x, values.mean(1), color=color, label=label)
-    if values.shape[1] > 1:
-        ax.fill_between(x, values.min(1), values.max(1), color=color, alpha=0.15, lw=0)
-
-
-def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
-    """Probe curves, force analysis, squeezing, influence map and generations; returns the PNG paths."""
-    common.use_agg()
-    import matplotlib.pyplot as plt
-
-    every = results["record_every"]
-    paths = []
-    fig, axes = plt.subplots(3, 4, figsize=(17, 11))
-    for ax, probe in zip(axes.ravel(), PROBES, strict=False):
-        for phase in results["phases"]:
-            c = curve(results, phase, probe)
-            _band(ax, np.arange(len(c)) * every, c, _COLORS[phase], phase)
-        ax.set_title(probe)
-        ax.set_xlabel("updates")
-    ax = axes.ravel()[len(PROBES)]
-    for phase in ("dpo", "dpo_base", "extend", "onpolicy", "ipo"):
-        c = np.asarray(results[f"{phase}_argmax_prob_valley"], float)
-        _band(ax, np.arange(len(c)) * every, c, _COLORS[phase], phase)
-    ax.set_title("argmax prob at y⁻ valley positions")
-    axes.ravel()[0].set_ylabel("summed log π (mean over prompts; band: seeds)")
-    axes.ravel()[0].legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(common.save_figure(fig, out_dir, "llm_probes"))
-    paths.append(_force_figure(results, out_dir, plt))
-    paths.append(_influence_figure(results, out_dir, plt))
-    paths.append(_generation_figure(results, out_dir, plt))
-    return paths
-
-
-def _force_figure(results: dict[str, Any], out_dir: Path, plt: Any) -> Path:
-    force = results["force"]
-    values = force_check_values(force)
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.5))
-    for ax, level in zip(axes[:2], ("token", "sequence"), strict=True):
-        pred = np.asarray(force[f"heldout_{level}_predicted"], float).ravel()
-        act = np.asarray(force[f"heldout_{level}_actual"], float).ravel()
-        ax.scatter(act, pred, s=4, alpha=0.5)
-        lim = [min(act.min(), pred.min()), max(act.max(), pred.max())]
-        ax.plot(lim, lim, "k--", lw=0.7)
-        ax.set_xlabel("actual Δ log π")
-        ax.set_ylabel("predicted (first order)")
-        ax.set_title(
-            f"first Adam step of DPO, held-out, per {level}: r ≥ {min(values[f'heldout_{level}_r']):.4f}"
-        )
-    split = np.asarray(force["split"], float).mean(0)
-    x = np.arange(len(PROBE_TYPES))
-    ax = axes[2]
-    for offset, label, bars in zip((-0.25, 0.0, 0.25), ("y⁺ half", "y⁻ half", "whole"), split, strict=True):
-        ax.bar(x + offset, bars, width=0.25, label=label)
-    ax.set_xticks(x, PROBE_TYPES, rotation=35, ha="right")
-    ax.axhline(0, color="k", lw=0.5)
-    ax.set_title("first DPO minibatch, −η·A·K·G split into its y⁺ and y⁻ halves (training probes)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return common.save_figure(fig, out_dir, "llm_force")
-
-
-def _influence_figure(results: dict[str, Any], out_dir: Path, plt: Any) -> Path:
-    raw = np.asarray(results["influence"], float)  # [S, trained, observed]
-    diagonal = np.abs(np.diagonal(raw, axis1=1, axis2=2))[:, :, None]
-    grid = (raw / np.maximum(diagonal, 1e-30)).mean(0)  # per nat of the trained response's own change
-    fig, ax = plt.subplots(figsize=(8, 6.5))
-    bound = float(np.abs(grid).max()) or 1.0
-    image = ax.imshow(grid, cmap="RdBu", vmin=-bound, vmax=bound)
-    ax.set_xticks(np.arange(len(PROBE_TYPES)), PROBE_TYPES, rotation=40, ha="right")
-    ax.set_yticks(np.arange(len(PROBE_TYPES)), PROBE_TYPES)
-    ax.set_xlabel("observed probe type")
-    ax.set_ylabel("trained response type (SFT)")
-    ax.set_title(
-        "accumulated influence of one SFT epoch at the pre-trained model\n(Δ log π of the observed type per nat of the trained type's own change)"
-    )
-    fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    return common.save_figure(fig, out_dir, "llm_influence")
-
-
-def _generation_figure(results: dict[str, Any], out_dir: Path, plt: Any) -> Path:
-    gen = results["generation"]
-    names = list(gen)
-    kinds = (*GENERATION_CLASSES, "repeater")
-    fig, axes = plt.subplots(1, 2, figsize=(15, 4.5))
-    width = 0.8 / len(kinds)
-    for ax, split in zip(axes, ("train", "test"), strict=True):
-        for k, kind in enumerate(kinds):
-            heights = [float(np.mean(gen[n][split][kind])) for n in names]
-            ax.bar(
-                np.arange(len(names)) + width * (k - (len(kinds) - 1) / 2), heights, width=width, label=kind
-            )
-        ax.set_xticks(np.arange(len(names)), names, rotation=20)
-        ax.set_title(f"greedy answers to {split} prompts (mean over seeds)")
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    return common.save_figure(fig, out_dir, "llm_generations")

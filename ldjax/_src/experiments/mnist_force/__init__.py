@@ -58,6 +58,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 from typing import Any
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -67,6 +68,7 @@ from ldjax._src.experiments import common
 from ldjax._src.experiments.claims import Row
 from ldjax._src.experiments.mnist_force import claims as mnist_claims
 from ldjax._src.experiments.mnist_force import figures
+from ldjax._src.experiments.mnist_force.analysis import UpdateSet
 from ldjax._src.experiments.mnist_force.analysis import accumulation_summary
 from ldjax._src.experiments.mnist_force.analysis import analyse_checkpoint
 from ldjax._src.experiments.mnist_force.analysis import choose_updates
@@ -77,12 +79,94 @@ from ldjax._src.experiments.mnist_force.config import TINY
 from ldjax._src.experiments.mnist_force.config import Config
 from ldjax._src.experiments.mnist_force.config import check_config
 from ldjax._src.experiments.mnist_force.config import checkpoint_epochs
+from ldjax._src.experiments.mnist_force.data import MnistData
 from ldjax._src.experiments.mnist_force.data import load_data
 from ldjax._src.experiments.mnist_force.data import prepare_data
 from ldjax._src.experiments.mnist_force.training import init_models
 from ldjax._src.experiments.mnist_force.training import train_with_recorder
+from ldjax._src.training import TrainResult
+from ldjax._src.typing import ApplyFn
+from ldjax._src.typing import Params
 
 __all__ = ("FULL", "TINY", "Config", "fidelity", "main", "plot", "run")
+
+
+class SeedRun(NamedTuple):
+    """One seed's training and checkpoint analyses: the summary the claims are decided on (``summary``) and the
+    detail behind the figures."""
+
+    summary: dict[str, Any]
+    trained: TrainResult
+    updates: UpdateSet
+    checkpoints: list[dict[str, Any]]
+
+
+def run_seed(
+    apply_fn: ApplyFn,
+    params: Params,
+    d: MnistData,
+    config: Config,
+    key: jax.Array,
+    *,
+    seed: int,
+    n_acc: int,
+    n_updates: int,
+    epochs_at: list[int],
+    detail: bool,
+    progress: bool,
+) -> SeedRun:
+    """Train one seed (summing the first-order forces on ``n_acc`` probes when ``n_acc > 0``), then analyse its
+    checkpoints: the one-step correlation at every one, the force map (``n_updates`` updates per class) at the
+    last one, and with ``detail`` the shown A, K, G."""
+    trained = train_with_recorder(apply_fn, params, d, config, key, n_acc=n_acc, progress=progress)
+    records = trained.records
+    updates = choose_updates(d, config.update_class, config.probe_classes, n_updates)
+    checkpoints = [
+        analyse_checkpoint(
+            apply_fn,
+            jax.tree.map(lambda leaf, e=epoch: leaf[e], records["params"]),
+            d,
+            updates,
+            epoch=epoch,
+            accuracy=float(records["accuracy"][epoch]),
+            update_class=config.update_class,
+            learning_rate=config.step_learning_rate,
+            force_map=epoch == epochs_at[-1],
+            detail=detail,
+        )
+        for epoch in epochs_at
+    ]
+    summary = {
+        "seed": seed,
+        "probe_accuracy_by_epoch": np.asarray(records["accuracy"]),
+        "one_step_correlation": [cp["correlation"] for cp in checkpoints],
+        "force_map_towards_updating_class": checkpoints[-1]["force_map_towards_updating_class"],
+        "force_map_true_class": checkpoints[-1]["force_map_true_class"],
+        "mean_distribution_by_epoch": np.asarray(records["class_probs"]),  # [epochs + 1, 10, 10]
+    }
+    return SeedRun(summary, trained, updates, checkpoints)
+
+
+def first_seed_detail(config: Config, d: MnistData, first: SeedRun, n_acc: int) -> dict[str, Any]:
+    """The first seed's detail behind the figures: the update, the shown probes, the checkpoints' A, K, G, the
+    accumulation over epochs and the final mean prediction per class."""
+    updates, trained = first.updates, first.trained
+    return {
+        "update_class": config.update_class,
+        "update_index": int(d.train_index[updates.index]),
+        "update_image": np.asarray(d.train_images[updates.index, ..., 0]),
+        "probe_classes": list(config.probe_classes),
+        "shown_probe_images": np.asarray(d.probe_images[updates.shown, ..., 0]),
+        "probe_labels": d.y_probe,
+        "train_loss": np.asarray(trained.losses),
+        "probe_accuracy_by_epoch": first.summary["probe_accuracy_by_epoch"],
+        "checkpoints": first.checkpoints,
+        "accumulation": accumulation_summary(
+            trained.records["log_probs"], trained.accumulated, d.y_probe[:n_acc]
+        ),
+        "final_mean_distribution_by_class": first.summary["mean_distribution_by_epoch"][-1],
+        "final_probe_accuracy": float(first.summary["probe_accuracy_by_epoch"][-1]),
+    }
 
 
 def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -> dict[str, Any]:
@@ -110,42 +194,25 @@ def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -
         config.force_map_updates, *(int(np.sum(d.y_train == c)) for d in data for c in range(NUM_CLASSES))
     )
 
-    per_seed, first = [], {}
+    per_seed = []
     for s, (seed, d, k) in enumerate(zip(seeds, data, keys, strict=True)):
-        trained = train_with_recorder(
-            apply_fn, inits[s], d, config, k[3], n_acc=n_acc if s == 0 else 0, progress=progress
+        seed_run = run_seed(
+            apply_fn,
+            inits[s],
+            d,
+            config,
+            k[3],
+            seed=seed,
+            n_acc=n_acc if s == 0 else 0,
+            n_updates=m,
+            epochs_at=epochs_at,
+            detail=s == 0,
+            progress=progress,
         )
-        records = trained.records
-        updates = choose_updates(d, config.update_class, config.probe_classes, m)
-        checkpoints = [
-            analyse_checkpoint(
-                apply_fn,
-                jax.tree.map(lambda leaf, e=epoch: leaf[e], records["params"]),
-                d,
-                updates,
-                epoch=epoch,
-                accuracy=float(records["accuracy"][epoch]),
-                update_class=config.update_class,
-                learning_rate=config.step_learning_rate,
-                force_map=epoch == epochs_at[-1],
-                detail=s == 0,
-            )
-            for epoch in epochs_at
-        ]
-        per_seed.append(
-            {
-                "seed": seed,
-                "probe_accuracy_by_epoch": np.asarray(records["accuracy"]),
-                "one_step_correlation": [cp["correlation"] for cp in checkpoints],
-                "force_map_towards_updating_class": checkpoints[-1]["force_map_towards_updating_class"],
-                "force_map_true_class": checkpoints[-1]["force_map_true_class"],
-                "mean_distribution_by_epoch": np.asarray(records["class_probs"]),  # [epochs + 1, 10, 10]
-            }
-        )
+        per_seed.append(seed_run.summary)
         if s == 0:
-            first = {"trained": trained, "updates": updates, "checkpoints": checkpoints}
+            first = seed_run
 
-    d, updates, trained = data[0], first["updates"], first["trained"]
     return {
         "dataset": f"{dataset_name}: {n_train} training images, {n_probes} held-out probe images per seed",
         "data_files": provenance(train_split, test_split),
@@ -159,21 +226,7 @@ def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -
         "force_map_updates_per_class": m,
         "step_learning_rate": config.step_learning_rate,
         "per_seed": per_seed,
-        # the first seed's detail, behind the figures
-        "update_class": config.update_class,
-        "update_index": int(d.train_index[updates.index]),
-        "update_image": np.asarray(d.train_images[updates.index, ..., 0]),
-        "probe_classes": list(config.probe_classes),
-        "shown_probe_images": np.asarray(d.probe_images[updates.shown, ..., 0]),
-        "probe_labels": d.y_probe,
-        "train_loss": np.asarray(trained.losses),
-        "probe_accuracy_by_epoch": per_seed[0]["probe_accuracy_by_epoch"],
-        "checkpoints": first["checkpoints"],
-        "accumulation": accumulation_summary(
-            trained.records["log_probs"], trained.accumulated, d.y_probe[:n_acc]
-        ),
-        "final_mean_distribution_by_class": per_seed[0]["mean_distribution_by_epoch"][-1],
-        "final_probe_accuracy": float(per_seed[0]["probe_accuracy_by_epoch"][-1]),
+        **first_seed_detail(config, data[0], first, n_acc),
     }
 
 

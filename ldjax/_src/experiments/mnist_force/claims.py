@@ -71,8 +71,13 @@ def confusion_lead(
 
 def fidelity(results: dict[str, Any]) -> list[claims.Row]:
     """Claims decided over the seeds (class-averaged forces, the trained model's mean prediction) and checks."""
-    per_seed = results["per_seed"]
-    maps = [np.asarray(s["force_map_towards_updating_class"]) for s in per_seed]
+    return [*force_map_claims(results), accumulation_claim(results), *force_checks(results)]
+
+
+def force_map_claims(results: dict[str, Any]) -> list[claims.Row]:
+    """``mnist.nine_pulled_most`` and ``mnist.four_raises_fours`` from every seed's force map at the last
+    checkpoint."""
+    maps = [np.asarray(s["force_map_towards_updating_class"]) for s in results["per_seed"]]
     epoch, m, n = (
         results["checkpoint_epochs"][-1],
         results["force_map_updates_per_class"],
@@ -82,10 +87,6 @@ def fidelity(results: dict[str, Any]) -> list[claims.Row]:
         f"{results['model']}; force map at epoch {epoch}: plain-SGD steps of η = {results['step_learning_rate']} "
         f"on {m} different training images per class, {n} held-out probes"
     )
-    distributions = [np.asarray(s["mean_distribution_by_epoch"]) for s in per_seed]
-    curve = np.mean([[confusion_lead(p) for p in dist] for dist in distributions], axis=0)
-    correlations = [r for s in per_seed for r in s["one_step_correlation"]]
-    epoch_corr = results["accumulation"]["epoch_correlation"]
     return [
         claims.claim(
             "mnist.nine_pulled_most",
@@ -110,18 +111,34 @@ def fidelity(results: dict[str, Any]) -> list[claims.Row]:
             ),
             note=setup,
         ),
-        claims.claim(
-            "mnist.pull_accumulates",
-            "accumulated over training, the pulls leave held-out 9s with more probability on 4 than on any other "
-            "wrong digit",
-            source=SOURCE,
-            paper="the trained model's mean π of 9s is largest on 4 after 9 (heat map; no number)",
-            values=[confusion_lead(dist[-1]) for dist in distributions],
-            criterion=claims.Above(
-                1.25, "π̄(4 | held-out 9s) / the largest π̄ of another wrong digit, after training"
-            ),
-            note=f"{results['model']}; this ratio after each epoch, mean over seeds: {np.round(curve, 2).tolist()}",
+    ]
+
+
+def accumulation_claim(results: dict[str, Any]) -> claims.Row:
+    """``mnist.pull_accumulates`` from every seed's mean prediction per class after training (the note: the
+    ratio after each epoch, mean over seeds)."""
+    distributions = [np.asarray(s["mean_distribution_by_epoch"]) for s in results["per_seed"]]
+    curve = np.mean([[confusion_lead(p) for p in dist] for dist in distributions], axis=0)
+    return claims.claim(
+        "mnist.pull_accumulates",
+        "accumulated over training, the pulls leave held-out 9s with more probability on 4 than on any other "
+        "wrong digit",
+        source=SOURCE,
+        paper="the trained model's mean π of 9s is largest on 4 after 9 (heat map; no number)",
+        values=[confusion_lead(dist[-1]) for dist in distributions],
+        criterion=claims.Above(
+            1.25, "π̄(4 | held-out 9s) / the largest π̄ of another wrong digit, after training"
         ),
+        note=f"{results['model']}; this ratio after each epoch, mean over seeds: {np.round(curve, 2).tolist()}",
+    )
+
+
+def force_checks(results: dict[str, Any]) -> list[claims.Row]:
+    """The one-step prediction at every checkpoint of every seed and the per-epoch accumulation (first seed)."""
+    per_seed = results["per_seed"]
+    correlations = [r for s in per_seed for r in s["one_step_correlation"]]
+    epoch_corr = results["accumulation"]["epoch_correlation"]
+    return [
         claims.check(
             "mnist.one_step_correlation",
             "predicted vs actual Δ log π for one SGD step on a 4 (all probes, all classes)",
@@ -129,7 +146,7 @@ def fidelity(results: dict[str, Any]) -> list[claims.Row]:
             holds=min(correlations) >= 0.99,
             criterion="Pearson r >= 0.99, smallest over seeds and checkpoints",
             seeds=len(per_seed),
-            note=f"η = {results['step_learning_rate']}; {n} probes x 10 classes",
+            note=f"η = {results['step_learning_rate']}; {results['n_probes']} probes x 10 classes",
         ),
         claims.check(
             "mnist.epoch_accumulation",
