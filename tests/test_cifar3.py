@@ -16,6 +16,10 @@ from ldjax.data import load_cifar3
 from ldjax.data import renormalise
 from ldjax.models import ResNet
 
+from notebook_runner import flags
+from notebook_runner import notebook_fixture
+from notebook_runner import replay_run
+
 DATA = os.environ.get("LDJAX_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
 HAVE_CIFAR = (Path(DATA) / "cifar10_test.npz").exists() and (Path(DATA) / "cifar10h_probs.npy").exists()
 needs_cifar = pytest.mark.skipif(not HAVE_CIFAR, reason=f"CIFAR-10 / CIFAR-10H not in {DATA}")
@@ -111,26 +115,8 @@ def test_pull_matches_explicit_kernel():
     np.testing.assert_allclose(got, np.asarray(reference(params, x)), rtol=2e-4, atol=1e-8)
 
 
-TINY_COMMON = {
-    "train_size": 100,
-    "val_size": 100,
-    "epochs": 2,
-    "widths": (4, 8),
-    "blocks": (1, 1),
-    "batch_size": 25,
-}
-TINY = {**TINY_COMMON, "num_seeds": 2, "num_observed": 2, "num_pull": 2}
-TINY_FILTER_KD = {**TINY_COMMON, "num_seeds": 2, "noises": (0.2, 0.4), "temperatures": (1.0, 4.0)}
-
-
-def flags(values):
-    argv = []
-    for key, value in values.items():
-        argv += [
-            "--" + key.replace("_", "-"),
-            ",".join(map(str, value)) if isinstance(value, tuple) else str(value),
-        ]
-    return argv
+cifar3_notebook = notebook_fixture("cifar3_paths", env={"LDJAX_DATA_DIR": DATA})
+filter_kd_notebook = notebook_fixture("filter_kd", env={"LDJAX_DATA_DIR": DATA})
 
 
 def test_observed_examples_prefer_clear_zigzags():
@@ -213,10 +199,14 @@ def test_filter_table_is_saved_at_the_best_epoch():
 
 
 @needs_cifar
-def test_cifar3_experiment_smoke(tmp_path):
-    from ldjax.experiments import cifar3_paths as cp
+def test_cifar3_experiment_smoke(cifar3_notebook, tmp_path, monkeypatch):
+    """The experiment at TINY, run by its notebook; ``main`` turns the flags into TINY and saves that run."""
+    from ldjax._src.experiments import cifar3_paths as cp
 
-    assert cp.main(["--out", str(tmp_path), "--data-dir", DATA, "--no-progress", *flags(TINY)]) == 0
+    assert cifar3_notebook["config"] == cp.TINY
+    monkeypatch.setattr(cp, "run", replay_run(cifar3_notebook["results"], cp.TINY))
+    argv = ["--out", str(tmp_path), "--data-dir", DATA, "--no-progress", *flags(cp.TINY, cp.Config())]
+    assert cp.main(argv) == 0
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["complete"] and "CIFAR-10H" in saved["dataset"]
     res = saved["results"]
@@ -234,10 +224,20 @@ def test_cifar3_experiment_smoke(tmp_path):
 
 
 @needs_cifar
-def test_filter_kd_smoke(tmp_path):
-    from ldjax.experiments import filter_kd
+def test_filter_kd_smoke(filter_kd_notebook, tmp_path, monkeypatch):
+    """The experiment at TINY, run by its notebook; ``main`` turns the flags into TINY and saves that run."""
+    from ldjax._src.experiments import filter_kd
 
-    argv = ["--out", str(tmp_path), "--data-dir", DATA, "--no-progress", *flags(TINY_FILTER_KD)]
+    assert filter_kd_notebook["config"] == filter_kd.TINY
+    monkeypatch.setattr(filter_kd, "run", replay_run(filter_kd_notebook["results"], filter_kd.TINY))
+    argv = [
+        "--out",
+        str(tmp_path),
+        "--data-dir",
+        DATA,
+        "--no-progress",
+        *flags(filter_kd.TINY, filter_kd.Config()),
+    ]
     assert filter_kd.main(argv) == 0
     saved = json.loads((tmp_path / "results.json").read_text())
     assert "CIFAR-10H" in saved["dataset"] and saved["results"]["data_files"]

@@ -17,6 +17,8 @@ from ldjax._src.experiments.compositional import report
 from ldjax._src.experiments.compositional import task as task_lib
 from ldjax._src.losses.classification import cross_entropy
 
+from notebook_runner import notebook_fixture
+
 
 def test_the_mappings_are_bijections_and_the_split_is_balanced():
     config = task_lib.Config(values=6, heldout_per_value=2, noise_fraction=0.25)
@@ -196,9 +198,13 @@ def test_checks_catch_a_bad_prediction():
 # ------------------------------------------------------------------------------------------------ smoke run
 
 
-def test_tiny_run_records_decomposes_and_plots(tmp_path, monkeypatch):
-    config = compositional.TINY
-    r = compositional.run(config, progress=False)
+notebook = notebook_fixture("compositional")
+
+
+def test_tiny_run_records_decomposes_and_plots(notebook, tmp_path, monkeypatch):
+    """The experiment at TINY, run by its notebook (one run for the notebook and the smoke test)."""
+    config, r = notebook["config"], notebook["results"]
+    assert config == compositional.TINY
     maps, records, seeds = len(compositional.MAPS), config.epochs + 1, config.seeds
     assert np.shape(r["train_accuracy"]) == (maps, records, seeds)
     assert np.shape(r["others"]) == (maps, config.epochs, seeds, 2)
@@ -208,9 +214,10 @@ def test_tiny_run_records_decomposes_and_plots(tmp_path, monkeypatch):
     assert [row.id for row in rows if row.kind == "claim"] == list(report.CLAIMS)
     assert all(row.seeds == seeds for row in rows if row.kind == "claim")
     assert all(row.holds for row in rows if row.kind == "check"), [row for row in rows if not row.holds]
-    names = [p.name for p in compositional.plot(r, tmp_path)]
-    assert names == ["compositional_learning.png", "compositional_forces.png", "compositional_force_map.png"]
+    names = sorted(p.name for p in notebook["out"].glob("*.png"))  # drawn by the notebook's plot cell
+    assert names == ["compositional_force_map.png", "compositional_forces.png", "compositional_learning.png"]
     monkeypatch.setattr(compositional, "run", lambda config, data_dir=None, progress=True: r)
+    monkeypatch.setattr(compositional, "plot", lambda results, out_dir: [])  # drawn by the notebook
     assert compositional.main(["--seeds", "2", "--out", str(tmp_path / "cli"), "--no-progress"]) == 0
     saved = json.loads((tmp_path / "cli" / "results.json").read_text())
     assert (

@@ -1,6 +1,7 @@
 """Every registered experiment is one module with its public wrapper, notebook and README line."""
 
 import importlib
+import re
 import runpy
 import warnings
 from pathlib import Path
@@ -12,7 +13,7 @@ from ldjax._src.experiments import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = [spec.name for spec in registry.EXPERIMENTS]
-PUBLIC = ("Config", "FULL", "run", "plot", "fidelity", "main")
+PUBLIC = ("Config", "FULL", "TINY", "run", "plot", "fidelity", "main")
 OLD_NAMES = {
     "mnist": "mnist_force",
     "gaussian": "gaussian_paths",
@@ -95,3 +96,13 @@ def test_older_names_select_the_experiment_they_mean():
     assert sorted(aliases) == sorted(OLD_NAMES) and not set(aliases) & set(NAMES)
     with pytest.raises(ValueError, match=r"unknown experiment 'nope'.*older names: mnist = mnist_force"):
         registry.get("nope")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_experiments_smoke_test_runs_its_notebook_at_tiny(name):
+    """The notebook's tiny settings are the experiment's ``TINY``, and a test runs the notebook so."""
+    cells = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4).cells
+    code = "\n".join(cell.source for cell in cells if cell.cell_type == "code")
+    assert "experiment.TINY if" in code, f"notebooks/{name}.ipynb: tiny settings other than experiment.TINY"
+    tests = "\n".join(path.read_text() for path in (ROOT / "tests").glob("test_*.py"))
+    assert re.search(rf'notebook_fixture\("{name}"[,)]', tests), f"no test runs notebooks/{name}.ipynb"

@@ -13,6 +13,10 @@ from ldjax.data import gaussian_toy
 from ldjax.data import split_toy
 from ldjax.data import symmetric_label_noise
 
+from notebook_runner import flags
+from notebook_runner import notebook_fixture
+from notebook_runner import replay_run
+
 
 @pytest.mark.float64
 def test_p_star_matches_bayes_rule_in_float64():
@@ -61,17 +65,6 @@ def test_label_noise_rejects_bad_input():
         symmetric_label_noise(jnp.zeros(3, jnp.int32), 3, 1.5, key=jax.random.key(0))
     with pytest.raises(ValueError, match="num_classes"):
         symmetric_label_noise(jnp.zeros(3, jnp.int32), 1, 0.5, key=jax.random.key(0))
-
-
-TINY = {
-    "n": 4000,
-    "num_seeds": 2,
-    "path_seeds": 1,
-    "epochs": 3,
-    "hidden": 16,
-    "mixes": (0.5,),
-    "plot_every": 2,
-}
 
 
 def test_spearman_matches_the_rank_definition():
@@ -173,15 +166,16 @@ def test_hard_samples_zigzag_on_small_toy():
     assert np.mean(np.argmax(p_star, 1) != labels) > 0.5
 
 
-def test_gaussian_experiment_smoke(tmp_path):
-    from ldjax.experiments import gaussian_paths as gp
+notebook = notebook_fixture("gaussian_paths")
 
-    argv = ["--out", str(tmp_path), "--no-progress"]
-    for key, value in TINY.items():
-        argv += [
-            "--" + key.replace("_", "-"),
-            ",".join(map(str, value)) if isinstance(value, tuple) else str(value),
-        ]
+
+def test_gaussian_experiment_smoke(notebook, tmp_path, monkeypatch):
+    """The experiment at TINY, run by its notebook; ``main`` turns the flags into TINY and saves that run."""
+    from ldjax._src.experiments import gaussian_paths as gp
+
+    assert notebook["config"] == gp.TINY
+    monkeypatch.setattr(gp, "run", replay_run(notebook["results"], gp.TINY))
+    argv = ["--out", str(tmp_path), "--no-progress", *flags(gp.TINY, gp.Config())]
     assert gp.main(argv) == 0
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["complete"] and "Gaussian" in saved["dataset"]

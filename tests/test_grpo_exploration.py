@@ -1,16 +1,12 @@
 """GRPO exploration experiment: the graph-walk task, pass@k, sampling, the claims' statistics, a smoke run."""
 
-import ast
 import dataclasses
 import itertools
 import json
 import math
-import re
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import nbformat
 import numpy as np
 import pytest
 
@@ -20,26 +16,9 @@ from ldjax._src.data.graph_walks import GraphWalks
 from ldjax._src.data.graph_walks import walk_rewards
 from ldjax._src.experiments import grpo_exploration as ge
 
-TINY = ge.Config(
-    seeds=(0, 1, 2),
-    width=8,
-    steps=2,
-    n_train=16,
-    n_heldout=8,
-    d_model=16,
-    n_heads=2,
-    n_layers=1,
-    d_ff=32,
-    pretrain_docs=200,
-    pretrain_steps=20,
-    iterations=4,
-    prompts_per_iteration=4,
-    group_size=4,
-    eval_samples=16,
-    record_every=2,
-    record_samples=16,
-)
-"""The smoke test's settings; notebooks/grpo_exploration.ipynb uses the same under LDJAX_NOTEBOOK_TINY."""
+from notebook_runner import notebook_fixture
+
+TINY = ge.TINY
 
 
 # -------------------------------------------------------------------------------------------------
@@ -93,6 +72,15 @@ def test_path_counts_match_enumeration_and_prompts_split(task):
     np.testing.assert_array_equal(again.heldout_pairs, task.heldout_pairs)
     assert not np.array_equal(GraphWalks(6, 3, 2, n_train=12, n_heldout=6, seed=4).adjacency, task.adjacency)
     assert np.all(task.adjacency.sum(-1) == 2)
+
+
+def test_a_row_of_the_prompt_pairs_is_a_prompt(task):
+    """``task.solutions(*task.heldout_pairs[0])``: NumPy integers from the pair arrays are accepted."""
+    for pairs in (task.train_pairs, task.heldout_pairs):
+        s, g = pairs[0]
+        assert task.solutions(s, g) == task.solutions(int(s), int(g))
+        walk = task.solutions(s, g)[0]
+        np.testing.assert_array_equal(task.sequence(s, g, walk), task.sequence(int(s), int(g), walk))
 
 
 def test_pretraining_corpus_holds_solutions_of_train_prompts_only(task):
@@ -324,9 +312,13 @@ def test_concentration_needs_both_halves():
 # smoke run
 
 
-@pytest.mark.slow  # about 30 s of CPU, mostly compiling; the notebook runs the same settings in `make test`
-def test_tiny_run_checks_figures_and_cli(tmp_path, monkeypatch):
-    results = ge.run(TINY, progress=False)
+notebook = notebook_fixture("grpo_exploration")
+
+
+def test_tiny_run_checks_figures_and_cli(notebook, tmp_path, monkeypatch):
+    """The experiment at TINY, run by its notebook (one run for the notebook and the smoke test)."""
+    assert notebook["config"] == TINY
+    results = notebook["results"]
     n_seeds, n_records = len(TINY.seeds), TINY.iterations // TINY.record_every + 1
     assert np.asarray(results["base_passk"]).shape == (n_seeds, len(results["ks"]))
     assert results["ks"][-1] == TINY.eval_samples
@@ -345,25 +337,19 @@ def test_tiny_run_checks_figures_and_cli(tmp_path, monkeypatch):
     checks = {row.id: row for row in rows if row.kind == "check"}
     assert all(row.holds for row in checks.values()), checks
     assert sum(row.kind == "claim" for row in rows) == 6
-    names = [p.name for p in ge.plot(results, tmp_path)]
+    names = sorted(p.name for p in notebook["out"].glob("*.png"))  # drawn by the notebook's plot cell
     assert names == [
-        "grpo_passk.png",
         "grpo_candidate_probs.png",
-        "grpo_training.png",
         "grpo_force_split.png",
+        "grpo_passk.png",
+        "grpo_training.png",
     ]
     monkeypatch.setattr(ge, "run", lambda config, data_dir=None, progress=True: results)
+    monkeypatch.setattr(ge, "plot", lambda results, out_dir: [])  # drawn by the notebook
     assert ge.main(["--iterations", "4", "--out", str(tmp_path / "cli"), "--no-progress"]) == 0
     saved = json.loads((tmp_path / "cli" / "results.json").read_text())
     assert saved["config"]["iterations"] == 4 and "layered-graph walks" in saved["dataset"]
     assert {row["id"] for row in saved["fidelity"]} >= set(COUNTER_EXAMPLES)
-
-
-def test_the_notebook_runs_the_smoke_test_settings():
-    path = Path(__file__).resolve().parents[1] / "notebooks" / "grpo_exploration.ipynb"
-    code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
-    literal = re.search(r"replace\(experiment\.Config\(\), \*\*(\{.*?\})\) if TINY", code).group(1)
-    assert dataclasses.replace(ge.Config(), **ast.literal_eval(literal)) == TINY
 
 
 def test_config_errors():

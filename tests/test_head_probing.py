@@ -8,6 +8,8 @@ import pytest
 from ldjax._src.experiments import head_probing
 from ldjax.experiments.head_probing import TINY
 
+from notebook_runner import notebook_fixture
+
 IDS = (
     "ch6.distance_grows_with_energy",
     "ch6.inner_product_rises_then_falls",
@@ -17,9 +19,14 @@ IDS = (
 )
 
 
+notebook = notebook_fixture("head_probing")
+
+
 @pytest.fixture(scope="module")
-def tiny():
-    return head_probing.run(TINY, progress=False)
+def tiny(notebook):
+    """The experiment at TINY, run by its notebook (one run for the notebook and the smoke test)."""
+    assert notebook["config"] == TINY
+    return notebook["results"]
 
 
 def test_smoke_run_shapes_and_invariants(tiny):
@@ -44,16 +51,16 @@ def test_smoke_run_shapes_and_invariants(tiny):
         assert np.shape(r["first_update"][name]) == (taus,), name
 
 
-def test_fidelity_rows_plot_and_cli(tiny, tmp_path, monkeypatch):
+def test_fidelity_rows_plot_and_cli(tiny, notebook, tmp_path, monkeypatch):
     rows = head_probing.fidelity(tiny)
     assert [row.id for row in rows] == list(IDS)
     assert [row.kind for row in rows] == ["claim"] * 3 + ["check"] * 2
     assert all(row.seeds == TINY.seeds for row in rows[:3])
     assert rows[3].holds and rows[4].holds  # the decomposition's self-tests hold at any size
-    names = [p.name for p in head_probing.plot(tiny, tmp_path)]
-    assert names == ["head_probing_energy_trend.png", "head_probing_epochs.png", "head_probing_accuracy.png"]
+    names = sorted(p.name for p in notebook["out"].glob("*.png"))  # drawn by the notebook's plot cell
+    assert names == ["head_probing_accuracy.png", "head_probing_energy_trend.png", "head_probing_epochs.png"]
     monkeypatch.setattr(head_probing, "run", lambda config, data_dir=None, progress=True: tiny)
-    monkeypatch.setattr(head_probing, "plot", lambda results, out_dir: [])  # drawn above
+    monkeypatch.setattr(head_probing, "plot", lambda results, out_dir: [])  # drawn by the notebook
     assert head_probing.main(["--seeds", "3", "--out", str(tmp_path / "cli"), "--no-progress"]) == 0
     saved = json.loads((tmp_path / "cli" / "results.json").read_text())
     assert [row["id"] for row in saved["fidelity"]] == list(IDS)

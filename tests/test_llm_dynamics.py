@@ -17,6 +17,8 @@ from ldjax._src.experiments.llm_dynamics import phases
 from ldjax._src.experiments.llm_dynamics import report
 from ldjax._src.experiments.llm_dynamics import world
 
+from notebook_runner import notebook_fixture
+
 
 @pytest.fixture(scope="module")
 def lang():
@@ -215,9 +217,14 @@ def test_force_checks_catch_a_bad_prediction():
 # ------------------------------------------------------------------------------------------------ runs
 
 
+notebook = notebook_fixture("llm_dynamics")
+
+
 @pytest.fixture(scope="module")
-def tiny_results():
-    return llm.run(llm.TINY, progress=False)
+def tiny_results(notebook):
+    """The experiment at TINY, run by its notebook (one run for the notebook and the smoke test)."""
+    assert notebook["config"] == llm.TINY
+    return notebook["results"]
 
 
 def test_tiny_run_records_every_phase_and_checks_the_first_adam_step(tiny_results, tmp_path, monkeypatch):

@@ -25,6 +25,8 @@ from ldjax.experiments.mnist_force import fidelity
 from ldjax.experiments.mnist_force import main
 from ldjax.experiments.mnist_force import run
 
+from notebook_runner import notebook_fixture
+
 REAL = bool(os.environ.get("LDJAX_DATA_DIR"))
 IDS = [
     "mnist.nine_pulled_most",
@@ -35,10 +37,14 @@ IDS = [
 ]
 
 
+notebook = notebook_fixture("mnist_force")
+
+
 @pytest.fixture(scope="module")
-def small():
-    # TINY is also the notebook's size under LDJAX_NOTEBOOK_TINY (the same compiled programs).
-    return run(TINY, data_dir=os.environ.get("LDJAX_DATA_DIR"), progress=False)
+def small(notebook):
+    """The experiment at TINY, run by its notebook (one run for the notebook and the smoke test)."""
+    assert notebook["config"] == TINY and notebook["results"] is not None
+    return notebook["results"]
 
 
 def test_smoke_run_and_fidelity(small):

@@ -1,26 +1,35 @@
-"""Every notebook runs top to bottom (tiny settings via LDJAX_NOTEBOOK_TINY) and is stored without outputs.
+"""Every notebook is stored without outputs and runs top to bottom.
 
-The kernel inherits this process's environment, so it shares the run's JAX compilation cache (conftest.py):
-a notebook whose tiny settings equal its experiment's smoke test reuses the smoke test's compiled programs.
-No per-cell wall-clock limit (a loaded machine is slow, not wrong); ``HANG_GUARD`` only ends a hung kernel.
+In ``make test`` the cells run in the test process (tests/notebook_runner.py) at the tiny settings
+(``LDJAX_NOTEBOOK_TINY``): an experiment's notebook is run by that experiment's smoke test, which then checks
+the notebook's results (one run for both; tests/test_experiment_registry.py checks that each experiment's
+notebook is run so); the notebooks that belong to no experiment run here. ``make test-slow`` runs every
+notebook in a real Jupyter kernel at its own settings, as a reader does. No per-cell wall-clock limit (a
+loaded machine is slow, not wrong); ``HANG_GUARD`` only ends a hung kernel.
 """
 
 import os
-from pathlib import Path
 
 import nbformat
 import pytest
 
+from ldjax._src.experiments import registry
+
+from notebook_runner import NOTEBOOKS
+from notebook_runner import execute_notebook
+
 # Seconds a cell (or the kernel's start) may take before the test gives up: it catches a hang, not a slow machine.
 HANG_GUARD = 3600
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
+EXPERIMENT_NOTEBOOKS = {spec.name for spec in registry.EXPERIMENTS}
+OTHER_NOTEBOOKS = sorted(p.stem for p in PATHS if p.stem not in EXPERIMENT_NOTEBOOKS)
 
 
 def test_there_are_notebooks():
-    assert any(p.name == "use_ldjax_on_your_model.ipynb" for p in NOTEBOOKS)
+    assert "use_ldjax_on_your_model" in OTHER_NOTEBOOKS and "force_attribution" in OTHER_NOTEBOOKS
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+@pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
 def test_notebook_is_stripped(path):
     notebook = nbformat.read(path, as_version=4)
     for cell in notebook.cells:
@@ -28,24 +37,20 @@ def test_notebook_is_stripped(path):
             assert not cell.outputs and cell.execution_count is None, f"{path.name}: outputs are not stripped"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs(path, tmp_path, monkeypatch):
-    """At the tiny settings (``LDJAX_NOTEBOOK_TINY``): every cell runs, in seconds."""
-    monkeypatch.setenv("LDJAX_NOTEBOOK_TINY", "1")
-    run_notebook(path, tmp_path, monkeypatch)
+@pytest.mark.parametrize("name", OTHER_NOTEBOOKS)
+def test_notebook_runs(name, tmp_path):
+    """At the tiny settings (``LDJAX_NOTEBOOK_TINY``): every cell runs."""
+    namespace = execute_notebook(name, tmp_path)
+    assert namespace["TINY"] is True
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+@pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
 def test_notebook_runs_at_its_own_settings(path, tmp_path, monkeypatch):
-    """As a reader runs it: the experiment's quick settings (minutes each; ``make test-slow``)."""
-    monkeypatch.delenv("LDJAX_NOTEBOOK_TINY", raising=False)
-    run_notebook(path, tmp_path, monkeypatch)
-
-
-def run_notebook(path, tmp_path, monkeypatch):
+    """As a reader runs it, in a Jupyter kernel: the experiment's quick settings (minutes each)."""
     from nbclient import NotebookClient
 
+    monkeypatch.delenv("LDJAX_NOTEBOOK_TINY", raising=False)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     notebook = nbformat.read(path, as_version=4)

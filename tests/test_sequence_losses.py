@@ -204,6 +204,18 @@ def test_simko_matches_slow_reference():
     assert np.all(diff[~changed] < 1e-14) and np.all(diff[changed] > 0)
 
 
+@pytest.mark.float64
+def test_simko_takes_traced_alpha_and_scale_and_alpha_0_scale_1_is_grpo():
+    """α and λ may be traced (an experiment vmaps one loss over its methods): same values as the floats."""
+    _, logits, tokens, mask, adv = _policy_problem(5)
+    target = losses.PolicyTarget(tokens, mask, adv)
+    settings = jnp.array([[0.0, 1.0], [0.01, 1.1]])  # GRPO, SimKO
+    traced = jax.jit(jax.vmap(lambda ab: losses.simko(logits, target, alpha=ab[0], scale=ab[1])))(settings)
+    for got, (alpha, scale) in zip(traced, settings.tolist(), strict=True):
+        np.testing.assert_allclose(got, losses.simko(logits, target, alpha=alpha, scale=scale), rtol=1e-12)
+    np.testing.assert_allclose(traced[0], losses.grpo(logits, target), rtol=1e-12)
+
+
 @pytest.mark.parametrize("kind", ["grpo", "simko"])
 @pytest.mark.float64
 def test_clipped_surrogate_matches_slow_reference(kind):

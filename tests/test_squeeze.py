@@ -11,12 +11,19 @@ import pytest
 
 from ldjax._src.experiments import squeeze
 
+from notebook_runner import notebook_fixture
+
 TINY = squeeze.TINY
 
 
+notebook = notebook_fixture("squeeze")
+
+
 @pytest.fixture(scope="module")
-def tiny():
-    return squeeze.run(TINY, progress=False)
+def tiny(notebook):
+    """The experiment at TINY, run by its notebook (one run for the notebook and the smoke test)."""
+    assert notebook["config"] == TINY
+    return notebook["results"]
 
 
 @pytest.mark.parametrize("case", ["negative", "positive", "pair"])
@@ -85,7 +92,7 @@ def _rows(results):
     return {row.id: row for row in squeeze.fidelity(results)}
 
 
-def test_smoke_run_plots_and_cli(tiny, tmp_path, monkeypatch):
+def test_smoke_run_plots_and_cli(tiny, notebook, tmp_path, monkeypatch):
     rows = _rows(tiny)
     assert len(tiny["per_seed"]) == TINY.seeds == 5
     assert sorted(rows) == sorted(
@@ -106,8 +113,9 @@ def test_smoke_run_plots_and_cli(tiny, tmp_path, monkeypatch):
     )
     assert all(row.seeds == 5 for row in rows.values())
     assert np.asarray(tiny["sweep"]["argmax_gain"]).shape == (3, 3)
-    assert [p.name for p in squeeze.plot(tiny, tmp_path)] == ["squeeze_cases.png", "squeeze_sweep.png"]
+    assert sorted(p.name for p in notebook["out"].glob("*.png")) == ["squeeze_cases.png", "squeeze_sweep.png"]
     monkeypatch.setattr(squeeze, "run", lambda config, data_dir=None, progress=True: tiny)
+    monkeypatch.setattr(squeeze, "plot", lambda results, out_dir: [])  # drawn by the notebook
     assert squeeze.main(["--vocab-sizes", "20", "--out", str(tmp_path / "cli"), "--no-progress"]) == 0
     saved = json.loads((tmp_path / "cli" / "results.json").read_text())
     assert saved["dataset"].startswith("synthetic") and saved["fidelity"][-1]["kind"] == "check"

@@ -2,6 +2,7 @@
 
 from ldjax._src.experiments.grpo_exploration import FULL
 from ldjax._src.experiments.grpo_exploration import METHODS
+from ldjax._src.experiments.grpo_exploration import TINY
 from ldjax._src.experiments.grpo_exploration import Config
 from ldjax._src.experiments.grpo_exploration import candidate_probs
 from ldjax._src.experiments.grpo_exploration import fidelity
@@ -13,6 +14,7 @@ from ldjax._src.experiments.grpo_exploration import sample_fn
 
 __all__ = (
     "FULL",
+    "TINY",
     "METHODS",
     "Config",
     "candidate_probs",

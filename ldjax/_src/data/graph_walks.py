@@ -186,14 +186,18 @@ class GraphWalks:
         """Binary rewards of ``seqs`` (see :func:`walk_rewards`)."""
         return np.asarray(walk_rewards(self.adjacency, seqs))
 
-    def solutions(self, source: int, goal: int) -> list[tuple[int, ...]]:
-        """Every correct answer (node indices ``v_1 … v_L``) of the prompt (``source``, ``goal``)."""
+    def solutions(self, source: int | np.integer, goal: int | np.integer) -> list[tuple[int, ...]]:
+        """Every correct answer (node indices ``v_1 … v_L``) of the prompt (``source``, ``goal``).
+
+        ``source`` and ``goal`` may be Python or NumPy integers (a row of ``train_pairs`` / ``heldout_pairs``).
+        """
+        source, goal = int(source), int(goal)
         walks = [(source,)]
         for layer in range(self.steps):
             walks = [w + (int(j),) for w in walks for j in np.flatnonzero(self.adjacency[layer, w[-1]])]
         return [w[1:] for w in walks if w[-1] == goal]
 
-    def sequence(self, source: int, goal: int, walk) -> np.ndarray:
+    def sequence(self, source: int | np.integer, goal: int | np.integer, walk) -> np.ndarray:
         """The token sequence of prompt (``source``, ``goal``) answered by ``walk`` (node indices)."""
         seq = self.prompts([(source, goal)])[0]
         seq[PROMPT_LEN:] = [self.token(layer + 1, int(node)) for layer, node in enumerate(walk)]

@@ -180,8 +180,8 @@ def simko(
     target: PolicyTarget,
     *,
     top_k: int = 3,
-    alpha: float = 0.01,
-    scale: float = 1.1,
+    alpha: float | Float[ArrayLike, ""] = 0.01,
+    scale: float | Float[ArrayLike, ""] = 1.1,
     quantile: float = 0.8,
     clip: float = 0.2,
 ) -> Float[Array, ""]:
@@ -191,8 +191,9 @@ def simko(
       logits: ``[n, T, V]``.
       target: :class:`PolicyTarget`.
       top_k: K, the number of top candidates that share a positive update.
-      alpha: α, their share.
-      scale: λ, the factor on a negative update whose sampled token is the top-1.
+      alpha: α, their share (a float, or a scalar array: it may be traced, e.g. vmapped over settings).
+      scale: λ, the factor on a negative update whose sampled token is the top-1 (a float or a scalar
+        array, like ``alpha``; α = 0 and λ = 1 is GRPO).
       quantile: tokens whose entropy is strictly above this quantile of their own response's masked
         tokens are modified.
       clip: ε of the clipped surrogate (used with ``target.old_log_probs``).
@@ -212,8 +213,8 @@ def simko_token_terms(
     target: PolicyTarget,
     *,
     top_k: int,
-    alpha: float,
-    scale: float,
+    alpha: float | Float[ArrayLike, ""],
+    scale: float | Float[ArrayLike, ""],
     quantile: float,
 ) -> Float[Array, "n T"]:
     r"""SimKO's per-token term :math:`\ell_{it}` (its gradient; the selections are constants).

@@ -56,12 +56,13 @@ from ldjax._src.experiments.cifar3_paths.analysis import test_scores
 from ldjax._src.experiments.cifar3_paths.claims import fidelity
 from ldjax._src.experiments.cifar3_paths.claims import pull_claim
 from ldjax._src.experiments.cifar3_paths.config import FULL
+from ldjax._src.experiments.cifar3_paths.config import TINY
 from ldjax._src.experiments.cifar3_paths.config import Config
 from ldjax._src.experiments.cifar3_paths.data import make_splits
 from ldjax._src.experiments.cifar3_paths.training import train_paths
 from ldjax._src.experiments.fitting import predict_fn
 
-__all__ = ("FULL", "Config", "fidelity", "main", "observed_examples", "plot", "pull_claim", "run")
+__all__ = ("FULL", "TINY", "Config", "fidelity", "main", "observed_examples", "plot", "pull_claim", "run")
 
 
 def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -> dict[str, Any]:

@@ -41,3 +41,16 @@ FULL = Config(
     records_per_epoch=2,
     num_observed=8,
 )
+
+#: The tiny run shared by the smoke test and the notebook under ``LDJAX_NOTEBOOK_TINY``: every phase, in seconds.
+TINY = Config(
+    train_size=100,
+    val_size=100,
+    epochs=2,
+    widths=(4, 8),
+    blocks=(1, 1),
+    batch_size=25,
+    num_seeds=2,
+    num_observed=2,
+    num_pull=2,
+)

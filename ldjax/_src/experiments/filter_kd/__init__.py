@@ -49,11 +49,12 @@ from ldjax._src.experiments import path_figures
 from ldjax._src.experiments.filter_kd.claims import fidelity
 from ldjax._src.experiments.filter_kd.config import FULL
 from ldjax._src.experiments.filter_kd.config import METHODS
+from ldjax._src.experiments.filter_kd.config import TINY
 from ldjax._src.experiments.filter_kd.config import Config
 from ldjax._src.experiments.filter_kd.phases import filter_table
 from ldjax._src.experiments.filter_kd.scores import compare
 
-__all__ = ("FULL", "Config", "fidelity", "filter_table", "main", "plot", "run")
+__all__ = ("FULL", "TINY", "Config", "fidelity", "filter_table", "main", "plot", "run")
 
 
 def run(config: Config, *, data_dir: str | None = None, progress: bool = True) -> dict[str, Any]:

@@ -48,6 +48,19 @@ FULL = Config(
     batch_size=128,
 )
 
+#: The tiny run shared by the smoke test and the notebook under ``LDJAX_NOTEBOOK_TINY``: every phase, in seconds.
+TINY = Config(
+    train_size=100,
+    val_size=100,
+    epochs=2,
+    widths=(4, 8),
+    blocks=(1, 1),
+    batch_size=25,
+    num_seeds=2,
+    noises=(0.2, 0.4),
+    temperatures=(1.0, 4.0),
+)
+
 
 def data_config(config: Config) -> cifar3_config.Config:
     """The CIFAR-3 split and model settings of this comparison."""

@@ -64,6 +64,7 @@ from ldjax._src.experiments.gaussian_paths.targets import compare_targets
 from ldjax._src.experiments.gaussian_paths.targets import method_table
 from ldjax._src.experiments.gaussian_paths.toy import FULL
 from ldjax._src.experiments.gaussian_paths.toy import METHODS
+from ldjax._src.experiments.gaussian_paths.toy import TINY
 from ldjax._src.experiments.gaussian_paths.toy import Config
 from ldjax._src.experiments.gaussian_paths.toy import mix_name
 from ldjax._src.experiments.gaussian_paths.toy import seed_data
@@ -73,6 +74,7 @@ from ldjax._src.experiments.gaussian_paths.zigzag import update_picture
 
 __all__ = (
     "FULL",
+    "TINY",
     "METHODS",
     "Config",
     "fidelity",

@@ -49,6 +49,9 @@ class Config:
 
 FULL = Config(num_seeds=10, path_seeds=5, mixes=tuple(round(0.05 + 0.09 * i, 2) for i in range(10)))
 
+#: The tiny run shared by the smoke test and the notebook under ``LDJAX_NOTEBOOK_TINY``: every phase, in seconds.
+TINY = Config(n=4000, num_seeds=2, path_seeds=1, epochs=3, hidden=16, mixes=(0.5,), plot_every=2)
+
 
 class SeedData(NamedTuple):
     """One seed's draw of the toy, its training labels and its easy / medium / hard samples."""

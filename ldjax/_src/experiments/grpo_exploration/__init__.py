@@ -73,6 +73,7 @@ from ldjax._src.experiments.grpo_exploration.report import fidelity
 from ldjax._src.experiments.grpo_exploration.report import plot
 from ldjax._src.experiments.grpo_exploration.world import FULL
 from ldjax._src.experiments.grpo_exploration.world import METHODS
+from ldjax._src.experiments.grpo_exploration.world import TINY
 from ldjax._src.experiments.grpo_exploration.world import Config
 from ldjax._src.experiments.grpo_exploration.world import build_model
 from ldjax._src.experiments.grpo_exploration.world import make_tasks
@@ -84,6 +85,7 @@ __all__ = (
     "METHODS",
     "SOURCE_GRPO",
     "SOURCE_SIMKO",
+    "TINY",
     "TOP_CANDIDATES",
     "Config",
     "argmax_gain_stats",

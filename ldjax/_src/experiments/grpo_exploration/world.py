@@ -74,6 +74,27 @@ FULL = Config(
     record_samples=32,
 )
 
+#: The tiny run shared by the smoke test and the notebook under ``LDJAX_NOTEBOOK_TINY``: every phase, in seconds.
+TINY = Config(
+    seeds=(0, 1, 2),
+    width=8,
+    steps=2,
+    n_train=16,
+    n_heldout=8,
+    d_model=16,
+    n_heads=2,
+    n_layers=1,
+    d_ff=32,
+    pretrain_docs=200,
+    pretrain_steps=20,
+    iterations=4,
+    prompts_per_iteration=4,
+    group_size=4,
+    eval_samples=16,
+    record_every=2,
+    record_samples=16,
+)
+
 
 def make_tasks(config: Config) -> list[GraphWalks]:
     """One graph-walk task per seed (:mod:`ldjax._src.data.graph_walks`), after checking the settings."""
