@@ -1,5 +1,6 @@
 """Noisy CIFAR-3: renormalised human p*, exact label noise, the im2col ResNet, and the experiment's smoke run."""
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -196,6 +197,20 @@ def test_filter_table_is_saved_at_the_best_epoch():
     got = filter_kd.filter_table(run, 0, temperature=2.0, decay=0.9)
     ref = paths.filter_targets(jax.nn.softmax(visits[:2, 0] / 2.0, -1), decay=0.9, seen=seen[:2, 0])
     np.testing.assert_allclose(got, np.asarray(ref), rtol=1e-6)
+
+
+@needs_cifar
+def test_test_size_takes_the_first_images_of_the_test_part():
+    from ldjax._src.experiments import cifar3_paths as cp
+    from ldjax._src.experiments.cifar3_paths.data import make_splits
+
+    config = cp.Config(train_size=100, val_size=100)
+    every, first = make_splits(config, DATA), make_splits(dataclasses.replace(config, test_size=50), DATA)
+    assert len(every.test.index) == 2800 and len(first.test.index) == 50
+    np.testing.assert_array_equal(first.test.index, every.test.index[:50])
+    np.testing.assert_array_equal(first.train.y, every.train.y)  # train and val are untouched
+    with pytest.raises(ValueError, match=r"test_size must be in \[0, 2800\]"):
+        make_splits(dataclasses.replace(config, test_size=2801), DATA)
 
 
 @needs_cifar

@@ -16,6 +16,9 @@ class Config:
     noise: float = 0.2
     train_size: int = 500
     val_size: int = 300
+    test_size: int = (
+        0  # 0: every image not in train / val (2,200 at the quick sizes); n > 0: the first n of them
+    )
     widths: tuple[int, ...] = (8, 16, 32)
     blocks: tuple[int, ...] = (1, 1, 1)
     epochs: int = 30
@@ -50,6 +53,7 @@ TINY = Config(
     widths=(4, 8),
     blocks=(1, 1),
     batch_size=25,
+    test_size=300,
     num_seeds=2,
     num_observed=2,
     num_pull=2,

@@ -36,7 +36,10 @@ class Splits(NamedTuple):
 
 
 def make_splits(config: Config, data_dir: str | None, noise: float | None = None) -> Splits:
-    """Shuffle CIFAR-3 and split it into train / val / test, then flip exactly ``noise`` of each split's labels."""
+    """Shuffle CIFAR-3 and split it into train / val / test, then flip exactly ``noise`` of each split's labels.
+
+    The test part is every remaining image, or the first ``config.test_size`` of them when that is > 0.
+    """
     noise = config.noise if noise is None else noise
     k_perm, *k_noise = jax.random.split(jax.random.key(config.data_seed), 4)
     d = load_cifar3(config.classes, noise=0.0, key=k_perm, path=data_dir)
@@ -45,8 +48,15 @@ def make_splits(config: Config, data_dir: str | None, noise: float | None = None
         raise ValueError(
             f"train_size + val_size must leave test images out of {n}, got {config.train_size} + {config.val_size}"
         )
+    rest = n - config.train_size - config.val_size
+    if not 0 <= config.test_size <= rest:
+        raise ValueError(
+            f"test_size must be in [0, {rest}] (0: all {rest} remaining images), got {config.test_size}"
+        )
     perm = np.asarray(jax.random.permutation(k_perm, n))
     parts = np.split(perm, [config.train_size, config.train_size + config.val_size])
+    if config.test_size:
+        parts[2] = parts[2][: config.test_size]
     splits = []
     for p, key in zip(parts, k_noise, strict=True):
         y, flipped = symmetric_label_noise(d.y_true[p], len(d.classes), noise, key=key)

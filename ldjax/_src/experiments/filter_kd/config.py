@@ -25,6 +25,9 @@ class Config:
     distill_scale: float = 2.0
     train_size: int = 300
     val_size: int = 200
+    test_size: int = (
+        0  # 0: every image not in train / val (2,500 at the quick sizes); n > 0: the first n of them
+    )
     widths: tuple[int, ...] = (8, 16, 32)
     blocks: tuple[int, ...] = (1, 1, 1)
     epochs: int = 24
@@ -56,6 +59,7 @@ TINY = Config(
     widths=(4, 8),
     blocks=(1, 1),
     batch_size=25,
+    test_size=300,
     num_seeds=2,
     noises=(0.2, 0.4),
     temperatures=(1.0, 4.0),
@@ -70,6 +74,7 @@ def data_config(config: Config) -> cifar3_config.Config:
         classes=config.classes,
         train_size=config.train_size,
         val_size=config.val_size,
+        test_size=config.test_size,
         widths=config.widths,
         blocks=config.blocks,
     )
