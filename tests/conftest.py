@@ -9,9 +9,12 @@
   are not instrumented).
 - float64 in ONE place: a test (or module, via ``pytestmark``) marked ``float64`` runs with x64 switched on,
   fixtures included; everything else runs in JAX's default float32, as the library does for users.
-- One JAX persistent compilation cache for every process of a run (xdist workers, notebook kernels, CLI
-  subprocesses inherit it through the environment), kept in ``.pytest_cache/`` between local runs. The
-  notebooks run last, at the tiny settings of their experiment's smoke test, so their programs are in it.
+- One JAX persistent compilation cache for every process of a run (xdist workers and CLI subprocesses inherit
+  it through the environment), kept in ``.pytest_cache/`` between local runs; XLA compiles for CPU without
+  LLVM's optimisations (what a program computes is the same, only its speed differs; most of the suite's CPU
+  time is compiling small programs once each).
+- The notebooks run in the test process (tests/notebook_runner.py): an experiment's notebook is run, at the
+  experiment's ``TINY``, by its smoke test, which then checks the notebook's results.
 - The CPU time of the run (this process and all its reaped children) is printed at the end, with the 15 tests
   that used the most (their set-up, call and tear-down, subprocesses included); every test's figure is kept
   in ``.pytest_cache/v/ldjax/cpu_seconds_by_test``.
@@ -66,13 +69,6 @@ def pytest_runtest_protocol(item, nextitem):
         if item.get_closest_marker("standard_promotion") is not None:
             stack.enter_context(jax.numpy_dtype_promotion("standard"))
         return (yield)
-
-
-def pytest_collection_modifyitems(config, items):
-    """Notebooks last: by then the smoke tests have put the programs a notebook shares with them in the cache."""
-    items.sort(
-        key=lambda item: item.path.name == "test_notebooks.py" and item.name.startswith("test_notebook_runs")
-    )
 
 
 # Modules without shared fixtures whose tests are long and independent: each test is its own unit of work,

@@ -248,6 +248,8 @@ def test_errors_name_the_argument():
         ldjax.force_attribution(
             f, params, x, y, probe_x, trace=ldjax.TrainingTrace(np.array([[0, 4]]), 0.1), **ce
         )
+    with pytest.raises(ValueError, match="trace must be a ldjax.TrainingTrace.*got tuple"), ill_typed():
+        ldjax.force_attribution(f, params, x, y, probe_x, trace=(np.array([[0]]), 0.1), **ce)
     with pytest.raises(ValueError, match="give the learning rates as trace.learning_rates"):
         ldjax.force_attribution(
             f, params, x, y, probe_x, learning_rate=0.1, trace=ldjax.TrainingTrace(np.array([[0]]), 0.1), **ce

@@ -101,6 +101,10 @@ def check(
     checks.check_batch(probe_x, "probe_x")
     checks.check_same_examples(train_x, "train_x", probe_x, "probe_x")
     n, n_o = checks.batch_size(train_x), checks.batch_size(probe_x)
+    if trace is not None and not isinstance(trace, TrainingTrace):
+        raise ValueError(
+            f"trace must be a ldjax.TrainingTrace(batches, learning_rates, params), got {type(trace).__name__}"
+        )
     stacked = trace is not None and trace.params is not None
     step_params = first_step_params(params, trace, stacked)
     checks.check_params(step_params)
@@ -166,10 +170,6 @@ def updates(trace: TrainingTrace | None, learning_rate: Any, n: int) -> tuple[np
         rate = 1.0 if learning_rate is None else learning_rate
         check_rates(np.asarray(rate, np.float64), "learning_rate")
         return np.arange(n)[:, None], np.full((n,), float(rate))
-    if not isinstance(trace, TrainingTrace):
-        raise ValueError(
-            f"trace must be a ldjax.TrainingTrace(batches, learning_rates, params), got {type(trace).__name__}"
-        )
     if learning_rate is not None:
         raise ValueError("with a trace, give the learning rates as trace.learning_rates, not learning_rate")
     batches = np.asarray(trace.batches)
