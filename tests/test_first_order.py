@@ -20,6 +20,7 @@ from ldjax._src.first_order import probe_change
 from ldjax._src.first_order import split_change
 from ldjax._src.optimizer_updates import gradient_update
 
+import problems
 from problems import finite_difference_jacobian
 from problems import finite_difference_ntk
 from problems import mlp_apply
@@ -91,7 +92,7 @@ def test_batch_update_is_one_real_optax_step():
 @pytest.mark.float64
 def test_probe_change_is_a_times_j_times_u():
     params, x_o, _, _ = problem(1)
-    u = jax.tree.map(lambda p: 1e-2 * jax.random.normal(jax.random.key(7), p.shape, p.dtype), params)
+    u = jax.tree.map(lambda p: 1e-2 * problems.normal(jax.random.key(7), p.shape, p.dtype), params)
     change, z_o = jax.jit(functools.partial(probe_change, mlp_apply))(params, u, x_o)
     np.testing.assert_allclose(z_o, logits(mlp_apply, params, x_o), **EXACT)
     np.testing.assert_allclose(change, explicit_change(params, x_o, ravel_pytree(u)[0]), **F64)
@@ -215,7 +216,7 @@ def test_split_with_a_preconditioner_adds_up_to_a_real_adam_step():
 def test_split_of_a_dpo_force_into_its_chosen_and_rejected_halves():
     """The y⁺ rows and the y⁻ rows of a DPO batch on a sequence model: two halves that sum to the whole."""
     params, x_o, x_u = seq_problem(jax.random.key(8), n1=2, n2=4)
-    tokens = jax.random.randint(jax.random.key(9), (4, 3), 0, 4)
+    tokens = problems.randint(jax.random.key(9), (4, 3), 0, 4)
     mask = jnp.array([[0.0, 1.0, 1.0]] * 4)
     target = ldjax.losses.PreferenceTarget(tokens, mask, jnp.array([-3.0, -2.5, -2.0, -4.0]))
     eta = 0.1

@@ -13,6 +13,7 @@ import pytest
 
 import ldjax
 
+import problems
 from problems import mlp_apply
 from problems import mlp_problem
 from problems import seq_apply
@@ -241,8 +242,8 @@ def test_one_logit_models_are_refused_or_wrapped_as_binary():
     def sigmoid_model(w, x):
         return jnp.tanh(x @ w["a"]) @ w["b"]  # [1]: one logit
 
-    w = {"a": jax.random.normal(jax.random.key(8), (3, 4)), "b": jax.random.normal(jax.random.key(9), (4, 1))}
-    x = jax.random.normal(jax.random.key(10), (4, 3))
+    w = {"a": problems.normal(jax.random.key(8), (3, 4)), "b": problems.normal(jax.random.key(9), (4, 1))}
+    x = problems.normal(jax.random.key(10), (4, 3))
     with pytest.raises(ValueError, match=r"returns one logit per example .* ldjax.binary_logits"):
         ldjax.one_step(
             sigmoid_model, w, x, x[:2], jnp.array([0, 1]), loss=ldjax.losses.cross_entropy, learning_rate=0.1
