@@ -33,19 +33,45 @@ def mlp_apply(params, x):
     return h @ params["w3"] + params["b3"]
 
 
+def draws(key, dtype=None):
+    """``normal(*shape, scale=1)`` and ``integers(high, shape)``: numpy draws from a generator seeded by ``key``.
+
+    The test problems are drawn with numpy, not ``jax.random``: on CPU each new shape of
+    ``jax.random.normal`` is an XLA program to compile (about 0.5 s in float64), and the tests need dozens
+    of shapes. ``dtype=None`` is JAX's default float (float64 under x64), as in ``jax.random.normal``.
+    """
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)))
+
+    def normal(*shape, scale=1.0):
+        return jnp.asarray(scale * rng.standard_normal(shape), dtype)
+
+    def integers(high, shape):
+        return jnp.asarray(rng.integers(0, high, shape))  # JAX's default int, as jax.random.randint
+
+    return normal, integers
+
+
+def normal(key, shape=(), dtype=None):
+    """Standard normal draws of ``shape``, as ``jax.random.normal(key, shape, dtype)`` (drawn by ``draws``)."""
+    return draws(key, dtype)[0](*shape)
+
+
+def randint(key, shape, minval, maxval):
+    """Integers in ``[minval, maxval)``, as ``jax.random.randint(key, shape, minval, maxval)`` (by ``draws``)."""
+    return minval + draws(key)[1](maxval - minval, shape)
+
+
 def mlp_problem(key, n1=3, n2=2, d=5, hidden=6, k=4, dtype=jnp.float64):
-    keys = jax.random.split(key, 8)
+    normal, _ = draws(key, dtype)
     params = {
-        "w1": jax.random.normal(keys[0], (d, hidden), dtype) / np.sqrt(d),
-        "b1": 0.1 * jax.random.normal(keys[1], (hidden,), dtype),
-        "w2": jax.random.normal(keys[2], (hidden, hidden), dtype) / np.sqrt(hidden),
-        "b2": 0.1 * jax.random.normal(keys[3], (hidden,), dtype),
-        "w3": jax.random.normal(keys[4], (hidden, k), dtype) / np.sqrt(hidden),
-        "b3": 0.1 * jax.random.normal(keys[5], (k,), dtype),
+        "w1": normal(d, hidden, scale=1 / np.sqrt(d)),
+        "b1": normal(hidden, scale=0.1),
+        "w2": normal(hidden, hidden, scale=1 / np.sqrt(hidden)),
+        "b2": normal(hidden, scale=0.1),
+        "w3": normal(hidden, k, scale=1 / np.sqrt(hidden)),
+        "b3": normal(k, scale=0.1),
     }
-    x1 = jax.random.normal(keys[6], (n1, d), dtype)
-    x2 = jax.random.normal(keys[7], (n2, d), dtype)
-    return params, x1, x2
+    return params, normal(n1, d), normal(n2, d)
 
 
 def cnn_apply(params, x):
@@ -63,17 +89,15 @@ def cnn_apply(params, x):
 
 
 def cnn_problem(key, n1=3, n2=2, k=3, dtype=jnp.float64):
-    keys = jax.random.split(key, 7)
+    normal, _ = draws(key, dtype)
     params = {
-        "c1": jax.random.normal(keys[0], (3, 3, 1, 3), dtype) / 3.0,
-        "c1b": 0.1 * jax.random.normal(keys[1], (3,), dtype),
-        "c2": jax.random.normal(keys[2], (2, 2, 3, 2), dtype) / np.sqrt(12),
-        "w": jax.random.normal(keys[3], (3 * 3 * 2, k), dtype) / np.sqrt(18),
-        "b": 0.1 * jax.random.normal(keys[4], (k,), dtype),
+        "c1": normal(3, 3, 1, 3, scale=1 / 3.0),
+        "c1b": normal(3, scale=0.1),
+        "c2": normal(2, 2, 3, 2, scale=1 / np.sqrt(12)),
+        "w": normal(3 * 3 * 2, k, scale=1 / np.sqrt(18)),
+        "b": normal(k, scale=0.1),
     }
-    x1 = jax.random.normal(keys[5], (n1, 8, 8, 1), dtype)
-    x2 = jax.random.normal(keys[6], (n2, 8, 8, 1), dtype)
-    return params, x1, x2
+    return params, normal(n1, 8, 8, 1), normal(n2, 8, 8, 1)
 
 
 def seq_apply(params, tokens):
@@ -87,16 +111,14 @@ def seq_apply(params, tokens):
 
 
 def seq_problem(key, n1=2, n2=2, t=3, vocab=4, d=3, dtype=jnp.float64):
-    keys = jax.random.split(key, 6)
+    normal, integers = draws(key, dtype)
     params = {
-        "embed": jax.random.normal(keys[0], (vocab, d), dtype),
-        "pos": 0.5 * jax.random.normal(keys[1], (t, d), dtype),
-        "w": jax.random.normal(keys[2], (d, d), dtype) / np.sqrt(d),
-        "out": jax.random.normal(keys[3], (d, vocab), dtype) / np.sqrt(d),
+        "embed": normal(vocab, d),
+        "pos": normal(t, d, scale=0.5),
+        "w": normal(d, d, scale=1 / np.sqrt(d)),
+        "out": normal(d, vocab, scale=1 / np.sqrt(d)),
     }
-    x1 = jax.random.randint(keys[4], (n1, t), 0, vocab)
-    x2 = jax.random.randint(keys[5], (n2, t), 0, vocab)
-    return params, x1, x2
+    return params, integers(vocab, (n1, t)), integers(vocab, (n2, t))
 
 
 def finite_difference_jacobian(apply_fn, params, x, eps=1e-6):
@@ -116,8 +138,8 @@ def finite_difference_jacobian(apply_fn, params, x, eps=1e-6):
 
 def finite_difference_ntk(apply_fn, params, x1, x2):
     """``[n1, n2, *o, *o]`` from finite-difference Jacobians: the slow, obvious reference."""
-    j1 = finite_difference_jacobian(apply_fn, params, x1)
-    j2 = finite_difference_jacobian(apply_fn, params, x2)
+    both = finite_difference_jacobian(apply_fn, params, jnp.concatenate([x1, x2]))  # one program, not two
+    j1, j2 = both[: len(x1)], both[len(x1) :]
     out = np.shape(apply_fn(params, x1[0]))
     kernel = np.einsum("iap,jbp->ijab", j1, j2)
     return kernel.reshape((len(x1), len(x2), *out, *out))

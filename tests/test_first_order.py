@@ -20,6 +20,7 @@ from ldjax._src.first_order import probe_change
 from ldjax._src.first_order import split_change
 from ldjax._src.optimizer_updates import gradient_update
 
+import problems
 from problems import finite_difference_jacobian
 from problems import finite_difference_ntk
 from problems import mlp_apply
@@ -44,13 +45,18 @@ def problem(seed=0, n_o=5, n_u=3, dtype=jnp.float64):
     return params, x_o, x_u, y_u
 
 
+# The references compiled whole, not op by op (an eager optax update compiles each of its operations)
+ce_gradient = jax.jit(jax.grad(lambda p, x, y: CE(logits(mlp_apply, p, x), y)))
+optax_update_jit = jax.jit(optax_update, static_argnums=0)
+
+
 def warm_adam(params, x, y):
     """Adam with nonzero moments: two real steps on other targets."""
     opt = optax.adam(1e-2, b1=0.8, b2=0.95)
     state = opt.init(params)
     for _ in range(2):
-        grads = jax.grad(lambda p: CE(logits(mlp_apply, p, x), y))(params)
-        _, state = optax_update(opt, grads, state, params)
+        grads = ce_gradient(params, x, y)
+        _, state = optax_update_jit(opt, grads, state, params)
     return opt, state
 
 
@@ -75,15 +81,15 @@ def test_batch_update_is_one_real_optax_step():
     j_u = finite_difference_jacobian(mlp_apply, params, x_u)  # [n_u, k, p]
     np.testing.assert_allclose(ravel_pytree(b.grads)[0], np.einsum("iap,ia->p", j_u, b.g), **F64)
     # the update and the new state are optax's for the same gradient
-    grads = jax.grad(lambda p: CE(logits(mlp_apply, p, x_u), y_u))(params)
-    updates, new_state = optax_update(opt, grads, state, params)
+    grads = ce_gradient(params, x_u, y_u)
+    updates, new_state = optax_update_jit(opt, grads, state, params)
     np.testing.assert_allclose(ravel_pytree(b.updates)[0], ravel_pytree(updates)[0], **EXACT)
     chex.assert_trees_all_close(b.opt_state, new_state, **EXACT)
     # without a state: optimizer.init
     fresh = batch_update(mlp_apply, params, x_u, y_u, CE, opt)
     np.testing.assert_allclose(
         ravel_pytree(fresh.updates)[0],
-        ravel_pytree(optax_update(opt, grads, opt.init(params), params)[0])[0],
+        ravel_pytree(optax_update_jit(opt, grads, opt.init(params), params)[0])[0],
         **EXACT,
     )
 
@@ -91,7 +97,7 @@ def test_batch_update_is_one_real_optax_step():
 @pytest.mark.float64
 def test_probe_change_is_a_times_j_times_u():
     params, x_o, _, _ = problem(1)
-    u = jax.tree.map(lambda p: 1e-2 * jax.random.normal(jax.random.key(7), p.shape, p.dtype), params)
+    u = jax.tree.map(lambda p: 1e-2 * problems.normal(jax.random.key(7), p.shape, p.dtype), params)
     change, z_o = jax.jit(functools.partial(probe_change, mlp_apply))(params, u, x_o)
     np.testing.assert_allclose(z_o, logits(mlp_apply, params, x_o), **EXACT)
     np.testing.assert_allclose(change, explicit_change(params, x_o, ravel_pytree(u)[0]), **F64)
@@ -187,7 +193,7 @@ def test_split_with_a_preconditioner_adds_up_to_a_real_adam_step():
     params, x_o, x_u, y_u = problem(6, n_o=4, n_u=3)
     opt, state = warm_adam(params, x_u, y_u[::-1])
     r = ldjax.one_step(mlp_apply, params, x_o, x_u, y_u, loss=CE, optimizer=opt, opt_state=state, terms=False)
-    grads = jax.grad(lambda p: CE(logits(mlp_apply, p, x_u), y_u))(params)
+    grads = ce_gradient(params, x_u, y_u)
     up = ldjax.optimizer_update(grads, state, optimizer="adam", learning_rate=1e-2, b1=0.8, b2=0.95)
     masks = jnp.eye(3)  # one example per part
     got = split_change(
@@ -215,7 +221,7 @@ def test_split_with_a_preconditioner_adds_up_to_a_real_adam_step():
 def test_split_of_a_dpo_force_into_its_chosen_and_rejected_halves():
     """The y⁺ rows and the y⁻ rows of a DPO batch on a sequence model: two halves that sum to the whole."""
     params, x_o, x_u = seq_problem(jax.random.key(8), n1=2, n2=4)
-    tokens = jax.random.randint(jax.random.key(9), (4, 3), 0, 4)
+    tokens = problems.randint(jax.random.key(9), (4, 3), 0, 4)
     mask = jnp.array([[0.0, 1.0, 1.0]] * 4)
     target = ldjax.losses.PreferenceTarget(tokens, mask, jnp.array([-3.0, -2.5, -2.0, -4.0]))
     eta = 0.1

@@ -13,6 +13,7 @@ import pytest
 
 import ldjax
 
+import problems
 from problems import mlp_apply
 from problems import mlp_problem
 from problems import seq_apply
@@ -100,7 +101,8 @@ def test_vmap_axes_takes_a_batched_function_as_neural_tangents_does():
 def test_params_filter_is_the_kernel_of_the_selected_gradient():
     params, x1, x2 = mlp_problem(jax.random.key(3))
     selected = lambda name: name in ("w2", "b3")  # noqa: E731
-    j1, j2 = (ldjax.jacobian(mlp_apply, params, x, precision="highest") for x in (x1, x2))
+    jacobian = jax.jit(lambda p, x: ldjax.jacobian(mlp_apply, p, x, precision="highest"))  # not op by op
+    j1, j2 = jacobian(params, x1), jacobian(params, x2)
     want = sum(
         jnp.einsum("iap,jbp->ijab", j1[n].reshape(3, 4, -1), j2[n].reshape(2, 4, -1)) for n in ("w2", "b3")
     )
@@ -126,11 +128,13 @@ def test_params_filter_is_the_kernel_of_the_selected_gradient():
     np.testing.assert_allclose(r.k, want, **F64)
     np.testing.assert_allclose(r.predicted, ldjax.decomposition(r.a, r.k, r.g, 1e-3), **F64)
     frozen = {n: (v if n in ("w2", "b3") else jax.lax.stop_gradient(v)) for n, v in params.items()}
-    grads = jax.grad(
-        lambda p: ldjax.losses.cross_entropy(jax.vmap(mlp_apply, (None, 0))(p, x2), jnp.array([0, 3]))
+    grads = jax.jit(
+        jax.grad(
+            lambda p: ldjax.losses.cross_entropy(jax.vmap(mlp_apply, (None, 0))(p, x2), jnp.array([0, 3]))
+        )
     )(frozen)
     moved = {n: v - 1e-3 * grads[n] if n in ("w2", "b3") else v for n, v in params.items()}
-    log_p = lambda p: jax.nn.log_softmax(jax.vmap(mlp_apply, (None, 0))(p, x1))  # noqa: E731
+    log_p = jax.jit(lambda p: jax.nn.log_softmax(jax.vmap(mlp_apply, (None, 0))(p, x1)))
     np.testing.assert_allclose(r.actual, log_p(moved) - log_p(params), **F64)
 
 
@@ -241,8 +245,8 @@ def test_one_logit_models_are_refused_or_wrapped_as_binary():
     def sigmoid_model(w, x):
         return jnp.tanh(x @ w["a"]) @ w["b"]  # [1]: one logit
 
-    w = {"a": jax.random.normal(jax.random.key(8), (3, 4)), "b": jax.random.normal(jax.random.key(9), (4, 1))}
-    x = jax.random.normal(jax.random.key(10), (4, 3))
+    w = {"a": problems.normal(jax.random.key(8), (3, 4)), "b": problems.normal(jax.random.key(9), (4, 1))}
+    x = problems.normal(jax.random.key(10), (4, 3))
     with pytest.raises(ValueError, match=r"returns one logit per example .* ldjax.binary_logits"):
         ldjax.one_step(
             sigmoid_model, w, x, x[:2], jnp.array([0, 1]), loss=ldjax.losses.cross_entropy, learning_rate=0.1

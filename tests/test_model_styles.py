@@ -20,6 +20,8 @@ from model_zoo import ScanMLP
 
 import ldjax
 
+import problems
+
 # The structured kernel (what "auto" picks for these models) on every model by default; vector products on
 # every model in the slow test at the end (tests/test_kernel_interface.py checks "auto" and all methods).
 METHODS = ("structured",)
@@ -48,10 +50,15 @@ def check_methods_and_step(
 ):
     """Every method against the Jacobian (float64); one_step against the real optax step it takes."""
     x1, x2 = jax.tree.map(lambda a: a[:3], x), jax.tree.map(lambda a: a[3:5], x)
-    reference = ldjax.empirical_ntk(apply_fn, params, x1, x2, method="jacobian")
+
+    @jax.jit  # one compiled program for all the kernels (XLA shares their work: less compile time)
+    def kernels(p, a, b):
+        fns = [ldjax.empirical_ntk_fn(apply_fn, method=method) for method in methods]
+        return ldjax.empirical_ntk(apply_fn, p, a, b, method="jacobian"), [fn(p, a, b) for fn in fns]
+
+    reference, by_method = kernels(params, x1, x2)
     assert float(jnp.abs(reference).max()) > 0
-    for method in methods:
-        got = ldjax.empirical_ntk_fn(apply_fn, method=method)(params, x1, x2)
+    for got in by_method:
         np.testing.assert_allclose(got, reference, rtol=1e-9, atol=1e-12 * float(jnp.abs(reference).max()))
     if not step:
         return None
@@ -70,7 +77,9 @@ def check_methods_and_step(
     assert float(jnp.abs(r.actual).max()) > 0
     assert float(jnp.abs(r.residual).max()) < 1e-3 * float(jnp.abs(r.actual).max())
     if optimizer is None:  # predicted = −η A K G with the reference kernel
-        a = ldjax.a_term(jax.vmap(apply_fn, (None, 0))(params, x1))
+        a = jax.jit(lambda p, x: ldjax.a_term(jax.vmap(apply_fn, (None, 0))(p, x)))(
+            params, x1
+        )  # not op by op
         np.testing.assert_allclose(
             r.predicted, ldjax.decomposition(a, reference, r.g, lr), rtol=1e-8, atol=1e-14
         )
@@ -79,19 +88,19 @@ def check_methods_and_step(
 
 def nnx_cnn():
     model = NnxCnn(nnx.Rngs(0))
-    x = jax.random.normal(jax.random.key(1), (5, 6, 6, 1), jnp.float64)
+    x = problems.normal(jax.random.key(1), (5, 6, 6, 1), jnp.float64)
     return model, x, *ldjax.from_nnx(model, nnx.Rngs(dropout=1), example_shape=(6, 6, 1))
 
 
 def nnx_scan():
     model = ScanMLP(3, n_layers=2, rngs=nnx.Rngs(0))
-    x = jax.random.normal(jax.random.key(1), (5, 3), jnp.float64)
+    x = problems.normal(jax.random.key(1), (5, 3), jnp.float64)
     return model, x, *ldjax.from_nnx(model)
 
 
 def linen_resnet():
     module = LinenResNet()
-    x = jax.random.normal(jax.random.key(1), (5, 5, 5, 1), jnp.float64)
+    x = problems.normal(jax.random.key(1), (5, 5, 5, 1), jnp.float64)
     variables = module.init(jax.random.key(0), x, train=False)
     # float64 statistics (flax keeps them float32; f32 rsqrt differs by an ulp between compiled programs)
     stats = jax.tree.map(lambda a: a.astype(jnp.float64) + 0.1, variables["batch_stats"])
@@ -101,21 +110,21 @@ def linen_resnet():
 
 def linen_seq2seq():
     module = LinenSeq2Seq()
-    inputs = jax.random.randint(jax.random.key(1), (5, 4), 0, 5)
-    targets = jax.random.randint(jax.random.key(2), (5, 3), 0, 5)
+    inputs = problems.randint(jax.random.key(1), (5, 4), 0, 5)
+    targets = problems.randint(jax.random.key(2), (5, 3), 0, 5)
     variables = module.init(jax.random.key(0), inputs, targets)
     return module, (inputs, targets), *ldjax.from_linen(module, variables, deterministic=True)
 
 
 def eqx_cnn():
     model = EqxCnn(jax.random.key(0))
-    x = jax.random.normal(jax.random.key(1), (5, 1, 6, 6), jnp.float64)
+    x = problems.normal(jax.random.key(1), (5, 1, 6, 6), jnp.float64)
     return model, x, *ldjax.from_equinox(model)
 
 
 def eqx_rnn():
     model = EqxRnn(2, 3, 3, jax.random.key(2))
-    xs = jax.random.normal(jax.random.key(3), (5, 4, 2), jnp.float64)
+    xs = problems.normal(jax.random.key(3), (5, 4, 2), jnp.float64)
     return model, xs, *ldjax.from_equinox(model)
 
 
@@ -145,7 +154,7 @@ def test_nnx_train_mode_never_moves_the_module_batch_statistics():
     model = NnxCnn(nnx.Rngs(0))
     model.batch_norm1.mean[...] = jnp.full(3, 0.3, model.batch_norm1.mean[...].dtype)
     before = _snapshot(nnx.state(model))
-    x = jax.random.normal(jax.random.key(1), (2, 6, 6, 1), jnp.float64)
+    x = problems.normal(jax.random.key(1), (2, 6, 6, 1), jnp.float64)
     apply_fn, params = ldjax.from_nnx(model, nnx.Rngs(dropout=1), eval_mode=False)
     eager = apply_fn(params, x[0])
     jitted = jax.jit(apply_fn)(params, x[0])
@@ -224,7 +233,10 @@ def test_linen_two_input_sequence_model():
 def test_equinox_cnn_and_gru_rnn():
     model, x, apply_fn, params = eqx_cnn()
     before = _snapshot(eqx.filter(model, eqx.is_array))
-    assert "layers/0/weight" in ldjax.empirical_ntk(apply_fn, params, x[:2], per_layer=True)
+    per_layer = jax.eval_shape(
+        lambda p, x: ldjax.empirical_ntk(apply_fn, p, x, per_layer=True), params, x[:2]
+    )
+    assert "layers/0/weight" in per_layer  # the names, traced without compiling the kernels
     check_methods_and_step(apply_fn, params, x, jnp.array([0, 1]))
     _assert_same(before, _snapshot(eqx.filter(model, eqx.is_array)))
 

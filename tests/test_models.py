@@ -80,28 +80,28 @@ def test_lenet_matches_numpy_reference_float64(input_size, in_channels):
     assert params["fc1"]["kernel"].shape == (16 * ((input_size // 2 - 4) // 2) ** 2, 120)
 
 
+@pytest.mark.float64
 def test_authors_lenet_tanh_average_pooling_60_42_float64():
     """Ren & Sutherland's MNIST LeNet: tanh, average pooling, 400-60-42-10, PyTorch's uniform ±1/√fan_in init."""
-    with jax.enable_x64(True):
-        model = LeNet5(rngs=nnx.Rngs(2), variant="tanh")
-        apply_fn, params = ldjax.from_nnx(model, example_shape=(28, 28, 1))
-        shapes = {name: tuple(layer["kernel"].shape) for name, layer in params.items()}
-        assert shapes == {
-            "conv1": (5, 5, 1, 6),
-            "conv2": (5, 5, 6, 16),
-            "fc1": (400, 60),
-            "fc2": (60, 42),
-            "fc3": (42, 10),
-        }
-        fan_in = {"conv1": 25, "conv2": 150, "fc1": 400, "fc2": 60, "fc3": 42}
-        for name, layer in params.items():
-            for leaf in layer.values():
-                bound = 1 / np.sqrt(fan_in[name])
-                assert np.abs(leaf).max() <= bound and np.abs(leaf).max() > 0.8 * bound, name
-        params = jax.tree.map(lambda v: v.astype(jnp.float64), params)
-        x = np.random.default_rng(2).uniform(size=(2, 28, 28, 1))
-        got = jax.jit(jax.vmap(apply_fn, (None, 0)))(params, jnp.asarray(x))
-        np.testing.assert_allclose(got, numpy_lenet(params, x, np.tanh, np.mean), rtol=1e-10, atol=1e-12)
+    model = LeNet5(rngs=nnx.Rngs(2), variant="tanh")
+    apply_fn, params = ldjax.from_nnx(model, example_shape=(28, 28, 1))
+    shapes = {name: tuple(layer["kernel"].shape) for name, layer in params.items()}
+    assert shapes == {
+        "conv1": (5, 5, 1, 6),
+        "conv2": (5, 5, 6, 16),
+        "fc1": (400, 60),
+        "fc2": (60, 42),
+        "fc3": (42, 10),
+    }
+    fan_in = {"conv1": 25, "conv2": 150, "fc1": 400, "fc2": 60, "fc3": 42}
+    for name, layer in params.items():
+        for leaf in layer.values():
+            bound = 1 / np.sqrt(fan_in[name])
+            assert np.abs(leaf).max() <= bound and np.abs(leaf).max() > 0.8 * bound, name
+    params = jax.tree.map(lambda v: v.astype(jnp.float64), params)
+    x = np.random.default_rng(2).uniform(size=(2, 28, 28, 1))
+    got = jax.jit(jax.vmap(apply_fn, (None, 0)))(params, jnp.asarray(x))
+    np.testing.assert_allclose(got, numpy_lenet(params, x, np.tanh, np.mean), rtol=1e-10, atol=1e-12)
     with (
         pytest.raises(ValueError, match=r"variant must be one of \['relu', 'tanh'\], got 'sigmoid'"),
         ill_typed(),

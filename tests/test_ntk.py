@@ -93,13 +93,18 @@ def test_ntk_vector_product_equals_kernel_times_vector():
 def test_per_example_gradients_sum_to_batch_gradient():
     params, x, _ = mlp_problem(jax.random.key(6), n1=5)
     labels = jnp.array([0, 3, 1, 1, 2])
-    jac = ldjax.jacobian(mlp_apply, params, x)  # leaves [n, k, *leaf]
-    g = ldjax.losses.cross_entropy_g(jax.vmap(mlp_apply, (None, 0))(params, x), labels)
-    per_example = jax.tree.map(lambda j: jnp.einsum("nk,nk...->n...", g, j), jac)
-    batch = jax.grad(lambda p: ldjax.losses.cross_entropy(jax.vmap(mlp_apply, (None, 0))(p, x), labels))(
-        params
-    )
-    summed = jax.tree.map(lambda a: a.sum(0), per_example)
+
+    @jax.jit  # compiled whole, not op by op
+    def summed_and_batch(params):
+        jac = ldjax.jacobian(mlp_apply, params, x)  # leaves [n, k, *leaf]
+        g = ldjax.losses.cross_entropy_g(jax.vmap(mlp_apply, (None, 0))(params, x), labels)
+        per_example = jax.tree.map(lambda j: jnp.einsum("nk,nk...->n...", g, j), jac)
+        batch = jax.grad(lambda p: ldjax.losses.cross_entropy(jax.vmap(mlp_apply, (None, 0))(p, x), labels))(
+            params
+        )
+        return jax.tree.map(lambda a: a.sum(0), per_example), batch
+
+    summed, batch = summed_and_batch(params)
     chex.assert_trees_all_close(summed, batch, rtol=1e-10, atol=1e-14)
 
 

@@ -10,6 +10,7 @@ import pytest
 
 import ldjax
 
+import problems
 from problems import cnn_apply
 from problems import cnn_problem
 from problems import mlp_apply
@@ -80,7 +81,7 @@ def test_optax_optimizers_jvp_prediction_is_first_order(name):
     def warm_state(opt):  # a state with history: two earlier steps on other data
         state = opt.init(params)
         for seed in (10, 11):
-            g = jax.tree.map(lambda p, s=seed: jax.random.normal(jax.random.key(s), p.shape, p.dtype), params)
+            g = jax.tree.map(lambda p, s=seed: problems.normal(jax.random.key(s), p.shape, p.dtype), params)
             _, state = optax_update(opt, g, state, params)
         return state
 

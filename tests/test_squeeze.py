@@ -26,48 +26,45 @@ def tiny(notebook):
     return notebook["results"]
 
 
+@pytest.mark.float64
 @pytest.mark.parametrize("case", ["negative", "positive", "pair"])
 @pytest.mark.parametrize("vocab", [50, 1000])
 def test_closed_form_matches_actual_step_float64(case, vocab):
-    with jax.enable_x64(True):
-        rng = np.random.default_rng(vocab + len(case))
-        w = jnp.asarray(rng.normal(size=(vocab, 7)) * 2.0)
-        x = jnp.asarray(rng.normal(size=7))
-        token, plus, lr = 3, (11 if case == "pair" else None), 0.3
-        negative = case != "positive"
-        step = jax.jit(
-            squeeze.actual_step, static_argnums=(2, 3), static_argnames=("negative", "positive_token")
-        )
-        actual = step(w, x, token, lr, negative=negative, positive_token=plus)
-        before = jax.nn.softmax(w @ x)
-        c = lr * float(x @ x)
-        closed = jax.jit(
-            squeeze.squeezed_probs, static_argnums=(1, 2), static_argnames=("negative", "positive_token")
-        )(before, token, c, negative=negative, positive_token=plus)
-        np.testing.assert_allclose(closed, actual, rtol=1e-12, atol=1e-15)
-        ratio = np.log(np.asarray(actual) / np.asarray(before))
-        others = np.ones(vocab, bool)
-        others[[token] + ([plus] if plus is not None else [])] = False
-        if case == "pair":  # the π terms cancel: every other entry moves by the same factor 1/Z
-            np.testing.assert_allclose(ratio[others], ratio[others][0], rtol=0, atol=1e-10)
-            np.testing.assert_allclose(ratio[plus] - ratio[others][0], c, rtol=1e-10)
-            np.testing.assert_allclose(ratio[token] - ratio[others][0], -c, rtol=1e-10)
-        else:  # π'_i / π_i ∝ exp(±c π_i) for every i != token
-            shifted = ratio - (1 if negative else -1) * c * np.asarray(before)
-            np.testing.assert_allclose(shifted[others], shifted[others][0], rtol=0, atol=1e-10)
+    rng = np.random.default_rng(vocab + len(case))
+    w = jnp.asarray(rng.normal(size=(vocab, 7)) * 2.0)
+    x = jnp.asarray(rng.normal(size=7))
+    token, plus, lr = 3, (11 if case == "pair" else None), 0.3
+    negative = case != "positive"
+    step = jax.jit(squeeze.actual_step, static_argnums=(2, 3), static_argnames=("negative", "positive_token"))
+    actual = step(w, x, token, lr, negative=negative, positive_token=plus)
+    before = jax.nn.softmax(w @ x)
+    c = lr * float(x @ x)
+    closed = jax.jit(
+        squeeze.squeezed_probs, static_argnums=(1, 2), static_argnames=("negative", "positive_token")
+    )(before, token, c, negative=negative, positive_token=plus)
+    np.testing.assert_allclose(closed, actual, rtol=1e-12, atol=1e-15)
+    ratio = np.log(np.asarray(actual) / np.asarray(before))
+    others = np.ones(vocab, bool)
+    others[[token] + ([plus] if plus is not None else [])] = False
+    if case == "pair":  # the π terms cancel: every other entry moves by the same factor 1/Z
+        np.testing.assert_allclose(ratio[others], ratio[others][0], rtol=0, atol=1e-10)
+        np.testing.assert_allclose(ratio[plus] - ratio[others][0], c, rtol=1e-10)
+        np.testing.assert_allclose(ratio[token] - ratio[others][0], -c, rtol=1e-10)
+    else:  # π'_i / π_i ∝ exp(±c π_i) for every i != token
+        shifted = ratio - (1 if negative else -1) * c * np.asarray(before)
+        np.testing.assert_allclose(shifted[others], shifted[others][0], rtol=0, atol=1e-10)
 
 
 @pytest.mark.float64
 def test_valley_squeezes_and_flat_does_not():
-    with jax.enable_x64(True):
-        peaky = jax.nn.softmax(jnp.asarray(np.random.default_rng(0).normal(size=200) * 3.0))
-        valley = int(jnp.argmin(peaky))
-        after = np.asarray(squeeze.squeezed_probs(peaky, valley, 2.0))
-        step = squeeze.summarise(np.asarray(peaky), after, (valley,))
-        assert step.argmax_after > step.argmax_before and step.frac_others_decreased > 0.9
-        flat = jnp.full(200, 1 / 200)
-        spread = np.asarray(squeeze.squeezed_probs(flat, 3, 2.0))[np.arange(200) != 3]
-        np.testing.assert_allclose(spread, spread[0], rtol=1e-12)  # a flat π stays flat
+    peaky = jax.nn.softmax(jnp.asarray(np.random.default_rng(0).normal(size=200) * 3.0))
+    valley = int(jnp.argmin(peaky))
+    after = np.asarray(squeeze.squeezed_probs(peaky, valley, 2.0))
+    step = squeeze.summarise(np.asarray(peaky), after, (valley,))
+    assert step.argmax_after > step.argmax_before and step.frac_others_decreased > 0.9
+    flat = jnp.full(200, 1 / 200)
+    spread = np.asarray(squeeze.squeezed_probs(flat, 3, 2.0))[np.arange(200) != 3]
+    np.testing.assert_allclose(spread, spread[0], rtol=1e-12)  # a flat π stays flat
     with pytest.raises(ValueError, match=r"token must be in \[0, 3\), got 3"):
         squeeze.squeezed_probs(jnp.ones(3) / 3, 3, 1.0)
     with pytest.raises(ValueError, match=r"positive_token must be in \[0, 3\), got -1"):

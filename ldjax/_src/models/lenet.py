@@ -67,10 +67,10 @@ class LeNet5(nnx.Module):
       >>> import jax.numpy as jnp, ldjax
       >>> from flax import nnx
       >>> from ldjax.models import LeNet5
-      >>> model = LeNet5(rngs=nnx.Rngs(0))
+      >>> model = LeNet5(rngs=nnx.Rngs(0), variant="tanh")
       >>> model(jnp.ones((2, 28, 28, 1))).shape
       (2, 10)
-      >>> apply_fn, params = ldjax.from_nnx(LeNet5(rngs=nnx.Rngs(0), variant="tanh"), example_shape=(28, 28, 1))
+      >>> apply_fn, params = ldjax.from_nnx(model, example_shape=(28, 28, 1))
       >>> apply_fn(params, jnp.ones((28, 28, 1))).shape, params["fc2"]["kernel"].shape
       ((10,), (60, 42))
     """

@@ -95,7 +95,8 @@ class ResNet(nnx.Module):
       >>> import jax.numpy as jnp
       >>> from flax import nnx
       >>> from ldjax.models import ResNet
-      >>> ResNet(3, rngs=nnx.Rngs(0))(jnp.zeros((2, 32, 32, 3))).shape
+      >>> model = ResNet(3, widths=(8,), blocks=(1,), rngs=nnx.Rngs(0))  # one stage; the default has three
+      >>> model(jnp.zeros((2, 16, 16, 3))).shape
       (2, 3)
     """
 
