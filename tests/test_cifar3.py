@@ -19,6 +19,7 @@ from ldjax.models import ResNet
 
 from notebook_runner import flags
 from notebook_runner import notebook_fixture
+from notebook_runner import replay_plot
 from notebook_runner import replay_run
 
 DATA = os.environ.get("LDJAX_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -220,6 +221,7 @@ def test_cifar3_experiment_smoke(cifar3_notebook, tmp_path, monkeypatch):
 
     assert cifar3_notebook["config"] == cp.TINY
     monkeypatch.setattr(cp, "run", replay_run(cifar3_notebook["results"], cp.TINY))
+    monkeypatch.setattr(cp, "plot", replay_plot(cifar3_notebook["out"]))  # the notebook drew them
     argv = ["--out", str(tmp_path), "--data-dir", DATA, "--no-progress", *flags(cp.TINY, cp.Config())]
     assert cp.main(argv) == 0
     saved = json.loads((tmp_path / "results.json").read_text())
@@ -245,6 +247,7 @@ def test_filter_kd_smoke(filter_kd_notebook, tmp_path, monkeypatch):
 
     assert filter_kd_notebook["config"] == filter_kd.TINY
     monkeypatch.setattr(filter_kd, "run", replay_run(filter_kd_notebook["results"], filter_kd.TINY))
+    monkeypatch.setattr(filter_kd, "plot", replay_plot(filter_kd_notebook["out"]))  # the notebook drew them
     argv = [
         "--out",
         str(tmp_path),

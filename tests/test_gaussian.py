@@ -15,6 +15,7 @@ from ldjax.data import symmetric_label_noise
 
 from notebook_runner import flags
 from notebook_runner import notebook_fixture
+from notebook_runner import replay_plot
 from notebook_runner import replay_run
 
 
@@ -175,6 +176,7 @@ def test_gaussian_experiment_smoke(notebook, tmp_path, monkeypatch):
 
     assert notebook["config"] == gp.TINY
     monkeypatch.setattr(gp, "run", replay_run(notebook["results"], gp.TINY))
+    monkeypatch.setattr(gp, "plot", replay_plot(notebook["out"]))  # the notebook drew them
     argv = ["--out", str(tmp_path), "--no-progress", *flags(gp.TINY, gp.Config())]
     assert gp.main(argv) == 0
     saved = json.loads((tmp_path / "results.json").read_text())

@@ -26,6 +26,7 @@ from ldjax.experiments.mnist_force import main
 from ldjax.experiments.mnist_force import run
 
 from notebook_runner import notebook_fixture
+from notebook_runner import replay_plot
 
 REAL = bool(os.environ.get("LDJAX_DATA_DIR"))
 IDS = [
@@ -81,7 +82,7 @@ def test_smoke_run_and_fidelity(small):
     assert rows[3].holds and rows[4].holds  # the first-order prediction, even at this size
 
 
-def test_main_writes_results_json(small, tmp_path, monkeypatch):
+def test_main_writes_results_json(small, notebook, tmp_path, monkeypatch):
     seen = []
 
     def fake_run(config, *, data_dir=None, progress=True):
@@ -89,6 +90,7 @@ def test_main_writes_results_json(small, tmp_path, monkeypatch):
         return small
 
     monkeypatch.setattr(mnist_force, "run", fake_run)
+    monkeypatch.setattr(mnist_force, "plot", replay_plot(notebook["out"]))  # the notebook drew them
     argv = ["--out", str(tmp_path), "--epochs", "2", "--seeds", "2", "--model", "lenet_relu"]
     assert main([*argv, "--no-progress", "--data-dir", str(tmp_path)]) == 0
     assert seen == [(dataclasses.replace(Config(), epochs=2, seeds=2, model="lenet_relu"), str(tmp_path))]
