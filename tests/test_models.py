@@ -110,16 +110,17 @@ def test_authors_lenet_tanh_average_pooling_60_42_float64():
 
 
 def test_model_input_errors():
-    assert LeNet5(3, 3, rngs=nnx.Rngs(0), input_size=16)(jnp.ones((2, 16, 16, 3))).shape == (2, 3)
+    small = LeNet5(3, 3, rngs=nnx.Rngs(0), input_size=16)
+    assert small(jnp.ones((2, 16, 16, 3))).shape == (2, 3)
     with pytest.raises(ValueError, match=r"input_size must be >= 12 .* got 8; upsample small images"):
         LeNet5(rngs=nnx.Rngs(0), input_size=8)
     with (
         pytest.raises(
-            ValueError, match=r"x must be a batch \[b, 28, 28, 1\] \(NHWC\), got shape \(2, 28, 28\)"
+            ValueError, match=r"x must be a batch \[b, 16, 16, 3\] \(NHWC\), got shape \(2, 16, 16\)"
         ),
         ill_typed(),
     ):
-        LeNet5(rngs=nnx.Rngs(0))(jnp.ones((2, 28, 28)))
+        small(jnp.ones((2, 16, 16)))
     with pytest.raises(ValueError, match=r"x has 10 features per example .* expects in_features=12"):
         MLP(12, (4,), 2, rngs=nnx.Rngs(0))(jnp.ones((2, 10)))
     with pytest.raises(ValueError, match=r"must be positive widths, got 12, \(0,\), 2"):
