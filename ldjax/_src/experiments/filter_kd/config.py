@@ -51,17 +51,23 @@ FULL = Config(
     batch_size=128,
 )
 
-#: The tiny run shared by the smoke test and the notebook under ``LDJAX_NOTEBOOK_TINY``: every phase, in seconds.
+#: The tiny run shared by the smoke test and the notebook under ``LDJAX_NOTEBOOK_TINY``: every phase, in seconds;
+#: the split, the ResNet and the training length of ``cifar3_paths.TINY``, one noise level, two temperatures.
 TINY = Config(
-    train_size=100,
-    val_size=100,
-    epochs=2,
-    widths=(4, 8),
-    blocks=(1, 1),
-    batch_size=25,
-    test_size=300,
-    num_seeds=2,
-    noises=(0.4,),  # one noise level: every phase runs per level
+    **{
+        name: getattr(cifar3_config.TINY, name)
+        for name in (
+            "train_size",
+            "val_size",
+            "test_size",
+            "widths",
+            "blocks",
+            "epochs",
+            "batch_size",
+            "num_seeds",
+        )
+    },
+    noises=(0.4,),
     temperatures=(1.0, 4.0),
 )
 
