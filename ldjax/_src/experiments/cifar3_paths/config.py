@@ -16,9 +16,8 @@ class Config:
     noise: float = 0.2
     train_size: int = 500
     val_size: int = 300
-    test_size: int = (
-        0  # 0: every image not in train / val (2,200 at the quick sizes); n > 0: the first n of them
-    )
+    # 0: every image not in train / val (2,200 at the quick sizes); n > 0: the first n of them
+    test_size: int = 0
     widths: tuple[int, ...] = (8, 16, 32)
     blocks: tuple[int, ...] = (1, 1, 1)
     epochs: int = 30
