@@ -23,13 +23,11 @@ class NotebookCellError(AssertionError):
     """A cell raised: its number and source are in the message, the original error is the cause."""
 
 
-def execute_notebook(
-    name: str, workdir: Path, *, tiny: bool = True, env: dict[str, str] | None = None
-) -> dict[str, Any]:
+def execute_notebook(name: str, workdir: Path, *, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Runs ``notebooks/<name>.ipynb`` cell by cell in this process; returns the notebook's namespace.
 
-    ``tiny`` sets ``LDJAX_NOTEBOOK_TINY`` (the notebook then uses its experiment's ``TINY`` settings); the
-    cells run with ``workdir`` as the current directory and ``env`` added to the environment.
+    ``LDJAX_NOTEBOOK_TINY`` is set (the notebook then uses its experiment's ``TINY`` settings); the cells run
+    with ``workdir`` as the current directory and ``env`` added to the environment.
     """
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets.config import Config
@@ -43,10 +41,7 @@ def execute_notebook(
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(workdir)
         patch.setenv("MPLBACKEND", "Agg")
-        if tiny:
-            patch.setenv("LDJAX_NOTEBOOK_TINY", "1")
-        else:
-            patch.delenv("LDJAX_NOTEBOOK_TINY", raising=False)
+        patch.setenv("LDJAX_NOTEBOOK_TINY", "1")
         for key, value in (env or {}).items():
             patch.setenv(key, value)
         for number, cell in enumerate(notebook.cells):
@@ -56,8 +51,7 @@ def execute_notebook(
             error = outcome.error_before_exec or outcome.error_in_exec
             if error is not None:
                 raise NotebookCellError(f"{path.name}, cell {number}:\n{cell.source}") from error
-    namespace = dict(shell.user_ns)
-    return namespace
+    return dict(shell.user_ns)
 
 
 def replay_run(results: dict[str, Any], config: Any):
